@@ -1,0 +1,100 @@
+"""Run several methods side by side on the same stream, and report them.
+
+:func:`run_benchmark` builds the named scenario once, gives every method a fresh copy of the same model,
+runs :func:`uniil_lib.train.run_continual`, and returns a JSON-ready dict::
+
+    {"scenario", "profile", "model", "seed", "tasks": [...],
+     "methods": {NAME: {"matrix": [[...]], "metrics": {...}, "initial": [...],
+                        "trainable_params": int, "train_seconds": float}}}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .clip import load_clip
+from .methods import create_method, method_class
+from .metrics import all_metrics
+from .named_scenarios import build_scenario
+from .profiles import Profile, get_profile
+from .train import run_continual
+
+TABLE_METRICS = ("transfer", "avg", "last", "avg_incremental", "bwt", "forgetting")
+
+
+def run_benchmark(
+    scenario: str,
+    methods: Sequence[str],
+    *,
+    profile: str | Profile = "fast",
+    seed: int = 0,
+    checkpoint_root: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run ``methods`` on ``scenario`` with ``profile`` and ``seed``; see the module docstring for the result.
+
+    Args:
+        scenario: a name from :func:`uniil_lib.named_scenarios.scenario_names`.
+        methods: names from :func:`uniil_lib.methods.method_names`.
+        profile: ``"fast"``, ``"full"`` or a :class:`Profile`.
+        seed: seeds data subsampling, weight init and training.
+        checkpoint_root: if set, each method checkpoints into ``<root>/<scenario>/<method>-seed<seed>``
+            and an interrupted benchmark resumes where it stopped.
+        progress: show tqdm bars.
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    for name in methods:
+        method_class(name)  # fail on a bad name before any work is done
+    stream = build_scenario(scenario, profile=prof, seed=seed)
+    result = {"scenario": scenario, "profile": prof.name, "model": None, "seed": seed,
+              "tasks": stream.task_names, "methods": {}}
+    for name in methods:
+        clip = load_clip(prof.model, pretrained=prof.pretrained, seed=seed, device=prof.train.device)
+        result["model"] = clip.identity
+        method = create_method(name, clip, stream, prof.train_config(name, seed=seed, progress=progress))
+        folder = Path(checkpoint_root) / scenario / f"{name}-seed{seed}" if checkpoint_root else None
+        run = run_continual(method, stream, checkpoint_dir=folder)
+        result["methods"][name] = {
+            "matrix": run.matrix.round(4).tolist(),
+            "metrics": all_metrics(run.matrix, test_sizes=run.test_sizes, zero_shot=run.initial),
+            "initial": run.initial.round(4).tolist(),
+            "trainable_params": int(run.trainable_params),
+            "train_seconds": round(run.train_seconds, 3),
+        }
+    return result
+
+
+def format_table(result: dict, metrics: Sequence[str] = TABLE_METRICS) -> str:
+    """A plain-text table: one row per method, one column per metric, plus trainable parameters."""
+    header = f"{'method':<20}" + "".join(f"{m:>17}" for m in metrics) + f"{'trainable':>12}{'train s':>9}"
+    lines = [f"{result['scenario']} | profile {result['profile']} | model {result['model']} | seed {result['seed']}",
+             header, "-" * len(header)]
+    for name, entry in result["methods"].items():
+        values = "".join(f"{entry['metrics'][m]:>17.2f}" for m in metrics)
+        lines.append(f"{name:<20}{values}{entry['trainable_params']:>12,}{entry['train_seconds']:>9.1f}")
+    return "\n".join(lines)
+
+
+def save_result(result: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return path
+
+
+def save_plots(result: dict, folder: str | Path) -> list[Path]:
+    """Write one PNG with the accuracy heatmaps of all methods into ``folder``; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plots import heatmap_grid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    matrices = {name: entry["matrix"] for name, entry in result["methods"].items()}
+    fig = heatmap_grid(matrices, result["tasks"], suptitle=f"{result['scenario']} ({result['profile']} profile)")
+    path = folder / f"{result['scenario']}-{result['profile']}-seed{result['seed']}-heatmaps.png"
+    fig.savefig(path, dpi=110)
+    return [path]

@@ -1,0 +1,90 @@
+"""The command line: ``python -m uniil_lib {list,metrics,benchmark}``.
+
+- ``list [--models]``: scenarios, methods, profiles and models that exist.
+- ``metrics MATRIX.csv``: metrics of an accuracy matrix, as JSON.
+- ``benchmark --scenario NAME --methods a,b --profile fast|full --out results.json [--seed N]
+  [--plots DIR] [--checkpoints DIR]``: methods side by side; prints a table, writes JSON (and plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .clip import MINI_MODEL_NAME, TINY_MODEL_NAME, available_models
+    from .data import source_names
+    from .methods import method_names
+    from .named_scenarios import _registry
+    from .profiles import profile_names
+
+    print("scenarios:")
+    for entry in _registry().values():
+        print(f"  {entry.name:<18} {entry.protocol:<19} {'offline' if entry.offline else 'online '}  {entry.description}")
+    print("methods:  " + ", ".join(method_names()))
+    print("profiles: " + ", ".join(profile_names()))
+    print("datasets: " + ", ".join(source_names()))
+    models = available_models() if args.models else [TINY_MODEL_NAME, MINI_MODEL_NAME, "ViT-B-16 (openai)", "... (--models)"]
+    print("models:   " + ", ".join(models))
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import all_metrics, read_matrix_csv
+
+    matrix, header = read_matrix_csv(args.csv)
+    output = all_metrics(matrix)
+    if header:
+        output = {"tasks": header, **output}
+    print(json.dumps(output, indent=1))
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import format_table, run_benchmark, save_plots, save_result
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = run_benchmark(args.scenario, methods, profile=args.profile, seed=args.seed,
+                           checkpoint_root=args.checkpoints, progress=not args.quiet)
+    print(format_table(result))
+    if args.out:
+        print(f"results written to {save_result(result, args.out)}")
+    if args.plots:
+        for path in save_plots(result, args.plots):
+            print(f"plot written to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m uniil_lib", description="Continual learning with CLIP.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="scenarios, methods, profiles, datasets and models")
+    listing.add_argument("--models", action="store_true", help="list every open_clip architecture too")
+    listing.set_defaults(run=_cmd_list)
+    metrics = commands.add_parser("metrics", help="metrics of an accuracy-matrix CSV, as JSON")
+    metrics.add_argument("csv", help="CSV file: rows = after step i, columns = task j, values in %%")
+    metrics.set_defaults(run=_cmd_metrics)
+    bench = commands.add_parser("benchmark", help="run methods side by side on a scenario")
+    bench.add_argument("--scenario", required=True)
+    bench.add_argument("--methods", required=True, help="comma-separated, e.g. zeroshot,finetune")
+    bench.add_argument("--profile", default="fast", choices=["fast", "full"])
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", help="write the results JSON here")
+    bench.add_argument("--plots", help="write accuracy heatmaps (PNG) into this folder")
+    bench.add_argument("--checkpoints", help="checkpoint folder; an interrupted run resumes from it")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.set_defaults(run=_cmd_benchmark)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,83 @@
+"""The dataset registry: every source uniil_lib can load, by name.
+
+A source is a :class:`SourceSpec`: how to load a split, whether it works offline, which data_scripts
+command fetches it, and the zero-shot prompt templates that suit its images. Sources are grouped by
+where they come from (``offline``, ``emoji``, ``torchvision``); each group's module lists its own specs,
+and this module only gathers them into one read-only mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+from ..paths import data_root
+from .base import ImageSet
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One loadable dataset.
+
+    Attributes:
+        name: registry name, e.g. ``"fashion-mnist"``.
+        load: ``load(split, root) -> ImageSet`` for ``split`` in ``("train", "test")``.
+        offline: True if it can be had on a machine without internet (from a system package).
+        fetch_command: the data_scripts command that puts it under the data root.
+        templates: zero-shot prompt templates, each with one ``{}`` for the class name.
+        domain: a short domain word (``"photo"``, ``"digit"``, ``"emoji-twitter"``) used by scenarios.
+        description: one line for ``python -m uniil_lib list``.
+    """
+
+    name: str
+    load: Callable[[str, Path], ImageSet]
+    offline: bool
+    fetch_command: str
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    domain: str = "photo"
+    description: str = ""
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+def _all_specs() -> Mapping[str, SourceSpec]:
+    from .emoji import emoji_sources
+    from .offline import offline_sources
+    from .torchvision_sources import torchvision_sources
+
+    specs: dict[str, SourceSpec] = {}
+    for spec in [*offline_sources(), *emoji_sources(), *torchvision_sources()]:
+        if spec.name in specs:
+            raise RuntimeError(f"two dataset sources are both named {spec.name!r}")
+        specs[spec.name] = spec
+    return MappingProxyType(specs)
+
+
+def source_names() -> list[str]:
+    """Names of every registered dataset source."""
+    return sorted(_all_specs())
+
+
+def get_source(name: str) -> SourceSpec:
+    """Return the :class:`SourceSpec` named ``name``; an unknown name lists the valid ones."""
+    specs = _all_specs()
+    if name not in specs:
+        raise KeyError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(specs))}")
+    return specs[name]
+
+
+def load_dataset(name: str, split: str = "train", *, root: str | Path | None = None) -> ImageSet:
+    """Load split ``split`` of dataset ``name`` from ``root`` (default: :func:`uniil_lib.paths.data_root`).
+
+    Raises:
+        KeyError: unknown dataset name (the message lists the valid ones).
+        ValueError: unknown split.
+        DatasetNotFoundError: the files are missing (the message names the fetch command).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = get_source(name)
+    return spec.load(split, Path(root) if root is not None else data_root())

@@ -1,0 +1,77 @@
+"""Turning image sets into tensors: preprocessed pixels and (cached) CLIP image features.
+
+Frozen-encoder methods (zero-shot, linear probes, DDAS, AWPF) look at the same images through the same
+frozen encoder again and again. :func:`image_features` computes the features once and stores them on disk
+as safetensors, keyed by the model's identity, the data's key and the preprocessing; a second call (in
+the same run or a later one) reads the file instead of running the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .clip import ClipModel
+from .data.base import ImageSet
+from .paths import cache_root
+
+CACHE_FORMAT_VERSION = "1"
+
+
+def preprocess_images(imageset: ImageSet, preprocess, *, progress: bool = False) -> torch.Tensor:
+    """Apply ``preprocess`` to every image: ``ImageSet`` of N images -> ``(N, 3, S, S)`` float tensor."""
+    items = range(len(imageset))
+    if progress:
+        items = tqdm(items, desc=f"preprocess {imageset.key}", leave=False)
+    return torch.stack([preprocess(imageset[i][0]) for i in items])
+
+
+def feature_cache_key(clip: ClipModel, imageset: ImageSet) -> str:
+    """A file-name-safe key that changes when the model, the data or the preprocessing changes."""
+    text = "|".join([CACHE_FORMAT_VERSION, clip.identity, imageset.key, str(len(imageset)), repr(clip.preprocess)])
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def image_features(
+    clip: ClipModel,
+    imageset: ImageSet,
+    *,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
+    """L2-normalised image features of a frozen model, ``(N, D)`` float32 on the CPU.
+
+    Args:
+        clip: a model whose weights will not change (the cache assumes it).
+        imageset: the images.
+        batch_size: images per forward pass.
+        cache_dir: where cached features live (default ``<cache root>/features``).
+        use_cache: False computes afresh and writes nothing.
+        progress: show a tqdm bar.
+    """
+    path = Path(cache_dir or cache_root() / "features") / f"{feature_cache_key(clip, imageset)}.safetensors"
+    if use_cache and path.exists():
+        return load_file(path)["features"]
+    was_training = clip.model.training
+    clip.model.eval()
+    chunks = []
+    starts = range(0, len(imageset), batch_size)
+    for start in tqdm(starts, desc=f"encode {imageset.key}", leave=False, disable=not progress):
+        stop = min(start + batch_size, len(imageset))
+        pixels = torch.stack([clip.preprocess(imageset[i][0]) for i in range(start, stop)])
+        chunks.append(clip.encode_images(pixels).float().cpu())
+    clip.model.train(was_training)
+    features = torch.cat(chunks) if chunks else torch.empty(0, 0)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"features": features.contiguous()}, str(tmp), metadata={"model": clip.identity, "data": imageset.key})
+        tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache file
+    return features

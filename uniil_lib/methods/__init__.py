@@ -1,0 +1,36 @@
+"""Continual-learning methods, one per file, all behind :class:`~uniil_lib.methods.base.ContinualMethod`.
+
+``method_names()`` lists them and ``create_method(name, clip, scenario, config)`` builds one; an unknown
+name lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from .base import ContinualMethod, PixelStore, TrainConfig
+from .finetune import Finetune
+from .linear_probe import LinearProbe
+from .zeroshot import ZeroShot
+
+_METHODS = MappingProxyType({cls.name: cls for cls in (ZeroShot, Finetune, LinearProbe)})
+
+
+def method_names() -> list[str]:
+    """Names of all registered methods."""
+    return list(_METHODS)
+
+
+def method_class(name: str) -> type[ContinualMethod]:
+    """The class registered under ``name``; an unknown name lists the valid ones."""
+    if name not in _METHODS:
+        raise KeyError(f"unknown method {name!r}; valid methods: {', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+def create_method(name: str, clip, scenario, config: TrainConfig) -> ContinualMethod:
+    """Build method ``name`` on ``clip`` for ``scenario``."""
+    return method_class(name)(clip, scenario, config)
+
+
+__all__ = ["ContinualMethod", "PixelStore", "TrainConfig", "create_method", "method_class", "method_names"]

@@ -1,0 +1,135 @@
+"""The named scenarios the notebooks and the benchmark CLI use.
+
+Offline (work on a fresh machine here; emoji data via ``python data_scripts/fetch_emoji.py``):
+
+- ``mtil-offline`` (task-incremental): five datasets in sequence, MTIL-style, task identity at test time.
+- ``cil-emoji`` (class-incremental): 100 held-out emoji classes in one style, B0 Inc10.
+- ``dil-emoji`` (domain-incremental): held-out emoji classes, one drawing style per step.
+- ``uniil-offline`` (Uni-IL): task, class and domain increments mixed in one stream.
+
+Online (need internet once, through ``data_scripts``): ``cifar100-b0inc10`` (class-incremental) and
+``mtil`` (the 11-dataset MTIL order I of ZSCL).
+
+Every builder subsamples by the profile (``train_per_class``, ``test_per_class``) with a seeded generator,
+so a seed fixes the data as well as the training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+from .data import get_source, load_dataset
+from .data.base import ImageSet
+from .paths import data_root
+from .profiles import Profile, get_profile
+from .scenarios import DatasetPart, Scenario, class_incremental, domain_incremental, task_incremental, uni_il
+
+MTIL_ORDER_I = ("aircraft", "caltech101", "cifar100", "dtd", "eurosat", "flowers102", "food101", "mnist",
+                "oxford-pets", "stanford-cars", "sun397")
+
+
+@dataclass(frozen=True)
+class NamedScenario:
+    """A scenario recipe: ``build(profile, seed, root) -> Scenario``."""
+
+    name: str
+    protocol: str
+    offline: bool
+    description: str
+    build: Callable[[Profile, int, Path], Scenario]
+
+
+def _subsample(imageset: ImageSet, per_class: int | None, seed: int) -> ImageSet:
+    return imageset if per_class is None else imageset.per_class_subset(per_class, seed=seed)
+
+
+def dataset_part(name: str, profile: Profile, seed: int, root: Path, *, label: str | None = None) -> DatasetPart:
+    """Load a registered dataset's two splits, subsampled by the profile."""
+    spec = get_source(name)
+    train = _subsample(load_dataset(name, "train", root=root), profile.train_per_class, seed)
+    test = _subsample(load_dataset(name, "test", root=root), profile.test_per_class, seed)
+    return DatasetPart(label or name, train, test, spec.templates, spec.domain)
+
+
+def _mtil_offline(profile: Profile, seed: int, root: Path) -> Scenario:
+    names = ["fashion-mnist", "mnist-5k", "optdigits"]
+    parts = [dataset_part(n, profile, seed, root) for n in names]
+    return task_incremental("mtil-offline", parts + _emoji_task_parts(profile, seed, root))
+
+
+def _emoji_task_parts(profile: Profile, seed: int, root: Path) -> list[DatasetPart]:
+    from .data.emoji_tasks import emoji_mtil_parts
+
+    return emoji_mtil_parts(profile, seed, root)
+
+
+def _cil_emoji(profile: Profile, seed: int, root: Path) -> Scenario:
+    from .data.emoji_tasks import emoji_cil_part
+
+    return class_incremental("cil-emoji", emoji_cil_part(profile, seed, root), increment=10, seed=seed)
+
+
+def _dil_emoji(profile: Profile, seed: int, root: Path) -> Scenario:
+    from .data.emoji_tasks import emoji_dil_parts
+
+    return domain_incremental("dil-emoji", emoji_dil_parts(profile, seed, root))
+
+
+def _uniil_offline(profile: Profile, seed: int, root: Path) -> Scenario:
+    from .data.emoji_tasks import uniil_offline_parts
+
+    return uni_il("uniil-offline", uniil_offline_parts(profile, seed, root))
+
+
+def _cifar100(profile: Profile, seed: int, root: Path) -> Scenario:
+    return class_incremental("cifar100-b0inc10", dataset_part("cifar100", profile, seed, root), increment=10, seed=seed)
+
+
+def _mtil(profile: Profile, seed: int, root: Path) -> Scenario:
+    return task_incremental("mtil", [dataset_part(n, profile, seed, root) for n in MTIL_ORDER_I])
+
+
+def _registry() -> Mapping[str, NamedScenario]:
+    entries = [
+        NamedScenario("mtil-offline", "task-incremental", True,
+                      "Fashion-MNIST, MNIST-5k, optdigits and two emoji tasks, MTIL-style", _mtil_offline),
+        NamedScenario("cil-emoji", "class-incremental", True,
+                      "100 held-out emoji classes in one style, B0 Inc10", _cil_emoji),
+        NamedScenario("dil-emoji", "domain-incremental", True,
+                      "held-out emoji classes, one drawing style per step", _dil_emoji),
+        NamedScenario("uniil-offline", "uni-il", True,
+                      "task, class and domain increments mixed in one stream", _uniil_offline),
+        NamedScenario("cifar100-b0inc10", "class-incremental", False,
+                      "CIFAR-100, 10 steps of 10 classes (needs internet once)", _cifar100),
+        NamedScenario("mtil", "task-incremental", False,
+                      "the 11 MTIL datasets in ZSCL's order I (needs internet once)", _mtil),
+    ]
+    return MappingProxyType({entry.name: entry for entry in entries})
+
+
+def scenario_names() -> list[str]:
+    """Names of all named scenarios."""
+    return list(_registry())
+
+
+def get_named_scenario(name: str) -> NamedScenario:
+    registry = _registry()
+    if name not in registry:
+        raise KeyError(f"unknown scenario {name!r}; valid scenarios: {', '.join(registry)}")
+    return registry[name]
+
+
+def build_scenario(name: str, *, profile: str | Profile | None = None, seed: int = 0,
+                   root: str | Path | None = None) -> Scenario:
+    """Build the named scenario ``name`` for ``profile`` (default fast) and ``seed``.
+
+    Raises:
+        KeyError: unknown scenario name (lists the valid ones).
+        DatasetNotFoundError: data missing (names the data_scripts command that fetches it).
+    """
+    recipe = get_named_scenario(name)
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    return recipe.build(prof, seed, Path(root) if root is not None else data_root())

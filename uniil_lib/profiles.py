@@ -1,0 +1,78 @@
+"""Run profiles: one switch between the fast CPU setting (CI, Binder, a laptop) and the papers' GPU setting.
+
+=========  ==============================================  ===============================================
+profile    model                                           data and training
+=========  ==============================================  ===============================================
+``fast``   ``tiny`` random CLIP at 32 px (``mini`` once     a few dozen images per class, a few epochs;
+           the offline pretrained mini-CLIP ships)          minutes on 2 CPU cores, under 2 GB of memory
+``full``   ``ViT-B-16`` with OpenAI weights (hub download)  all images, 1000 iterations per task, batch 64,
+                                                           AdamW + cosine, as in MoE-Adapters' MTIL recipe
+=========  ==============================================  ===============================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
+
+from .methods.base import TrainConfig
+
+PROFILE_ENV_VAR = "UNIIL_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between a quick CPU run and a paper-scale GPU run.
+
+    Attributes:
+        name: ``"fast"`` or ``"full"``.
+        model: model name for :func:`uniil_lib.clip.load_clip`.
+        pretrained: hub tag or checkpoint path (None for ``tiny`` / ``mini``).
+        train_per_class: training images kept per class and step (None: all).
+        test_per_class: test images kept per class (None: all).
+        train: optimisation settings shared by all methods.
+        method_lr: per-method learning rates that override ``train.lr``.
+    """
+
+    name: str
+    model: str
+    pretrained: str | None
+    train_per_class: int | None
+    test_per_class: int | None
+    train: TrainConfig
+    method_lr: Mapping[str, float] = field(default_factory=dict)
+
+    def train_config(self, method: str, *, seed: int, progress: bool = True) -> TrainConfig:
+        """The :class:`TrainConfig` for ``method`` with ``seed``."""
+        lr = self.method_lr.get(method, self.train.lr)
+        return replace(self.train, lr=lr, seed=seed, progress=progress)
+
+
+def _profiles() -> Mapping[str, Profile]:
+    fast = Profile(
+        name="fast", model="tiny", pretrained=None, train_per_class=40, test_per_class=20,
+        train=TrainConfig(epochs=4, batch_size=32, lr=1e-3, device="cpu"),
+        method_lr={"finetune": 5e-4},
+    )
+    full = Profile(
+        name="full", model="ViT-B-16", pretrained="openai", train_per_class=None, test_per_class=None,
+        train=TrainConfig(iterations=1000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=100,
+                          label_smoothing=0.2, device="cuda"),
+        method_lr={"finetune": 1e-5},
+    )
+    return MappingProxyType({"fast": fast, "full": full})
+
+
+def profile_names() -> list[str]:
+    return list(_profiles())
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile ``name``; default: ``$UNIIL_PROFILE`` or ``"fast"``. Unknown names list the valid ones."""
+    name = name or os.environ.get(PROFILE_ENV_VAR, "fast")
+    profiles = _profiles()
+    if name not in profiles:
+        raise KeyError(f"unknown profile {name!r}; valid profiles: {', '.join(profiles)}")
+    return profiles[name]
