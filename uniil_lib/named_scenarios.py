@@ -81,7 +81,8 @@ def _dil_emoji(profile: Profile, seed: int, root: Path) -> Scenario:
 def _uniil_offline(profile: Profile, seed: int, root: Path) -> Scenario:
     from .data.emoji_tasks import uniil_offline_parts
 
-    return uni_il("uniil-offline", uniil_offline_parts(profile, seed, root))
+    parts, order = uniil_offline_parts(profile, seed, root)
+    return uni_il("uniil-offline", parts, order=order)
 
 
 def _cifar100(profile: Profile, seed: int, root: Path) -> Scenario:

@@ -32,6 +32,8 @@ class Profile:
         pretrained: hub tag or checkpoint path (None for ``tiny`` / ``mini``).
         train_per_class: training images kept per class and step (None: all).
         test_per_class: test images kept per class (None: all).
+        emoji_train_per_class: seeded augmentations per emoji class for training.
+        emoji_test_per_class: seeded augmentations per emoji class for testing.
         train: optimisation settings shared by all methods.
         method_lr: per-method learning rates that override ``train.lr``.
     """
@@ -41,6 +43,8 @@ class Profile:
     pretrained: str | None
     train_per_class: int | None
     test_per_class: int | None
+    emoji_train_per_class: int
+    emoji_test_per_class: int
     train: TrainConfig
     method_lr: Mapping[str, float] = field(default_factory=dict)
 
@@ -53,11 +57,13 @@ class Profile:
 def _profiles() -> Mapping[str, Profile]:
     fast = Profile(
         name="fast", model="tiny", pretrained=None, train_per_class=40, test_per_class=20,
+        emoji_train_per_class=12, emoji_test_per_class=4,
         train=TrainConfig(epochs=4, batch_size=32, lr=1e-3, device="cpu"),
         method_lr={"finetune": 5e-4},
     )
     full = Profile(
         name="full", model="ViT-B-16", pretrained="openai", train_per_class=None, test_per_class=None,
+        emoji_train_per_class=48, emoji_test_per_class=8,
         train=TrainConfig(iterations=1000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=100,
                           label_smoothing=0.2, device="cuda"),
         method_lr={"finetune": 1e-5},

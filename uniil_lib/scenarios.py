@@ -13,8 +13,10 @@ incremental learning"), and Uni-IL (Meng et al., MMAsia 2025) mixes them in one 
 One rule covers all four. Every step belongs to a *group* (a label space that can grow): a dataset in
 task-incremental learning, the whole stream in class- or domain-incremental learning. The test images of
 step ``j``, evaluated after training step ``i``, are classified among the classes of all steps of
-``j``'s group up to step ``max(i, j)`` (:meth:`Scenario.eval_class_ids`). Labels everywhere are *global*
-class ids into ``Scenario.classes``.
+``j``'s group up to step ``max(i, j)`` (:meth:`Scenario.eval_class_ids`). In a Uni-IL stream nothing
+tells a method which part of the stream an image comes from, so there the candidates are the classes of
+*all* steps up to ``max(i, j)`` (our reading of "no task identity at test time"). Labels everywhere are
+*global* class ids into ``Scenario.classes``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class Scenario:
         horizon = max(test_step, after_step)
         ids: set[int] = set()
         for step in self.steps[: horizon + 1]:
-            if step.group == group:
+            if step.group == group or self.protocol == "uni-il":
                 ids.update(step.class_ids)
         return sorted(ids)
 
@@ -219,23 +221,37 @@ def domain_incremental(name: str, parts: Sequence[DatasetPart]) -> Scenario:
     return Scenario(name, "domain-incremental", classes, _finalize(steps, classes))
 
 
-def uni_il(name: str, scenarios: Sequence[Scenario]) -> Scenario:
-    """A Uni-IL stream: the steps of several scenarios, one after the other, with no task identity at test
-    time. Each sub-scenario keeps its own label-space groups (prefixed by its name) and its classes get new
-    global ids, so a class-incremental part still grows and a domain-incremental part stays fixed."""
-    classes: list[ClassSpec] = []
+def uni_il(name: str, scenarios: Sequence[Scenario], *, order: Sequence[int] | None = None) -> Scenario:
+    """A Uni-IL stream: the steps of several scenarios in one stream, with no task identity at test time.
+
+    Each sub-scenario keeps its own label-space groups (prefixed by its name) and its classes get new
+    global ids, so a class-incremental part still grows and a domain-incremental part stays fixed.
+
+    Args:
+        name: the stream's name.
+        scenarios: the parts.
+        order: which part each stream position takes its next step from, e.g. ``[0, 1, 1, 2, 1]``
+            interleaves; default: all steps of part 0, then of part 1, and so on.
+    """
+    order = list(order) if order is not None else [k for k, sub in enumerate(scenarios) for _ in sub.steps]
+    expected = sorted(k for k, sub in enumerate(scenarios) for _ in sub.steps)
+    if sorted(order) != expected:
+        raise ValueError(f"order must use part k exactly len(part k.steps) times; got {order}")
+    offsets = np.cumsum([0] + [len(sub.classes) for sub in scenarios])[:-1]
+    classes = [spec for sub in scenarios for spec in sub.classes]
+    cursors = [0] * len(scenarios)
     steps: list[Step] = []
-    for sub in scenarios:
-        offset = len(classes)
-        classes.extend(sub.classes)
-        for step in sub.steps:
-            shifted = {local: glob + offset for local, glob in step.label_map.items()}
-            steps.append(Step(
-                index=len(steps), name=step.name, kind=step.kind,
-                train=_shift_labels(step.train, offset), test=_shift_labels(step.test, offset),
-                class_ids=tuple(c + offset for c in step.class_ids), domain=step.domain,
-                group=f"{sub.name}/{step.group}", label_map=shifted,
-            ))
+    for part in order:
+        sub, offset = scenarios[part], int(offsets[part])
+        step = sub.steps[cursors[part]]
+        cursors[part] += 1
+        steps.append(Step(
+            index=len(steps), name=step.name, kind=step.kind,
+            train=_shift_labels(step.train, offset), test=_shift_labels(step.test, offset),
+            class_ids=tuple(c + offset for c in step.class_ids), domain=step.domain,
+            group=f"{sub.name}/{step.group}",
+            label_map={local: glob + offset for local, glob in step.label_map.items()},
+        ))
     return Scenario(name, "uni-il", classes, _finalize(steps, classes))
 
 

@@ -153,6 +153,9 @@ class ContinualMethod:
         total = self._total_iterations(len(pixels))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(self.config.warmup_steps, total))
         self.clip.model.train()
+        # Near-zero gradients late in training become denormal floats, which x86 CPUs process up to
+        # 100x slower; flushing them to zero changes no result that matters and keeps steps fast.
+        torch.set_flush_denormal(True)
         bar = tqdm(total=total, desc=f"{self.name} | {step.name}", leave=False, disable=not self.config.progress)
         for batch_index in _batches(len(pixels), self.config.batch_size, total, seed=self.config.seed + step.index):
             loss = self.training_loss(pixels[batch_index].to(self.config.device), labels[batch_index].to(self.config.device), step)
