@@ -19,13 +19,14 @@ from .methods import create_method, method_class
 from .metrics import all_metrics
 from .named_scenarios import build_scenario
 from .profiles import Profile, get_profile
+from .scenarios import Scenario
 from .train import run_continual
 
 TABLE_METRICS = ("transfer", "avg", "last", "avg_incremental", "bwt", "forgetting")
 
 
 def run_benchmark(
-    scenario: str,
+    scenario: str | Scenario,
     methods: Sequence[str],
     *,
     profile: str | Profile = "fast",
@@ -36,7 +37,8 @@ def run_benchmark(
     """Run ``methods`` on ``scenario`` with ``profile`` and ``seed``; see the module docstring for the result.
 
     Args:
-        scenario: a name from :func:`uniil_lib.named_scenarios.scenario_names`.
+        scenario: a name from :func:`uniil_lib.named_scenarios.scenario_names`, or a built
+            :class:`~uniil_lib.scenarios.Scenario` (reused as it is; ``seed`` then seeds training only).
         methods: names from :func:`uniil_lib.methods.method_names`.
         profile: ``"fast"``, ``"full"`` or a :class:`Profile`.
         seed: seeds data subsampling, weight init and training.
@@ -47,7 +49,8 @@ def run_benchmark(
     prof = get_profile(profile) if isinstance(profile, str) else profile
     for name in methods:
         method_class(name)  # fail on a bad name before any work is done
-    stream = build_scenario(scenario, profile=prof, seed=seed)
+    stream = build_scenario(scenario, profile=prof, seed=seed) if isinstance(scenario, str) else scenario
+    scenario = stream.name
     result = {"scenario": scenario, "profile": prof.name, "model": None, "seed": seed,
               "tasks": stream.task_names, "methods": {}}
     for name in methods:

@@ -24,7 +24,8 @@ class Finetune(ContinualMethod):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         # The temperature stays fixed at its pretrained value, as in ZSCL and MoE-Adapters.
-        return [p for n, p in self.clip.model.named_parameters() if n != "logit_scale"]
+        # Parameters a model keeps locked (e.g. the mini-CLIP's pretrained text tower) stay locked.
+        return [p for n, p in self.clip.model.named_parameters() if n != "logit_scale" and p.requires_grad]
 
     def class_text(self, class_ids: Sequence[int], *, ensemble: bool) -> torch.Tensor:
         classes = self.scenario.classes
