@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from .adapter import AdapterMethod
+from .awpf import AWPF, AWPFFixed, LowRankSeq
 from .base import ContinualMethod, PixelStore, TrainConfig
 from .finetune import Finetune
 from .linear_probe import LinearProbe
+from .moe_adapters import MoEAdapters, MoEAdaptersDDAS
 from .zeroshot import ZeroShot
 
-_METHODS = MappingProxyType({cls.name: cls for cls in (ZeroShot, Finetune, LinearProbe)})
+_METHODS = MappingProxyType({
+    cls.name: cls for cls in (ZeroShot, Finetune, LinearProbe, AdapterMethod, MoEAdapters, MoEAdaptersDDAS,
+                              LowRankSeq, AWPFFixed, AWPF)
+})
 
 
 def method_names() -> list[str]:

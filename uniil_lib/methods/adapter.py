@@ -1,0 +1,426 @@
+"""Adapter tuning: frozen CLIP with small trainable adapters beside its blocks, and the frozen-block cache.
+
+The ``adapter`` method puts one plain adapter (:class:`uniil_lib.adapters.Adapter`) beside each selected
+block of both encoders and trains the same adapters on every step in turn, with nothing to protect
+earlier steps: the parameter-efficient counterpart of ``finetune``, and the baseline MoE-Adapters4CL
+starts from ("w/o MoE" in the authors' code). :class:`AdapterTuning` holds what ``adapter``,
+``moe-adapters`` and ``moe-adapters-ddas`` share:
+
+- **Training** uses CLIP's own objective, cross-entropy over the scaled cosine similarities between the
+  image embedding and the class-prompt embeddings of the step's label space (each class's first prompt),
+  with the profile's label smoothing, plus the MoE balance losses when enabled. The CLIP weights stay
+  frozen and in evaluation mode (no dropout in frozen layers, e.g. MiniLM's; our choice); only the
+  adapters are in training mode.
+- **Evaluation** uses every prompt of a class (prompt ensemble), like ``finetune``. Each test image
+  gets a *route* (:meth:`AdapterTuning.routes`): a router index, or ``ZERO_SHOT`` (adapters off, the
+  image is scored by frozen CLIP from the feature cache).
+- **The frozen-block cache.** When the image tower's adapters sit only in its top blocks ``[s, L)``, the
+  blocks below never change and training sees every image unaugmented, so their output for an image is
+  always the same. :class:`FrozenBlockCache` computes it once per image set (:func:`image_prefix`) and
+  training and evaluation run only the top blocks (:func:`image_suffix`): exact, and several times
+  faster (``benchmarks/frozen_block_cache.py``). The text tower gets the same treatment for the fixed
+  class prompts of a step (:func:`block_input`, :func:`run_blocks_from`).
+
+Default layout (:func:`default_adapter_config`): the paper's (every block of both towers) on a GPU; on a
+CPU only the top quarter of each tower, so the fast profile stays fast.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Callable, ClassVar, Iterator, Sequence
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..adapters import IMAGE, TEXT, AdapterConfig, AttachedAdapters, Tower, attach_adapters
+from ..features import image_features, preprocess_images
+from ..routers import ZERO_SHOT
+from .base import ContinualMethod
+
+DEFAULT_CACHE_BUDGET = 512 * 2**20  # bytes of cached block outputs kept in memory
+
+
+def default_adapter_config(device: str, *, moe: bool) -> AdapterConfig:
+    """The paper's layout on a GPU (adapters in every block of both towers); on a CPU the top quarter of each
+    tower (``ceil(L / 4)`` blocks, at least one), so the frozen-block cache can skip the other three quarters."""
+    if str(device).startswith("cuda"):
+        return AdapterConfig(moe=moe)
+    return AdapterConfig(moe=moe, image_blocks=0.25, text_blocks=0.25)
+
+
+# ----- running a tower in two halves ------------------------------------------------------------------
+def image_split_problem(visual: nn.Module) -> str | None:
+    """Why :func:`image_prefix` / :func:`image_suffix` cannot split ``visual`` (None when they can)."""
+    if not isinstance(visual, open_clip.transformer.VisionTransformer):
+        return f"the image tower is a {type(visual).__name__}, not an open_clip VisionTransformer"
+    if not (hasattr(visual, "_embeds") and hasattr(visual, "_pool")):
+        return "this open_clip version has no VisionTransformer._embeds/_pool (needs open_clip_torch >= 2.30)"
+    if not visual.transformer.batch_first:
+        return "the image transformer is not batch_first"
+    return None
+
+
+def image_prefix(visual: nn.Module, pixels: torch.Tensor, stop: int) -> torch.Tensor:
+    """Patch embedding and blocks ``[0, stop)`` of an open_clip ViT: ``(B, 3, S, S) -> (B, T, d)``."""
+    x = visual._embeds(pixels)
+    for block in visual.transformer.resblocks[:stop]:
+        x = block(x)
+    return x
+
+
+def image_suffix(visual: nn.Module, hidden: torch.Tensor, start: int) -> torch.Tensor:
+    """Blocks ``[start, L)``, pooling and projection: ``(B, T, d) -> (B, D)`` (unnormalised, like ``encode_image``).
+
+    ``image_suffix(v, image_prefix(v, p, s), s)`` equals ``v(p)`` for every ``s``.
+    """
+    x = hidden
+    for block in visual.transformer.resblocks[start:]:
+        x = block(x)
+    pooled, _ = visual._pool(x)
+    return pooled @ visual.proj if visual.proj is not None else pooled
+
+
+class _ReachedBlock(Exception):
+    """Raised by :func:`block_input`'s hook to stop a forward once the wanted block input is captured."""
+
+
+def block_input(tower: Tower, index: int, forward: Callable[[], object]) -> torch.Tensor:
+    """Run ``forward()`` (a forward of the model through ``tower``) only up to block ``index``; return that
+    block's input. The blocks from ``index`` on do not run, so no adapter consumes random numbers."""
+    captured = []
+
+    def hook(module, args, kwargs):
+        captured.append((args[0] if args else kwargs["hidden_states"]).detach())
+        raise _ReachedBlock
+
+    handle = tower.blocks[index].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        forward()
+    except _ReachedBlock:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"the forward never reached {tower.name} block {index}")
+    return captured[0]
+
+
+@contextmanager
+def run_blocks_from(tower: Tower, start: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Inside the ``with`` block the tower skips blocks ``[0, start)`` and feeds ``hidden`` to block ``start``.
+
+    The tower's own forward still runs (embeddings, masks, pooling), so this works for any tower whose
+    forward loops over its block list (open_clip's transformers, Hugging Face BERT). ``hidden`` must be what
+    block ``start`` receives for the same inputs (:func:`block_input`).
+    """
+    blocks = tower.blocks
+    if not 0 <= start < len(blocks):
+        raise ValueError(f"start block {start} out of range for {len(blocks)} blocks")
+
+    def inject(module, args, kwargs):
+        given = args[0] if args else kwargs["hidden_states"]
+        if given.shape != hidden.shape:
+            raise RuntimeError(f"cached block input has shape {tuple(hidden.shape)} but this forward feeds "
+                               f"{tuple(given.shape)}: the cache was computed for other inputs")
+        if args:
+            return (hidden.to(given.dtype), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden.to(given.dtype)}
+
+    handle = blocks[start].register_forward_pre_hook(inject, with_kwargs=True)
+    setattr(tower.owner, tower.attr, nn.ModuleList(list(blocks)[start:]))
+    try:
+        yield
+    finally:
+        setattr(tower.owner, tower.attr, blocks)
+        handle.remove()
+
+
+def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the trailing token columns that are padding in every row: ``(N, L) -> (N, L')``.
+
+    Exact for a BERT-style tower, which masks padding out of attention and pooling (the all-MiniLM-L6-v2
+    tokenizer pads every prompt to 64 tokens; class prompts have about 10, so this makes the text tower
+    several times cheaper). Not for open_clip's text transformer, whose positional embedding has a fixed length.
+    """
+    used = (tokens != pad_id).any(dim=0).nonzero()
+    return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
+
+
+class FrozenBlockCache:
+    """The output of the frozen image blocks ``[0, start)`` for whole image sets, computed once, kept on the CPU.
+
+    Args:
+        clip: the (adapted) model; blocks below ``start`` must carry no adapters.
+        start: the first adapted image block.
+        budget_bytes: the most memory kept; an image set that does not fit is computed on the fly
+            (:meth:`hidden` returns None and the caller falls back to the full forward).
+        batch_size: images per prefix forward.
+    """
+
+    def __init__(self, clip, start: int, *, budget_bytes: int = DEFAULT_CACHE_BUDGET, batch_size: int = 256):
+        self.clip, self.start, self.budget_bytes, self.batch_size = clip, start, budget_bytes, batch_size
+        self._kept: dict[str, torch.Tensor] = {}
+        self._warned = False
+
+    def bytes_per_image(self) -> int:
+        tokens, width = self.clip.model.visual.positional_embedding.shape
+        return 4 * tokens * width
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._kept.values())
+
+    @torch.no_grad()
+    def hidden(self, imageset, *, keep: bool) -> torch.Tensor | None:
+        """``(N, T, d)`` float32 block-``start`` inputs of ``imageset``; kept for later calls if ``keep``."""
+        if imageset.key in self._kept:
+            return self._kept[imageset.key]
+        if len(imageset) * self.bytes_per_image() > self.budget_bytes - self.used_bytes:
+            if not self._warned:
+                warnings.warn(f"frozen-block cache budget ({self.budget_bytes / 2**20:.0f} MiB) exceeded by "
+                              f"{imageset.key}; running the full image tower for it", stacklevel=2)
+                self._warned = True
+            return None
+        pixels = preprocess_images(imageset, self.clip.preprocess)
+        model, visual = self.clip.model, self.clip.model.visual
+        was_training = model.training
+        model.eval()
+        chunks = [image_prefix(visual, batch.to(self.clip.device), self.start).float().cpu()
+                  for batch in pixels.split(self.batch_size)]
+        model.train(was_training)
+        hidden = torch.cat(chunks) if chunks else torch.empty(0, *visual.positional_embedding.shape)
+        if keep:
+            self._kept[imageset.key] = hidden
+        return hidden
+
+
+# ----- the shared method -------------------------------------------------------------------------------
+class AdapterTuning(ContinualMethod):
+    """Frozen CLIP + adapters; the base of ``adapter``, ``moe-adapters`` and ``moe-adapters-ddas``.
+
+    Subclasses choose ``uses_moe`` and override the routing hooks: :meth:`training_route` (the router a
+    step trains), :meth:`routes` (the route of each test image) and :meth:`after_learning` (what happens
+    at the end of a step, e.g. activate-freeze).
+
+    Args:
+        clip, scenario, config: as for every method.
+        adapters: what to attach and where (default :func:`default_adapter_config`).
+        block_cache: the frozen-block cache: ``"auto"`` (image cache on when the image tower's lowest
+            adapted block is above block 0 and the tower can be split; text prefix reuse on), ``True``
+            (on, or an error saying why not), ``False`` (off for both towers: the plain full forward).
+        cache_budget_bytes: memory the cache may keep.
+    """
+
+    name: ClassVar[str] = "adapter-tuning"
+    uses_moe: ClassVar[bool] = False
+
+    def __init__(self, clip, scenario, config, *, adapters: AdapterConfig | None = None,
+                 block_cache: bool | str = "auto", cache_budget_bytes: int = DEFAULT_CACHE_BUDGET):
+        super().__init__(clip, scenario, config)
+        clip.model.requires_grad_(False)
+        self.adapter_config = adapters or default_adapter_config(config.device, moe=self.uses_moe)
+        if self.adapter_config.moe != self.uses_moe:
+            raise ValueError(f"{self.name} needs AdapterConfig(moe={self.uses_moe})")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.adapters: AttachedAdapters = attach_adapters(clip.model, self.adapter_config)
+        self.context = self.adapters.context
+        self.cache = self._build_cache(block_cache, cache_budget_bytes)
+        self.text_prefix_cache = block_cache is not False
+        self._train_on_cache = False
+        self._text_prefix: tuple[tuple[str, ...], torch.Tensor] | None = None
+        self._eval_text: dict[tuple, torch.Tensor] = {}
+        self._frozen_text: dict[tuple, torch.Tensor] = {}
+
+    def _build_cache(self, block_cache: bool | str, budget: int) -> FrozenBlockCache | None:
+        if block_cache not in (True, False, "auto"):
+            raise ValueError(f"block_cache must be True, False or 'auto', got {block_cache!r}")
+        problem = image_split_problem(self.clip.model.visual)
+        if block_cache is True and problem:
+            raise ValueError(f"cannot use the frozen-block cache: {problem}")
+        if block_cache is False or problem:
+            return None
+        adapted = self.adapters.blocks_of(IMAGE)
+        start = adapted[0] if adapted else len(self.adapters.towers[IMAGE].blocks)
+        if start == 0:
+            return None
+        return FrozenBlockCache(self.clip, start, budget_bytes=budget, batch_size=self.config.eval_batch_size)
+
+    # ----- routing hooks (subclasses) ----------------------------------------------------------------
+    def training_route(self, step) -> int:
+        """The router step ``step`` trains (plain adapters ignore it)."""
+        return 0
+
+    def routes(self, n: int, task_id: int | None, features: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``(N,)`` route per test image: a router index or ``ZERO_SHOT``. ``features()`` gives their frozen
+        CLIP features if a router needs them. Plain adapters: always on."""
+        return torch.zeros(n, dtype=torch.long)
+
+    def after_learning(self, step) -> None:
+        """Called at the end of :meth:`learn` (activate-freeze, DDAS fitting)."""
+
+    # ----- images --------------------------------------------------------------------------------------
+    def image_inputs(self, imageset, *, keep: bool) -> tuple[torch.Tensor, bool]:
+        """Cached block inputs ``(N, T, d)`` if the cache holds them, else pixels; and which of the two."""
+        if self.cache is not None:
+            hidden = self.cache.hidden(imageset, keep=keep)
+            if hidden is not None:
+                return hidden, True
+        return self.store.pixels(imageset), False
+
+    def encode_image_inputs(self, inputs: torch.Tensor, cached: bool) -> torch.Tensor:
+        """Normalised image embeddings ``(B, D)`` from pixels or cached block inputs."""
+        if cached:
+            features = image_suffix(self.clip.model.visual, inputs.to(self.clip.device), self.cache.start)
+            return F.normalize(features, dim=-1)
+        return self.clip.encode_images(inputs)
+
+    def frozen_features(self, imageset) -> torch.Tensor:
+        """Frozen-CLIP image features ``(N, D)`` (adapters off), from the on-disk feature cache."""
+        if not self.uses_moe:
+            raise RuntimeError("plain adapters cannot be switched off; frozen features need an MoE method")
+        with self.context.use(None):
+            return image_features(self.clip, imageset, batch_size=self.config.eval_batch_size,
+                                  progress=self.config.progress)
+
+    # ----- text ----------------------------------------------------------------------------------------
+    def encode_prompts(self, prompts: Sequence[str], *, reuse_prefix: bool) -> torch.Tensor:
+        """``(P, D)`` normalised text embeddings under the current route.
+
+        With ``reuse_prefix`` (training: the same prompts every batch of a step), the frozen text blocks
+        below the first adapted one run once per step and later calls start from their cached output.
+        """
+        tower, adapted = self.adapters.towers.get(TEXT), self.adapters.blocks_of(TEXT)
+        if tower is None or not adapted:
+            return self._frozen_prompts(tuple(prompts))
+        tokens = self.tokenize(prompts)
+        if not (reuse_prefix and self.text_prefix_cache) or adapted[0] == 0:
+            return F.normalize(self.clip.model.encode_text(tokens), dim=-1)
+        key = tuple(prompts)
+        if self._text_prefix is None or self._text_prefix[0] != key:
+            with torch.no_grad():
+                hidden = block_input(tower, adapted[0], lambda: self.clip.model.encode_text(tokens))
+            self._text_prefix = (key, hidden)
+        with run_blocks_from(tower, adapted[0], self._text_prefix[1]):
+            return F.normalize(self.clip.model.encode_text(tokens), dim=-1)
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token ids on the model's device; trailing all-padding columns dropped for a BERT text tower."""
+        tokens = self.clip.tokenizer(list(prompts))
+        tower = self.adapters.towers.get(TEXT)
+        if tower is not None and tower.kind == "bert":
+            tokens = trim_padding(tokens, self.clip.model.text.config.pad_token_id)
+        return tokens.to(self.clip.device)
+
+    @torch.no_grad()
+    def _frozen_prompts(self, prompts: tuple[str, ...]) -> torch.Tensor:
+        # No text adapters: the text tower is frozen and its embeddings never change.
+        if prompts not in self._frozen_text:
+            self._frozen_text[prompts] = F.normalize(self.clip.model.encode_text(self.tokenize(prompts)), dim=-1)
+        return self._frozen_text[prompts]
+
+    @torch.no_grad()
+    def class_text(self, class_ids: Sequence[int], route: int) -> torch.Tensor:
+        """``(C, D)`` prompt-ensemble class embeddings under ``route`` (cached until the weights change)."""
+        key = (route, tuple(class_ids))
+        if key not in self._eval_text:
+            classes = self.scenario.classes
+            prompts = [p for c in class_ids for p in classes[c].prompts]
+            with self.context.use(None if route == ZERO_SHOT else route):
+                chunks = [self.encode_prompts(prompts[i : i + self.config.eval_batch_size], reuse_prefix=False)
+                          for i in range(0, len(prompts), self.config.eval_batch_size)]
+            per_prompt = torch.cat(chunks)
+            counts = [len(classes[c].prompts) for c in class_ids]
+            self._eval_text[key] = F.normalize(torch.stack([p.mean(0) for p in per_prompt.split(counts)]), dim=-1)
+        return self._eval_text[key]
+
+    # ----- training ----------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return self.adapters.trainable_parameters()
+
+    def trainable_parameter_count(self) -> int:
+        """Every parameter the method added and trained over the stream: all adapters and routers."""
+        return sum(p.numel() for p in self.adapters.parameters())
+
+    def step_inputs(self, step) -> tuple[torch.Tensor, torch.Tensor]:
+        # Cached block inputs for this step only (keep=False): they are not needed after the step.
+        inputs, self._train_on_cache = self.image_inputs(step.train, keep=False)
+        return inputs, torch.as_tensor(step.train.labels)
+
+    def training_loss(self, inputs: torch.Tensor, labels: torch.Tensor, step) -> torch.Tensor:
+        """Cross-entropy (with the profile's label smoothing) + the MoE balance losses of this forward."""
+        self.clip.model.eval()  # frozen CLIP: no dropout; only the adapters train
+        self.adapters.train(True)
+        class_ids, targets = self.candidate_targets(labels, step)
+        prompts = [self.scenario.classes[c].prompts[0] for c in class_ids]
+        with self.context.use(self.training_route(step)):
+            self.context.pop_aux_loss()  # forget losses of forwards outside training
+            image = self.encode_image_inputs(inputs, self._train_on_cache)
+            text = self.encode_prompts(prompts, reuse_prefix=True)
+            logits = self.clip.logit_scale * image @ text.T
+            return self.cross_entropy(logits, targets) + self.context.pop_aux_loss()
+
+    def learn(self, step) -> None:
+        """The shared loop of :class:`~uniil_lib.methods.base.ContinualMethod`, then :meth:`after_learning`."""
+        self._eval_text.clear()
+        super().learn(step)
+        self._eval_text.clear()
+        self._text_prefix = None
+        self.after_learning(step)
+
+    # ----- evaluation --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, imageset, class_ids: Sequence[int], task_id: int | None) -> np.ndarray:
+        """Predicted global class ids ``(N,)``: each route's images scored by its model, argmax over ``class_ids``."""
+        self.clip.model.eval()
+        routes = self.routes(len(imageset), task_id, lambda: self.frozen_features(imageset))
+        ids = torch.as_tensor(list(class_ids))
+        predicted = torch.empty(len(imageset), dtype=torch.long)
+        for route in routes.unique().tolist():
+            rows = (routes == route).nonzero(as_tuple=True)[0]
+            predicted[rows] = ids[self._route_scores(imageset, rows, class_ids, route).argmax(dim=1).cpu()]
+        return predicted.numpy()
+
+    def _route_scores(self, imageset, rows: torch.Tensor, class_ids: Sequence[int], route: int) -> torch.Tensor:
+        text = self.class_text(class_ids, route)
+        if route == ZERO_SHOT:
+            return self.frozen_features(imageset)[rows].to(text) @ text.T
+        inputs, cached = self.image_inputs(imageset, keep=True)
+        with self.context.use(route):
+            return torch.cat([self.encode_image_inputs(inputs[part], cached) @ text.T
+                              for part in rows.split(self.config.eval_batch_size)])
+
+    @torch.no_grad()
+    def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
+        """``(B, C)`` scaled cosine logits of a pixel batch (full forward; :meth:`predict` is the fast path)."""
+        self.clip.model.eval()
+        pixels = pixels.to(self.clip.device)
+        with self.context.use(None):
+            routes = self.routes(len(pixels), task_id, lambda: self.clip.encode_images(pixels).float().cpu())
+        out = torch.empty(len(pixels), len(class_ids), device=self.clip.device)
+        for route in routes.unique().tolist():
+            rows = (routes == route).nonzero(as_tuple=True)[0].to(self.clip.device)
+            with self.context.use(None if route == ZERO_SHOT else route):
+                out[rows] = self.clip.encode_images(pixels[rows]) @ self.class_text(class_ids, route).T
+        return self.clip.logit_scale * out
+
+    # ----- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Adapters: experts, routers, usage counters, frozen masks (``adapters.<layer>.<tensor>``)."""
+        return {f"adapters.{k}": v.detach().cpu() for k, v in self.adapters.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.adapters.load_state_dict({k[len("adapters."):]: v for k, v in state.items() if k.startswith("adapters.")})
+        self._eval_text.clear()
+
+
+class AdapterMethod(AdapterTuning):
+    """One plain adapter per selected block of both towers, trained on every step in turn, no routing."""
+
+    name = "adapter"
+    uses_moe = False

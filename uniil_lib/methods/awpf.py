@@ -1,0 +1,427 @@
+"""AWPF and its two baselines: a low-rank parameter module on frozen CLIP features, fused task after task.
+
+All three methods keep CLIP frozen and train only a residual low-rank module on the cached image features,
+``g(f) = normalize(f + B A f)`` (:mod:`uniil_lib.fusion`, A1), with the frozen prompt-ensemble text
+embeddings of the classes as the classifier: ``logits = s * g(f) @ T^T`` over the classes seen so far,
+cross-entropy (``s`` is CLIP's temperature). Our choice: the text head stays frozen, so everything a task
+learns sits in the module and the fusion decides alone what is kept (a trainable head would forget on its
+own and would need its own fusion). Training reads cached features, which is exact (the encoder is frozen)
+and fast.
+
+- ``lowrank-seq``: one rank-``r`` module trained on every task in turn, nothing else: the forgetting baseline.
+- ``awpf`` (our reading of Guo et al.): each task trains a *fresh* rank-``r`` increment ``B_t A_t`` on top of
+  the frozen fused module of the earlier tasks, so the module trained on task ``t`` is
+  ``dW_new = dW_old + B_t A_t``. Afterwards it is fused with the old one by stacking (A2) with the dynamic
+  balance factor ``lam_t`` from MMD and LDA (A4-A6), and re-compressed by SVD (A3)::
+
+      dW_t = (1 - lam_t) dW_old + lam_t dW_new = dW_old + lam_t B_t A_t
+
+  The stack ``[(1 - lam) B_old, lam B_old, lam B_t] @ [A_old; A_old; A_t]`` holds the old directions twice;
+  the SVD merges them, so the rank grows by at most ``r`` per task (to an optional budget) and the old
+  factors are never averaged away. There is nothing to fuse after the first task (the old module is zero-shot
+  CLIP and there is no previous task for MMD), so ``lam_0 = 1`` there (our choice). MMD compares the new
+  task's frozen features with a seeded sample of at most ``memory`` frozen features kept from the previous
+  task (features, not images; RAPF keeps per-class feature statistics for the same purpose).
+- ``awpf-fixed``: the same, with a fixed ``lam`` (default 0.6, RAPF's ``mix_bias`` for CIFAR-100).
+
+Where RAPF differs (for the record): a full 512x512 adapter with Kaiming init instead of identity + low
+rank; its fusion mixes old and new weights element-wise in the old weights' SVD basis with a mask
+``min(1, |diff| / max|diff| + 0.6)``; and it replays Gaussian pseudo-features of old classes and a hinge
+loss on semantically close class pairs (its "adaptive representation adjustment"), which we leave out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..fusion import BalanceConfig, LowRankUpdate, adapt, compress, concat, dynamic_balance, stack
+from .base import TrainConfig
+from .zeroshot import FrozenFeatureMethod
+
+
+@dataclass(frozen=True)
+class AWPFSettings:
+    """Settings of the low-rank methods (the training itself is in :class:`TrainConfig`).
+
+    Attributes:
+        rank: rank ``r`` of the module trained on each task (our choice).
+        init_scale: standard deviation of the entries of a fresh ``A`` (our choice, 1.0: for a unit
+            feature ``f`` each coordinate of ``A f`` is then ~N(0, 1), and Adam moves ``B A f`` by about
+            ``lr * r`` per coordinate and step, the order of RAPF's full linear adapter, ``lr * sqrt(D)``).
+            ``B`` starts at zero, so a fresh module is the identity.
+        max_rank: rank budget of the fused module (None: no budget; only numerically-zero directions are
+            dropped, at most ``D`` remain).
+        memory: frozen features of the previous task kept for MMD (a seeded sample).
+        balance: the weights of the dynamic balance factor (A6).
+        replay: pseudo-features of earlier classes added to every training batch, drawn from Gaussians with
+            the classes' frozen-feature means and a pooled within-class covariance (RAPF's replay of class
+            statistics; 0 turns it off). Applies to all three methods alike.
+    """
+
+    rank: int = 8
+    init_scale: float = 1.0
+    max_rank: int | None = None
+    memory: int = 256
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    replay: int = 0
+
+    def __post_init__(self) -> None:
+        if self.replay < 0:
+            raise ValueError(f"replay must be >= 0, got {self.replay}")
+        if self.rank < 1 or self.memory < 1 or (self.max_rank is not None and self.max_rank < 1):
+            raise ValueError(f"rank, memory and max_rank must be >= 1, got {self.rank}, {self.memory}, {self.max_rank}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AWPFSettings":
+        """Build from a JSON-style dict (``balance`` as a nested dict); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown AWPF settings {sorted(unknown)}; valid: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("balance"), dict):
+            data["balance"] = BalanceConfig(**data["balance"])
+        return cls(**data)
+
+
+def fresh_module(dim: int, rank: int, *, scale: float, seed: int, device) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+    """A new ``(A (r, D), B (D, r))`` pair: Gaussian ``A`` (std ``scale``), zero ``B`` (LoRA's init: the
+    module starts as the identity)."""
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(rank, dim, generator=generator) * scale
+    return torch.nn.Parameter(a.to(device)), torch.nn.Parameter(torch.zeros(dim, rank, device=device))
+
+
+class ClassStatistics:
+    """Frozen-feature means of every class seen and their pooled within-class covariance, for replaying
+    pseudo-features of earlier classes: ``x = mu_c + L z``, ``z ~ N(0, I)``, ``L L^T = (1 - g) S + g tr(S)/D I``
+    (RAPF keeps one full covariance per class; one pooled, shrunk covariance is our choice: a task of the fast
+    profile has 12 images per class, far fewer than CLIP has dimensions)."""
+
+    def __init__(self, dim: int, *, shrinkage: float = 0.5):
+        self.shrinkage = shrinkage
+        self.class_ids = torch.zeros(0, dtype=torch.long)
+        self.means = torch.zeros(0, dim, dtype=torch.float64)
+        self.scatter = torch.zeros(dim, dim, dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Record the classes of one task (their frozen features ``(N, D)`` and global labels ``(N,)``)."""
+        x, labels = features.detach().cpu().double(), torch.as_tensor(labels).cpu()
+        for c in labels.unique():
+            xc = x[labels == c]
+            self.class_ids = torch.cat([self.class_ids, c.view(1).long()])
+            self.means = torch.cat([self.means, xc.mean(dim=0, keepdim=True)])
+            self.scatter += (xc - xc.mean(dim=0)).T @ (xc - xc.mean(dim=0))
+            self.count += len(xc)
+
+    def sample(self, n: int, allowed: Sequence[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` pseudo-features ``(n, D)`` and their labels, of recorded classes in ``allowed`` (uniformly)."""
+        mask = torch.isin(self.class_ids, torch.as_tensor(list(allowed), dtype=torch.long))
+        if n == 0 or not bool(mask.any()):
+            return torch.zeros(0, self.means.shape[1]), torch.zeros(0, dtype=torch.long)
+        dim = self.means.shape[1]
+        cov = self.scatter / self.count.clamp(min=1.0)
+        cov = (1 - self.shrinkage) * cov + self.shrinkage * (torch.trace(cov) / dim + 1e-12) * torch.eye(dim, dtype=cov.dtype)
+        pick = torch.nonzero(mask).squeeze(1)[torch.randint(int(mask.sum()), (n,), generator=generator)]
+        noise = torch.randn(n, dim, generator=generator, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+        return (self.means[pick] + noise).float(), self.class_ids[pick]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"stats.class_ids": self.class_ids.clone(), "stats.means": self.means.clone(),
+                "stats.scatter": self.scatter.clone(), "stats.count": self.count.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.class_ids, self.means = state["stats.class_ids"].clone(), state["stats.means"].clone()
+        self.scatter, self.count = state["stats.scatter"].clone(), state["stats.count"].clone()
+
+
+class LowRankFeatureMethod(FrozenFeatureMethod):
+    """Frozen CLIP + a residual low-rank module on its cached image features, frozen text head.
+
+    Subclasses say which update is trained (:meth:`training_update`) and which one predicts
+    (:meth:`fitted_update`).
+    """
+
+    trains = True
+
+    def __init__(self, clip, scenario, config: TrainConfig, *, settings: AWPFSettings | None = None):
+        super().__init__(clip, scenario, config)
+        for parameter in self.clip.model.parameters():
+            parameter.requires_grad_(False)
+        self.settings = settings or AWPFSettings()
+        self.text = self.class_embeddings().to(config.device)  # (C, D) frozen classifier
+        self.dim = self.text.shape[1]
+        self.stats = ClassStatistics(self.dim, shrinkage=self.settings.balance.shrinkage)
+        self.replay_generator = torch.Generator()
+
+    def before_step(self, step) -> None:
+        self.replay_generator = torch.Generator().manual_seed(self._seed(step.index))
+
+    def learn(self, step) -> None:
+        """Train with the shared loop, then :meth:`after_learning`."""
+        super().learn(step)
+        self.after_learning(step)
+
+    @torch.no_grad()
+    def after_learning(self, step) -> None:
+        """Record the step's class statistics (when replay is on)."""
+        if self.settings.replay:
+            self.stats.add(*self.step_inputs(step))
+
+    def training_update(self) -> LowRankUpdate:
+        raise NotImplementedError
+
+    def fitted_update(self) -> LowRankUpdate:
+        raise NotImplementedError
+
+    def step_inputs(self, step):
+        # Cached frozen features instead of pixels: exact (the encoder never changes) and far faster.
+        return self.cached_features(step.train), torch.as_tensor(step.train.labels)
+
+    def training_loss(self, features, labels, step) -> torch.Tensor:
+        if self.settings.replay:
+            extra, extra_labels = self.stats.sample(self.settings.replay, self.scenario.eval_class_ids(step.index, step.index),
+                                                    self.replay_generator)
+            features = torch.cat([features, extra.to(features.device)])
+            labels = torch.cat([labels, extra_labels.to(labels.device)])
+        class_ids, targets = self.candidate_targets(labels, step)
+        adapted = adapt(features, self.training_update())
+        return self.cross_entropy(self.clip.logit_scale.detach() * adapted @ self.text[class_ids].T, targets)
+
+    @torch.no_grad()
+    def scores(self, features: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
+        adapted = adapt(features.to(self.config.device), self.fitted_update())
+        return (adapted @ self.text[list(class_ids)].T).cpu()
+
+    def _seed(self, step_index: int) -> int:
+        return self.config.seed * 1000 + step_index
+
+
+class LowRankSeq(LowRankFeatureMethod):
+    """One rank-``r`` module trained on every task in turn, no fusion: the forgetting baseline."""
+
+    name = "lowrank-seq"
+
+    def __init__(self, clip, scenario, config: TrainConfig, *, settings: AWPFSettings | None = None):
+        super().__init__(clip, scenario, config, settings=settings)
+        self.A, self.B = fresh_module(self.dim, self.settings.rank, scale=self.settings.init_scale,
+                                      seed=config.seed, device=config.device)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.A, self.B]
+
+    def training_update(self) -> LowRankUpdate:
+        return LowRankUpdate(self.A, self.B)
+
+    def fitted_update(self) -> LowRankUpdate:
+        return LowRankUpdate(self.A.detach(), self.B.detach())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"A": self.A.detach().cpu().clone(), "B": self.B.detach().cpu().clone(), **self.stats.state_dict()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.A.copy_(state["A"])
+            self.B.copy_(state["B"])
+        self.stats.load_state_dict(state)
+
+
+class AWPF(LowRankFeatureMethod):
+    """AWPF (our reading, see the module docstring): per-task low-rank increments fused by stacking with a
+    dynamic balance factor from MMD and LDA.
+
+    Attributes:
+        fused: the fused module of the finished tasks (rank grows, see :mod:`uniil_lib.fusion`).
+        history: per finished step, ``{"lam", "mmd2", "rho"}`` (NaN where not computed).
+    """
+
+    name = "awpf"
+
+    def __init__(self, clip, scenario, config: TrainConfig, *, settings: AWPFSettings | None = None):
+        super().__init__(clip, scenario, config, settings=settings)
+        self.fused = LowRankUpdate.zeros(self.dim, device=config.device)
+        self.memory = torch.zeros(0, self.dim)  # frozen features sampled from the previous task
+        self.history: list[dict[str, float]] = []
+        self.A_t: torch.nn.Parameter | None = None
+        self.B_t: torch.nn.Parameter | None = None
+
+    def before_step(self, step) -> None:
+        super().before_step(step)
+        self.A_t, self.B_t = fresh_module(self.dim, self.settings.rank, scale=self.settings.init_scale,
+                                          seed=self._seed(step.index), device=self.config.device)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        if self.A_t is None:
+            raise RuntimeError(f"{self.name}: before_step must be called before training a step")
+        return [self.A_t, self.B_t]
+
+    def training_update(self) -> LowRankUpdate:
+        return concat(self.fused, LowRankUpdate(self.A_t, self.B_t))  # old module frozen, increment trained
+
+    def fitted_update(self) -> LowRankUpdate:
+        return self.fused
+
+    def after_learning(self, step) -> None:
+        """Fuse the step's increment into :attr:`fused` (and record class statistics)."""
+        super().after_learning(step)
+        self.fuse(step)
+
+    def balance(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+        """``(lam, MMD^2, rho)`` for the task whose frozen features are ``features`` (A4-A6)."""
+        return dynamic_balance(self.memory, features, labels, self.settings.balance)
+
+    @torch.no_grad()
+    def fuse(self, step) -> None:
+        """(A2)+(A3): ``fused <- compress(stack(fused, fused + increment, lam))``; remember this task's features."""
+        features, labels = self.step_inputs(step)
+        if len(self.memory) == 0:
+            lam, shift, rho = 1.0, math.nan, math.nan  # first task: the old module is zero-shot CLIP
+        else:
+            lam, shift, rho = self.balance(features, labels)
+        trained = concat(self.fused, LowRankUpdate(self.A_t.detach(), self.B_t.detach()))
+        self.fused = compress(stack(self.fused, trained, lam), max_rank=self.settings.max_rank)
+        generator = torch.Generator().manual_seed(self._seed(step.index))
+        keep = torch.randperm(len(features), generator=generator)[: self.settings.memory]
+        self.memory = features[keep].clone()
+        self.history.append({"lam": lam, "mmd2": shift, "rho": rho})
+
+    def lambdas(self) -> list[float]:
+        """The balance factor used after each finished step (1.0 for the first step)."""
+        return [entry["lam"] for entry in self.history]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        history = [[e["lam"], e["mmd2"], e["rho"]] for e in self.history]
+        return {
+            "fused.A": self.fused.A.detach().cpu().clone(), "fused.B": self.fused.B.detach().cpu().clone(),
+            "memory": self.memory.cpu().clone(), "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 3),
+            **self.stats.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.config.device
+        self.fused = LowRankUpdate(state["fused.A"].to(device), state["fused.B"].to(device))
+        self.memory = state["memory"].clone()
+        self.history = [dict(zip(("lam", "mmd2", "rho"), map(float, row))) for row in state["history"]]
+        self.stats.load_state_dict(state)
+
+
+class AWPFFixed(AWPF):
+    """AWPF's stacking fusion with a fixed balance factor ``lam`` (RAPF's ``mix_bias`` is 0.6).
+
+    Args:
+        lam: weight of the new task's module in the fusion, in ``[0, 1]``.
+    """
+
+    name = "awpf-fixed"
+
+    def __init__(self, clip, scenario, config: TrainConfig, *, lam: float = 0.6, settings: AWPFSettings | None = None):
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"awpf-fixed: lam must lie in [0, 1], got {lam}")
+        super().__init__(clip, scenario, config, settings=settings)
+        self.lam = float(lam)
+
+    def balance(self, features, labels) -> tuple[float, float, float]:
+        return self.lam, math.nan, math.nan
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**super().state_dict(), "fixed_lam": torch.tensor(self.lam, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        saved = float(state["fixed_lam"])
+        if saved != self.lam:
+            raise ValueError(f"awpf-fixed: this checkpoint was made with lam={saved}, this method has lam={self.lam}; "
+                             "build the method with the same lam, or use a new checkpoint directory")
+        super().load_state_dict(state)
+
+
+# ----- run configs (configs/awpf_*.json) ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AWPFRunConfig:
+    """A paper-setting run read from ``configs/awpf_*.json`` (see :func:`load_run_config`).
+
+    Attributes:
+        scenario: a named scenario (``uniil_lib.named_scenarios``) or a description of one not built in.
+        methods: the methods to compare.
+        model / pretrained: for :func:`uniil_lib.clip.load_clip`.
+        train: optimisation settings.
+        settings: the low-rank module and fusion settings.
+        fixed_lam: ``lam`` of ``awpf-fixed``.
+        notes: where each number comes from (free text).
+    """
+
+    scenario: str
+    methods: tuple[str, ...]
+    model: str
+    pretrained: str | None
+    train: TrainConfig
+    settings: AWPFSettings
+    fixed_lam: float = 0.6
+    notes: dict = field(default_factory=dict)
+
+    def build_method(self, name: str, clip, scenario):
+        """Method ``name`` with this config's training settings (and low-rank settings for the three
+        low-rank methods; other registered methods, e.g. ``zeroshot``, are built as usual)."""
+        if name == "awpf-fixed":
+            return AWPFFixed(clip, scenario, self.train, lam=self.fixed_lam, settings=self.settings)
+        if name in (LowRankSeq.name, AWPF.name):
+            return {LowRankSeq.name: LowRankSeq, AWPF.name: AWPF}[name](clip, scenario, self.train, settings=self.settings)
+        from . import create_method  # the registry imports this module: import it late
+
+        return create_method(name, clip, scenario, self.train)
+
+
+def load_run_config(path: str | Path) -> AWPFRunConfig:
+    """Read a JSON run config (``configs/awpf_cifar100_b0inc10.json``); unknown keys are an error."""
+    data = json.loads(Path(path).read_text())
+    train_keys = {f.name for f in fields(TrainConfig)}
+    unknown = set(data.get("train", {})) - train_keys
+    if unknown:
+        raise ValueError(f"{path}: unknown train settings {sorted(unknown)}; valid: {sorted(train_keys)}")
+    return AWPFRunConfig(
+        scenario=data["scenario"], methods=tuple(data["methods"]), model=data["model"],
+        pretrained=data.get("pretrained"), train=TrainConfig(**data.get("train", {})),
+        settings=AWPFSettings.from_dict(data.get("settings", {})), fixed_lam=data.get("fixed_lam", 0.6),
+        notes=data.get("notes", {}),
+    )
+
+
+def run_from_config(path: str | Path, *, methods: Sequence[str] | None = None,
+                    checkpoint_root: str | Path | None = None) -> dict:
+    """Run a paper-setting config (needs a GPU, internet once for the weights and the data).
+
+    Builds the config's scenario from the full profile's data (every image), loads the model once per
+    method and runs :func:`uniil_lib.train.run_continual`; returns ``{method: {"matrix", "metrics",
+    "lambdas"}}``. With ``checkpoint_root`` an interrupted run resumes.
+
+    Raises:
+        KeyError: the config's scenario is not built into :mod:`uniil_lib.named_scenarios` (ImageNet-100
+            is not yet; its config describes the data layout it needs).
+    """
+    from ..clip import load_clip
+    from ..metrics import all_metrics
+    from ..named_scenarios import build_scenario, scenario_names
+    from ..profiles import get_profile
+    from ..train import run_continual
+
+    config = load_run_config(path)
+    if config.scenario not in scenario_names():
+        raise KeyError(f"{path}: scenario {config.scenario!r} is not built in (valid: {', '.join(scenario_names())}); "
+                       "see the config's notes for the data it needs")
+    stream = build_scenario(config.scenario, profile=get_profile("full"), seed=config.train.seed)
+    results = {}
+    for name in methods or config.methods:
+        clip = load_clip(config.model, pretrained=config.pretrained, seed=config.train.seed, device=config.train.device)
+        method = config.build_method(name, clip, stream)
+        folder = Path(checkpoint_root) / config.scenario / f"{name}-seed{config.train.seed}" if checkpoint_root else None
+        run = run_continual(method, stream, checkpoint_dir=folder)
+        results[name] = {"matrix": run.matrix.tolist(),
+                         "metrics": all_metrics(run.matrix, test_sizes=run.test_sizes, zero_shot=run.initial),
+                         "lambdas": method.lambdas() if isinstance(method, AWPF) else None}
+    return results
