@@ -87,20 +87,27 @@ def test_lda_refuses_one_class_and_empty_features():
 # ----- (A6) the balance factor ------------------------------------------------------------------------------------
 def test_balance_factor_lies_in_the_open_interval_and_is_monotone():
     config = BalanceConfig()
-    assert balance_factor(0.0, 0.0, config) == pytest.approx(config.lam_0)
-    shifts = [balance_factor(s, 0.5, config) for s in np.linspace(0, 2, 9)]
-    seps = [balance_factor(0.1, r, config) for r in np.linspace(0, 0.999, 9)]
-    assert all(0 < v < 1 for v in shifts + seps)
+    assert balance_factor(0.0, 0.7, 0.7, config) == pytest.approx(config.lam_0)
+    grid = np.linspace(0, 0.999, 9)
+    shifts = [balance_factor(s, 0.5, 0.5, config) for s in np.linspace(0, 2, 9)]
+    seps = [balance_factor(0.1, r, 0.5, config) for r in grid]
+    previous = [balance_factor(0.1, 0.5, r, config) for r in grid]
+    assert all(0 < v < 1 for v in shifts + seps + previous)
     assert all(a < b for a, b in zip(shifts, shifts[1:])), f"lam should grow with MMD^2: {shifts}"
-    assert all(a > b for a, b in zip(seps, seps[1:])), f"lam should shrink with separability: {seps}"
+    assert all(a > b for a, b in zip(seps, seps[1:])), f"lam should shrink with the new task's separability: {seps}"
+    assert all(a < b for a, b in zip(previous, previous[1:])), f"lam should grow with the previous one's: {previous}"
 
 
-def test_dynamic_balance_reacts_to_a_shifted_task():
+def test_dynamic_balance_reacts_to_shift_and_separability():
     previous, _ = blobs(3.0, seed=0)
     same, labels = blobs(3.0, seed=1)
-    lam_same, shift_same, _ = dynamic_balance(previous, same, labels)
-    lam_far, shift_far, _ = dynamic_balance(previous, same + 5.0, labels)
+    rho = separability(previous, labels)
+    lam_same, shift_same, rho_same = dynamic_balance(previous, rho, same, labels)
+    lam_far, shift_far, _ = dynamic_balance(previous, rho, same + 5.0, labels)
     assert shift_far > shift_same and lam_far > lam_same
+    harder, _ = blobs(0.5, seed=1)
+    lam_harder, _, rho_harder = dynamic_balance(previous, rho, harder, labels)
+    assert rho_harder < rho_same and lam_harder > lam_same, "a harder task than its predecessor gets more weight"
 
 
 # ----- (A2) stacking, (A3) compression -------------------------------------------------------------------------------
@@ -154,14 +161,18 @@ def toy_stream(squares):
     return class_incremental("toy-cil", data, increment=2, seed=0)
 
 
-def build(name, stream, *, lam=None, settings=None):
+TOY = AWPFSettings(rank=4, replay=8)  # rank well below the tiny CLIP's width of 32
+
+
+def build(name, stream, *, lam=0.6, settings=TOY):
+    """``name`` on the tiny CLIP; ``create_method`` (the registry's defaults) when ``settings`` is None."""
     clip = load_clip("tiny", tiny_config=SMALL, seed=0)
     config = TrainConfig(epochs=8, batch_size=8, lr=1e-2, seed=0, progress=False)
-    if settings is not None:
-        return {"lowrank-seq": LowRankSeq, "awpf": AWPF}[name](clip, stream, config, settings=settings)
-    if lam is not None:
-        return AWPFFixed(clip, stream, config, lam=lam)
-    return create_method(name, clip, stream, config)
+    if settings is None:
+        return create_method(name, clip, stream, config)
+    if name == "awpf-fixed":
+        return AWPFFixed(clip, stream, config, lam=lam, settings=settings)
+    return {"lowrank-seq": LowRankSeq, "awpf": AWPF}[name](clip, stream, config, settings=settings)
 
 
 @pytest.mark.parametrize("name", LOW_RANK_METHODS)
@@ -171,9 +182,17 @@ def test_low_rank_methods_train_only_their_module(squares, name):
     before = {k: v.clone() for k, v in method.clip.model.state_dict().items()}
     result = run_continual(method, stream)
     assert result.matrix.shape == (3, 3) and not np.isnan(result.matrix).any()
-    assert result.trainable_params == 2 * AWPFSettings().rank * 32
+    assert result.trainable_params == 2 * TOY.rank * 32
     assert all(torch.equal(before[k], v) for k, v in method.clip.model.state_dict().items())
     assert result.matrix[0, 0] > result.initial[0], f"{name} should learn the first task"
+
+
+def test_registry_builds_the_three_methods_with_their_defaults(squares):
+    stream = toy_stream(squares)
+    for name in LOW_RANK_METHODS:
+        method = build(name, stream, settings=None)
+        assert method.settings == AWPFSettings() and method.name == name
+    assert build("awpf-fixed", stream, settings=None).lam == 0.6
 
 
 def test_awpf_records_its_balance_factors_and_grows_its_rank(squares):
@@ -182,15 +201,16 @@ def test_awpf_records_its_balance_factors_and_grows_its_rank(squares):
     run_continual(method, stream)
     lams = method.lambdas()
     assert len(lams) == 3 and lams[0] == 1.0 and all(0 < lam < 1 for lam in lams[1:]), lams
-    assert all(math.isfinite(e["mmd2"]) and 0 <= e["rho"] < 1 for e in method.history[1:]), method.history
-    assert AWPFSettings().rank < method.fused.rank <= 3 * AWPFSettings().rank
+    assert all(0 <= e["rho"] < 1 for e in method.history), method.history
+    assert math.isnan(method.history[0]["mmd2"]) and all(e["mmd2"] >= 0 for e in method.history[1:])
+    assert TOY.rank < method.fused.rank <= 3 * TOY.rank
     fixed = build("awpf-fixed", stream, lam=0.25)
     run_continual(fixed, stream)
     assert fixed.lambdas() == [1.0, 0.25, 0.25]
 
 
-@pytest.mark.parametrize("name, settings", [(name, None) for name in LOW_RANK_METHODS]
-                         + [("awpf", AWPFSettings(replay=4)), ("lowrank-seq", AWPFSettings(replay=4))])
+@pytest.mark.parametrize("name, settings", [(name, TOY) for name in LOW_RANK_METHODS]
+                         + [("awpf", AWPFSettings(rank=4, replay=0)), ("awpf", None)])
 def test_resume_gives_identical_matrices(squares, tmp_path, name, settings):
     stream = toy_stream(squares)
     uninterrupted = build(name, stream, settings=settings)
