@@ -439,6 +439,7 @@ def write_weights(model, out: Path, stem: str = "mini_clip") -> Path:
     path = out / f"{stem}.safetensors"
     tmp = out / f".{stem}.safetensors.tmp"
     save_file(trained_state_dict(model), str(tmp), metadata={"format": "uniil_lib mini-CLIP", "text": TEXT_PIP_NAME})
+    os.chmod(tmp, 0o644)  # safetensors writes owner-only files; the weights ship in the package
     tmp.replace(path)
     return path
 
@@ -583,10 +584,15 @@ Prompt ensemble of each source's templates (`uniil_lib.clip.zero_shot_weights`);
 {rows}
 
 ## Limits
-- A small model trained for minutes on about 2,250 drawings: good enough to teach with (zero-shot well above
-  chance on unseen classes, features worth adapting), far below a real CLIP.
+- A small model trained on about 2,250 drawings (one per class and style): good enough to teach with
+  (zero-shot well above chance on unseen classes, features worth adapting), far below a real CLIP. Seen
+  classes are nearly solved while unseen ones are not: the gap is what continual learning has to close.
 - The random split is easy-ish: many held-out classes have close siblings among the pretraining classes
-  (clock faces, animal body/face pairs). The subcategory row shows the harder case.
+  (clock faces, animal body/face pairs).
+- The `subcategory_heldout_twitter` row is NOT a zero-shot number for this model: most of those classes
+  are pretraining classes of the random split (see the row). A zero-shot number for held-out whole
+  subcategories needs a model pretrained with `--split subcategory` (supported by the script:
+  `python data_scripts/pretrain_mini_clip.py --split subcategory --stem mini_clip_subcategory --out DIR`).
 - Grayscale digits and clothing photos are far from emoji: those rows are close to chance by design and
   show why continual adaptation is needed.
 """

@@ -66,6 +66,11 @@ class AdapterConfig:
             effectively runs with it off: it is computed and never added to the loss).
         freeze_per_task: activate-freeze: after a task, this many most-used experts of every layer are
             frozen for all later tasks (2).
+        attribute_dim: MAGE's attribute-guided routers: width of the matched-attribute feature appended to
+            every gate's input (0: the gate reads the data feature only, as in MoE-Adapters4CL). The method
+            puts that feature into :attr:`RoutingContext.attributes` before each forward.
+        freeze_gate_columns: activate-freeze also freezes the gate columns of the frozen experts (their
+            logits for any input stay what they were), for methods that keep training one shared router.
         image_blocks / text_blocks: which blocks get adapters (:func:`resolve_blocks`): ``"all"``,
             ``"none"``, an int ``k`` (the last ``k`` blocks), a float ``f`` in (0, 1] (the last
             ``ceil(f * L)`` blocks) or explicit indices such as ``range(8, 12)``.
@@ -80,12 +85,17 @@ class AdapterConfig:
     noise_epsilon: float = 1e-2
     balance_weight: float = 1e-2
     freeze_per_task: int = 2
+    attribute_dim: int = 0
+    freeze_gate_columns: bool = False
     image_blocks: BlockSpec = "all"
     text_blocks: BlockSpec = "all"
 
     def __post_init__(self) -> None:
         if self.moe and not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"need 1 <= top_k <= num_experts, got top_k={self.top_k}, num_experts={self.num_experts}")
+        if self.attribute_dim < 0 or (self.attribute_dim and not self.moe):
+            raise ValueError(f"attribute_dim must be >= 0 and needs moe=True, got attribute_dim={self.attribute_dim}, "
+                             f"moe={self.moe}")
         if self.bottleneck < 1 or not 0 <= self.dropout < 1 or self.balance_weight < 0:
             raise ValueError(f"bad adapter shape: bottleneck={self.bottleneck}, dropout={self.dropout}, "
                              f"balance_weight={self.balance_weight}")
@@ -162,11 +172,15 @@ class MoEAdapter(nn.Module):
     """``E`` adapter experts and one noisy top-k gate per task (router), in one block.
 
     The gate reads the token-0 feature of the block's post-attention stream and picks ``k`` experts per
-    *sample*; all tokens of that sample go through the same experts (as in the authors' code).
+    *sample*; all tokens of that sample go through the same experts (as in the authors' code). With
+    ``config.attribute_dim > 0`` (MAGE) the gate reads ``[token-0 feature, matched-attribute feature]``
+    (:meth:`router_input`).
 
     Buffers (part of ``state_dict``, so checkpoints keep them):
         usage: ``(routers, E)`` int64: how many training samples router ``t`` sent to each expert.
         frozen: ``(E,)`` bool: experts frozen by activate-freeze.
+        gate_snapshot: ``(routers, d_in, E)``: with ``freeze_gate_columns``, the gate columns of frozen
+            experts as they were when frozen (used in place of the live ones).
 
     Args:
         width: residual width ``d``.
@@ -179,6 +193,8 @@ class MoEAdapter(nn.Module):
         super().__init__()
         self.width, self.name, self.context = width, name, context
         self.top_k, self.noise_epsilon, self.balance_weight = config.top_k, config.noise_epsilon, config.balance_weight
+        self.attribute_dim, self.freeze_gate_columns = config.attribute_dim, config.freeze_gate_columns
+        self.router_width = width + config.attribute_dim
         self.experts = nn.ModuleList(
             Adapter(width, config.bottleneck, dropout=config.dropout, scale=config.scale)
             for _ in range(config.num_experts)
@@ -187,6 +203,7 @@ class MoEAdapter(nn.Module):
         self.w_noise = nn.ParameterList()
         self.register_buffer("usage", torch.zeros(0, config.num_experts, dtype=torch.long))
         self.register_buffer("frozen", torch.zeros(config.num_experts, dtype=torch.bool))
+        self.register_buffer("gate_snapshot", torch.zeros(0, self.router_width, config.num_experts))
 
     @property
     def num_experts(self) -> int:
@@ -200,10 +217,37 @@ class MoEAdapter(nn.Module):
         """A new task gate; zero-initialised like Shazeer et al.'s (appendix A) and the authors'. Returns its index."""
         reference = self.experts[0].down.weight
         for params in (self.w_gate, self.w_noise):
-            params.append(nn.Parameter(torch.zeros(self.width, self.num_experts, device=reference.device,
+            params.append(nn.Parameter(torch.zeros(self.router_width, self.num_experts, device=reference.device,
                                                    dtype=reference.dtype)))
         self.usage = torch.cat([self.usage, self.usage.new_zeros(1, self.num_experts)])
+        self.gate_snapshot = torch.cat([self.gate_snapshot, self.gate_snapshot.new_zeros(1, *self.gate_snapshot.shape[1:])])
         return self.num_routers - 1
+
+    def router_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the gate reads: the token-0 feature ``(B, d)``; with attribute-guided routing (MAGE) the
+        concatenation ``[x_0, s * a]`` ``(B, d + D_a)``, ``a`` the matched-attribute feature from the
+        context and ``s`` the mean norm of ``x_0`` (detached), so both halves enter the gate at the same scale
+        (our choice: the residual stream's norm grows with depth, ``a`` is unit-norm)."""
+        token = x[:, 0]
+        if not self.attribute_dim:
+            return token
+        attributes = self.context.attributes
+        if attributes is None:
+            raise RuntimeError(f"{self.name or 'MoE layer'}: attribute-guided routing needs the matched-attribute "
+                               "features in RoutingContext.attributes (use context.matched(features))")
+        if attributes.shape != (len(token), self.attribute_dim):
+            raise ValueError(f"{self.name or 'MoE layer'}: attribute features have shape {tuple(attributes.shape)}, "
+                             f"expected ({len(token)}, {self.attribute_dim})")
+        scale = token.detach().float().norm(dim=-1).mean()
+        return torch.cat([token, (scale * attributes).to(token)], dim=-1)
+
+    def gate_weights(self, router: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w_gate, w_noise)`` of ``router``; frozen experts' columns from the snapshot when those are frozen."""
+        w_gate, w_noise = self.w_gate[router], self.w_noise[router]
+        if self.freeze_gate_columns and bool(self.frozen.any()):
+            keep = self.frozen.view(1, -1)
+            w_gate = torch.where(keep, self.gate_snapshot[router].to(w_gate), w_gate)
+        return w_gate, w_noise
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, d)`` post-attention stream -> ``(B, T, d)`` MoE output (zeros when routing is off)."""
@@ -213,7 +257,8 @@ class MoEAdapter(nn.Module):
         if not 0 <= router < self.num_routers:
             raise IndexError(f"{self.name or 'MoE layer'}: router {router} does not exist ({self.num_routers} "
                              "routers); add one per task with add_router()")
-        gating = noisy_top_k_gating(x[:, 0], self.w_gate[router], self.w_noise[router], self.top_k,
+        w_gate, w_noise = self.gate_weights(router)
+        gating = noisy_top_k_gating(self.router_input(x), w_gate, w_noise, self.top_k,
                                     train=self.training, noise_epsilon=self.noise_epsilon)
         if self.training:
             with torch.no_grad():
@@ -232,13 +277,20 @@ class MoEAdapter(nn.Module):
         for expert, frozen in zip(self.experts, self.frozen.tolist()):
             expert.requires_grad_(not frozen)
 
-    def freeze_most_used(self, router: int, n: int) -> list[int]:
+    def freeze_most_used(self, router: int, n: int, counts: torch.Tensor | None = None) -> list[int]:
         """Activate-freeze (MoE-Adapters4CL): freeze the ``n`` experts ``router`` used most; returns them.
 
         Ties go to the lower index (a stable sort; ``torch.topk`` breaks ties arbitrarily). An expert already
         frozen stays frozen, so a task that mostly reused frozen experts freezes fewer than ``n`` new ones.
+        ``counts`` ``(E,)`` replaces ``usage[router]`` (a shared router's usage during one step only).
         """
-        chosen = torch.argsort(self.usage[router], descending=True, stable=True)[: max(n, 0)].tolist()
+        counts = self.usage[router] if counts is None else counts
+        chosen = torch.argsort(counts, descending=True, stable=True)[: max(n, 0)].tolist()
+        newly = [e for e in chosen if not bool(self.frozen[e])]
+        if self.freeze_gate_columns and newly:
+            with torch.no_grad():
+                for r in range(self.num_routers):
+                    self.gate_snapshot[r][:, newly] = self.w_gate[r][:, newly].detach().to(self.gate_snapshot)
         self.frozen[chosen] = True
         for index in chosen:
             self.experts[index].requires_grad_(False)
@@ -546,10 +598,13 @@ class AttachedAdapters:
             else:
                 layer.requires_grad_(True)
 
-    def activate_freeze(self, router: int, n: int | None = None) -> dict[str, list[int]]:
-        """Freeze the ``n`` (default ``config.freeze_per_task``) experts ``router`` used most, in every layer."""
+    def activate_freeze(self, router: int, n: int | None = None,
+                        counts: dict[str, torch.Tensor] | None = None) -> dict[str, list[int]]:
+        """Freeze the ``n`` (default ``config.freeze_per_task``) experts ``router`` used most, in every layer.
+        ``counts`` ``{layer name: (E,)}`` replaces the routers' usage counters (see :meth:`MoEAdapter.freeze_most_used`)."""
         n = self.config.freeze_per_task if n is None else n
-        return {layer.name: layer.freeze_most_used(router, n) for layer in self.moe_layers()}
+        return {layer.name: layer.freeze_most_used(router, n, None if counts is None else counts[layer.name])
+                for layer in self.moe_layers()}
 
     def usage(self, tower: str) -> torch.Tensor:
         """``(adapted blocks, routers, E)`` expert-usage counts of ``tower``, for heatmaps."""

@@ -545,3 +545,56 @@ def matched_attributes(image_features: torch.Tensor, attribute_embeddings: torch
         raise ValueError(f"{len(texts)} texts for {attribute_embeddings.shape[0]} attribute embeddings")
     indices, _ = match_attributes(image_features, attribute_embeddings, k)
     return [[texts[a] for a in row] for row in indices.tolist()]
+
+
+@dataclass
+class AttributeBank:
+    """An attribute pool embedded once for matching: one row per (owner, attribute) of the pool.
+
+    MAGE (``uniil_lib.methods.mage``) matches every image against the class attributes and, separately,
+    the domain attributes of the classes and domains seen so far, so the router learns from attributes that
+    describe *what* an image shows and *how it is drawn*.
+
+    Attributes:
+        texts: ``A`` attribute strings (a string owned by two classes appears twice).
+        embeddings: ``(A, D)`` L2-normalised CLIP text embeddings (:func:`embed_attributes`).
+        kinds: ``A`` of ``"class"`` / ``"domain"``.
+        owners: ``A`` class names or domain names.
+    """
+
+    texts: list[str]
+    embeddings: torch.Tensor
+    kinds: list[str]
+    owners: list[str]
+
+    @classmethod
+    def build(cls, clip, pool: AttributePool, *, template: str = ATTRIBUTE_TEMPLATE) -> "AttributeBank":
+        """Embed every attribute of ``pool`` with ``clip``'s text encoder (each distinct string once)."""
+        rows = [("class", owner, text) for owner, texts in pool.classes.items() for text in texts]
+        rows += [("domain", owner, text) for owner, texts in pool.domains.items() for text in texts]
+        if not rows:
+            raise ValueError("the attribute pool is empty")
+        distinct = list(dict.fromkeys(text for _, _, text in rows))
+        embedded = embed_attributes(clip, distinct, template=template)
+        position = {text: i for i, text in enumerate(distinct)}
+        return cls([t for _, _, t in rows], embedded[[position[t] for _, _, t in rows]],
+                   [k for k, _, _ in rows], [o for _, o, _ in rows])
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def mask(self, kind: str, owners: Iterable[str]) -> torch.Tensor:
+        """``(A,)`` bool: the attributes of ``kind`` owned by one of ``owners``."""
+        wanted = set(owners)
+        return torch.tensor([k == kind and o in wanted for k, o in zip(self.kinds, self.owners)], dtype=torch.bool)
+
+    def summarise(self, image_features: torch.Tensor, allowed: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The matched-attribute feature of each image: the renormalised mean embedding of its ``k`` closest
+        allowed attributes. Returns ``(features (B, D), indices (B, k'))`` with ``k' = min(k, allowed)``;
+        indices are rows of this bank (for showing the matched texts)."""
+        rows = allowed.nonzero(as_tuple=True)[0]
+        if len(rows) == 0:
+            raise ValueError("no attributes allowed: the classes and domains seen so far have none in the pool")
+        local, _ = match_attributes(image_features, self.embeddings[rows], min(k, len(rows)))
+        indices = rows[local.cpu()]
+        return F.normalize(self.embeddings[indices].mean(dim=1), dim=-1), indices

@@ -89,15 +89,34 @@ class ClipModel:
         """``(B, 3, S, S)`` preprocessed pixels -> ``(B, D)`` L2-normalised image embeddings."""
         return F.normalize(self.model.encode_image(pixels.to(self.device)), dim=-1)
 
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``(N, L)`` on the model's device; for a BERT-style text tower (the mini-CLIP's) the
+        trailing columns that are padding in every row are dropped (:func:`trim_padding`)."""
+        tokens = self.tokenizer(list(texts))
+        pad_id = getattr(getattr(getattr(self.model, "text", None), "config", None), "pad_token_id", None)
+        if pad_id is not None:
+            tokens = trim_padding(tokens, pad_id)
+        return tokens.to(self.device)
+
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """``N`` strings -> ``(N, D)`` L2-normalised text embeddings."""
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        return F.normalize(self.model.encode_text(tokens), dim=-1)
+        return F.normalize(self.model.encode_text(self.tokenize(texts)), dim=-1)
 
     @property
     def logit_scale(self) -> torch.Tensor:
         """CLIP's learned temperature, ``exp(t)`` (100 for OpenAI's models)."""
         return self.model.logit_scale.exp()
+
+
+def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the trailing token columns that are padding in every row: ``(N, L) -> (N, L')``.
+
+    Exact for a BERT-style tower, which masks padding out of attention and pooling (the all-MiniLM-L6-v2
+    tokenizer pads every prompt to 64 tokens; class prompts have about 10, so this makes the text tower
+    several times cheaper). Not for open_clip's text transformer, whose positional embedding has a fixed length.
+    """
+    used = (tokens != pad_id).any(dim=0).nonzero()
+    return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
 
 
 def load_clip(

@@ -136,12 +136,25 @@ class RoutingContext:
             model is the frozen CLIP (the zero-shot path of DDAS).
         aux_losses: balance losses the layers added during the last training forward(s).
         records: when not None, each layer stores its ``(B, E)`` gates here under its name (for plots).
+        attributes: ``(B, D_a)`` matched-attribute features of the batch being run, for attribute-guided
+            gates (MAGE); set with :meth:`matched`.
     """
 
     def __init__(self, router: int | None = None):
         self.router = router
         self.aux_losses: list[torch.Tensor] = []
         self.records: dict[str, torch.Tensor] | None = None
+        self.attributes: torch.Tensor | None = None
+
+    @contextmanager
+    def matched(self, attributes: torch.Tensor | None) -> Iterator["RoutingContext"]:
+        """Attribute-guided gates read ``attributes`` ``(B, D_a)`` inside the ``with`` block (one row per image
+        of the batch run there); restored afterwards."""
+        previous, self.attributes = self.attributes, attributes
+        try:
+            yield self
+        finally:
+            self.attributes = previous
 
     @contextmanager
     def use(self, router: int | None) -> Iterator["RoutingContext"]:

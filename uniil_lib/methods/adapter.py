@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..adapters import IMAGE, TEXT, AdapterConfig, AttachedAdapters, Tower, attach_adapters
+from ..clip import trim_padding
 from ..features import image_features, preprocess_images
 from ..routers import ZERO_SHOT
 from .base import ContinualMethod
@@ -138,17 +139,6 @@ def run_blocks_from(tower: Tower, start: int, hidden: torch.Tensor) -> Iterator[
     finally:
         setattr(tower.owner, tower.attr, blocks)
         handle.remove()
-
-
-def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Drop the trailing token columns that are padding in every row: ``(N, L) -> (N, L')``.
-
-    Exact for a BERT-style tower, which masks padding out of attention and pooling (the all-MiniLM-L6-v2
-    tokenizer pads every prompt to 64 tokens; class prompts have about 10, so this makes the text tower
-    several times cheaper). Not for open_clip's text transformer, whose positional embedding has a fixed length.
-    """
-    used = (tokens != pad_id).any(dim=0).nonzero()
-    return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
 
 
 class FrozenBlockCache:

@@ -8,7 +8,8 @@ learns sits in the module and the fusion decides alone what is kept (a trainable
 own and would need its own fusion). Training reads cached features, which is exact (the encoder is frozen)
 and fast.
 
-- ``lowrank-seq``: one rank-``r`` module trained on every task in turn, nothing else: the forgetting baseline.
+- ``lowrank-seq``: one rank-``r`` module trained on every task in turn, no fusion (the same training and replay
+  as the two others): the baseline that shows what fusion adds.
 - ``awpf`` (our reading of Guo et al.): each task trains a *fresh* rank-``r`` increment ``B_t A_t`` on top of
   the frozen fused module of the earlier tasks, so the module trained on task ``t`` is
   ``dW_new = dW_old + B_t A_t``. Afterwards it is fused with the old one by stacking (A2) with the dynamic
@@ -225,7 +226,7 @@ class LowRankFeatureMethod(FrozenFeatureMethod):
 
 
 class LowRankSeq(LowRankFeatureMethod):
-    """One rank-``r`` module trained on every task in turn, no fusion: the forgetting baseline."""
+    """One rank-``r`` module trained on every task in turn, no fusion: the baseline that shows what fusion adds."""
 
     name = "lowrank-seq"
 

@@ -5,6 +5,10 @@ cross-entropy over the scaled cosine similarities between image embeddings and t
 embeddings of the step's label space. Nothing protects earlier tasks, so it shows catastrophic
 forgetting, and it also erodes zero-shot transfer to tasks not yet seen. Training uses each class's first
 prompt (one text forward per class per batch); evaluation uses the full prompt ensemble.
+
+With the mini-CLIP, whose MiniLM text backbone stays locked, only the text projection trains on the text
+side: the backbone's pooled features of the class prompts are computed once per label space and reused
+(exact, and it makes a CPU training step about 2x cheaper).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..mini_clip import pooled_text_features
 from .base import ContinualMethod
 
 
@@ -27,10 +32,26 @@ class Finetune(ContinualMethod):
         # Parameters a model keeps locked (e.g. the mini-CLIP's pretrained text tower) stay locked.
         return [p for n, p in self.clip.model.named_parameters() if n != "logit_scale" and p.requires_grad]
 
+    def _locked_text_backbone(self) -> bool:
+        text = getattr(self.clip.model, "text", None)
+        backbone = getattr(text, "transformer", None)
+        return (backbone is not None and hasattr(text, "proj") and hasattr(text, "config")
+                and not any(p.requires_grad for p in backbone.parameters()))
+
+    def training_text(self, prompts: list[str]) -> torch.Tensor:
+        """``(C, D)`` embeddings of the training prompts, with gradients to whatever text weights train."""
+        if not self._locked_text_backbone():
+            return self.clip.encode_texts(prompts)
+        cached = getattr(self, "_pooled_cache", None)
+        if cached is None or cached[0] != prompts:
+            cached = (prompts, pooled_text_features(self.clip.model, self.clip.tokenize(prompts)))
+            self._pooled_cache = cached
+        return F.normalize(self.clip.model.text.proj(cached[1]), dim=-1)
+
     def class_text(self, class_ids: Sequence[int], *, ensemble: bool) -> torch.Tensor:
         classes = self.scenario.classes
         if not ensemble:
-            return self.clip.encode_texts([classes[c].prompts[0] for c in class_ids])
+            return self.training_text([classes[c].prompts[0] for c in class_ids])
         prompts = [p for c in class_ids for p in classes[c].prompts]
         per_prompt = self.clip.encode_texts(prompts)
         counts = [len(classes[c].prompts) for c in class_ids]
