@@ -259,3 +259,10 @@ def test_run_config_with_an_unknown_key_is_an_error(tmp_path):
     path.write_text(json.dumps({"scenario": "x", "methods": ["awpf"], "model": "tiny", "settings": {"rnak": 4}}))
     with pytest.raises(ValueError, match="unknown AWPF settings"):
         load_run_config(path)
+
+
+def test_imagenet_config_names_the_missing_scenario():
+    from uniil_lib.methods.awpf import run_from_config
+
+    with pytest.raises(KeyError, match="imagenet100-b0inc10.*not built in"):
+        run_from_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json")

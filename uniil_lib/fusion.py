@@ -72,10 +72,18 @@ are more separable than the previous task's (``rho_t > rho_{t-1}``): they need l
 is damped in favour of the old knowledge; a harder task than its predecessor gets more weight
 (distinguishability). Comparing the separability of the *adjacent* tasks, rather than using ``rho_t`` alone,
 keeps ``lam`` centred near ``lam_0`` whatever the typical separability of a data set is (a first version
-with ``- beta * rho_t`` sat 0.2 below ``lam_0`` on every emoji task, where ``rho`` is about 0.9).
+with ``- beta * rho_t`` sat well below ``lam_0`` on every emoji task, where ``rho`` is 0.98-0.995).
 ``lam_0`` (0.6, RAPF's ``mix_bias``) and the weights ``alpha = beta = 4`` (either term over its full range,
-``[0, 2]`` and ``(-1, 1)``, moves the logit by up to 8; typical emoji tasks give ``MMD^2`` of 0.03-0.1 and
-``lam`` of 0.63-0.70) are in :class:`BalanceConfig`.
+``[0, 2]`` and ``(-1, 1)``, moves the logit by up to 8) are in :class:`BalanceConfig`.
+
+**What it does on ``cil-emoji``** (fast profile, mini-CLIP, seeds 0-2; notebook 09): ``MMD^2`` of adjacent
+tasks is 0.04-0.08 and ``rho`` 0.98-0.995 on every task (ten emoji classes, each one drawing augmented, are
+almost perfectly separable in the frozen features: Fisher ratios of 30-400), so ``lam`` stays in
+0.64-0.69, a near-constant factor a little above ``lam_0``. A sweep of fixed factors peaks at 0.6 in Last
+(seed 0: 79.8 / 94.0 / 95.5 / 94.3 / 89.8 % for 0.2 / 0.4 / 0.6 / 0.8 / 1.0), and ``awpf`` ends within
+0.5 points of ``awpf-fixed`` (0.6) on each seed (Last 96.25 +- 0.75 against 96.42 +- 1.01). On a stream
+of random class splits from one pool adjacent tasks look alike, so the factor has nothing to adapt to; a
+stream whose tasks differ in domain or difficulty is where it can matter (not measured here).
 """
 
 from __future__ import annotations
