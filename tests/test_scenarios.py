@@ -66,3 +66,15 @@ def test_uni_il_interleaves_and_hides_task_identity(squares):
     assert s.eval_class_ids(0, after_step=2) == [0, 1, 2, 3, 6, 7, 8]
     with pytest.raises(ValueError, match="order"):
         uni_il("u", [til, cil], order=[0, 1])
+
+
+def test_subsets_with_the_same_tag_but_other_images_get_other_cache_keys():
+    """Regression: a step's subset was keyed by its name alone, so two seeds (other classes in
+    'emoji-twitter 0-9') shared cached features."""
+    import numpy as np
+    from uniil_lib.data.base import ArrayImageSet
+
+    base = ArrayImageSet(np.zeros((6, 4, 4), dtype=np.uint8), np.arange(6) % 3, ["a", "b", "c"], key="toy")
+    one, other, again = (base.subset(i, tag="step 0:test") for i in ([0, 1], [2, 3], [0, 1]))
+    assert one.key != other.key, "different images under one tag must not share a cache key"
+    assert one.key == again.key, "the same images must keep their cache key"

@@ -97,7 +97,17 @@ class ArrayImageSet(ImageSet):
 
     def subset(self, indices: Sequence[int], *, tag: str) -> "ArrayImageSet":
         idx = np.asarray(indices, dtype=np.int64)
-        return ArrayImageSet(self.images[idx], self.labels[idx], self.class_names, key=f"{self.key}[{tag}]")
+        return ArrayImageSet(self.images[idx], self.labels[idx], self.class_names, key=subset_key(self.key, tag, idx))
+
+
+def subset_key(parent: str, tag: str, indices: Sequence[int]) -> str:
+    """The cache key of a subset: the parent's key, the tag, and a digest of the exact indices kept.
+
+    The digest matters: the same tag (e.g. a step name such as ``"emoji-twitter 0-9:test"``) selects other
+    images under another seed, and those must not share cached features.
+    """
+    digest = hashlib.sha1(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:10]
+    return f"{parent}[{tag}#{digest}]"
 
 
 @dataclass
@@ -129,7 +139,7 @@ class FunctionImageSet(ImageSet):
             load=lambda i: parent_load(idx[i]),
             labels=self.labels[idx],
             class_names=self.class_names,
-            key=f"{self.key}[{tag}]",
+            key=subset_key(self.key, tag, idx),
         )
 
 
