@@ -36,7 +36,7 @@ the textbook definition (theirs ``Tensor.var()``, the sample variance).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence, Union
 
 import open_clip
@@ -258,7 +258,10 @@ class MoEAdapter(nn.Module):
             raise IndexError(f"{self.name or 'MoE layer'}: router {router} does not exist ({self.num_routers} "
                              "routers); add one per task with add_router()")
         w_gate, w_noise = self.gate_weights(router)
-        gating = noisy_top_k_gating(self.router_input(x), w_gate, w_noise, self.top_k,
+        inputs = self.router_input(x)
+        if self.context.router_inputs is not None:
+            self.context.router_inputs.setdefault(self.name, []).append(inputs.detach().float().cpu())
+        gating = noisy_top_k_gating(inputs, w_gate, w_noise, self.top_k,
                                     train=self.training, noise_epsilon=self.noise_epsilon)
         if self.training:
             with torch.no_grad():
@@ -487,9 +490,11 @@ def attach_adapters(model: nn.Module, config: AdapterConfig, *,
                                  f"that adapters fit; pass {name}_blocks='none'")
             continue
         tower = towers[name]
+        # Attribute-guided gates (MAGE) exist only in the image tower: the matched attributes belong to images.
+        side_config = config if name == IMAGE else replace(config, attribute_dim=0)
         for index in resolve_blocks(spec, len(tower.blocks)):
             layer_name = f"{name}.{index}"
-            layers[layer_name] = _wrap_block(tower, index, _make_side(config, tower.width, context, layer_name))
+            layers[layer_name] = _wrap_block(tower, index, _make_side(side_config, tower.width, context, layer_name))
     return AttachedAdapters(model, config, context, layers, towers)
 
 

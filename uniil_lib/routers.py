@@ -138,6 +138,8 @@ class RoutingContext:
         records: when not None, each layer stores its ``(B, E)`` gates here under its name (for plots).
         attributes: ``(B, D_a)`` matched-attribute features of the batch being run, for attribute-guided
             gates (MAGE); set with :meth:`matched`.
+        router_inputs: when not None, each layer appends the inputs its gate read here under its name
+            (:meth:`collecting`).
     """
 
     def __init__(self, router: int | None = None):
@@ -145,6 +147,16 @@ class RoutingContext:
         self.aux_losses: list[torch.Tensor] = []
         self.records: dict[str, torch.Tensor] | None = None
         self.attributes: torch.Tensor | None = None
+        self.router_inputs: dict[str, list[torch.Tensor]] | None = None
+
+    @contextmanager
+    def collecting(self) -> Iterator[dict[str, list[torch.Tensor]]]:
+        """Collect what every gate reads during the forwards inside the ``with`` block: ``{layer: [(B, d_in), ...]}``."""
+        self.router_inputs = {}
+        try:
+            yield self.router_inputs
+        finally:
+            self.router_inputs = None
 
     @contextmanager
     def matched(self, attributes: torch.Tensor | None) -> Iterator["RoutingContext"]:
@@ -364,3 +376,38 @@ class DDAS(nn.Module):
         """``(N,)`` routes of ``(N, D)`` frozen CLIP image features (:func:`select_routes`)."""
         return select_routes(self.errors(features), self.thresholds(), mode=mode or self.mode,
                              batch_size=self.decision_batch)
+
+
+# ----- keeping a shared router's old decisions (MAGE) ------------------------------------------------------
+@dataclass
+class RouteMemory:
+    """What a shared router must remember of one finished step in one layer, without keeping any input.
+
+    Attributes:
+        mean, std: ``(d_in,)`` per-dimension mean and standard deviation of the router inputs of the step's
+            training images (a diagonal Gaussian summary).
+        gate: ``(d_in, E)`` the gate weights at the end of the step.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    gate: torch.Tensor
+
+    @classmethod
+    def summarise(cls, inputs: torch.Tensor, gate: torch.Tensor) -> "RouteMemory":
+        inputs = inputs.detach().float()
+        return cls(inputs.mean(0), inputs.std(0, unbiased=False), gate.detach().float().clone())
+
+
+def routing_drift_loss(memory: RouteMemory, gate: torch.Tensor, samples: int = 32) -> torch.Tensor:
+    """How far ``gate`` has moved the routing of a finished step: ``KL(p_old || p_now)`` averaged over
+    ``samples`` pseudo router inputs ``z ~ N(mean, diag(std^2))`` of that step, with
+    ``p = softmax(z W)`` over all experts (our choice: the full distribution, so top-k ties cannot hide a drift).
+
+    No input of the old step is stored or replayed; only its mean, spread and final gate.
+    """
+    device = gate.device
+    z = memory.mean.to(device) + memory.std.to(device) * torch.randn(samples, memory.mean.numel(), device=device)
+    old = torch.log_softmax(z @ memory.gate.to(device), dim=-1)
+    now = torch.log_softmax(z @ gate.float(), dim=-1)
+    return F.kl_div(now, old, log_target=True, reduction="batchmean")

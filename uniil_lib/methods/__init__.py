@@ -13,13 +13,13 @@ from .awpf import AWPF, AWPFFixed, LowRankSeq
 from .base import ContinualMethod, PixelStore, TrainConfig
 from .finetune import Finetune
 from .linear_probe import LinearProbe
-from .mage import MAGE, MAGENoAttributes
+from .mage import MAGE, MAGENoAttributes, MAGESharedRouter
 from .moe_adapters import MoEAdapters, MoEAdaptersDDAS
 from .zeroshot import ZeroShot
 
 _METHODS = MappingProxyType({
     cls.name: cls for cls in (ZeroShot, Finetune, LinearProbe, AdapterMethod, MoEAdapters, MoEAdaptersDDAS,
-                              MAGENoAttributes, MAGE, LowRankSeq, AWPFFixed, AWPF)
+                              MAGENoAttributes, MAGE, MAGESharedRouter, LowRankSeq, AWPFFixed, AWPF)
 })
 
 

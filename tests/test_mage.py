@@ -1,0 +1,119 @@
+"""MAGE end to end on a toy stream: attribute-guided gates in the image tower only, an attribute-guided selector,
+no task identity, resume; the shared-router variant's routing memory; clear errors for a pool that lacks a class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uniil_lib.adapters import AdapterConfig
+from uniil_lib.attributes import AttributePool, MissingAttributesError, scenario_vocabulary
+from uniil_lib.clip import TinyClipConfig, load_clip
+from uniil_lib.methods import TrainConfig, method_class
+from uniil_lib.routers import DDAS, RouteMemory, routing_drift_loss
+from uniil_lib.scenarios import DatasetPart, class_incremental
+from uniil_lib.train import run_continual
+
+SMALL = TinyClipConfig(embed_dim=32, image_size=16, patch_size=8, vision_width=32, vision_layers=2,
+                       text_width=32, text_layers=2, heads=2, context_length=16)
+
+
+def stream(squares):
+    data = DatasetPart("sq", squares(4, 16, seed=0), squares(4, 6, seed=1), ("a {} square.",), "toy")
+    return class_incremental("toy-cil", data, increment=2, seed=0)
+
+
+def toy_pool(scenario, drop: str | None = None) -> AttributePool:
+    classes, domains = scenario_vocabulary(scenario)
+    return AttributePool({c: [f"{c} colour", f"{c} tint", "square shape"] for c in classes if c != drop},
+                         {d: ["flat fill", "sharp edges", "no texture"] for d in domains}, {"source": "test"})
+
+
+def build(name, scenario, *, seed=0, **options):
+    clip = load_clip("tiny", tiny_config=SMALL, seed=seed)
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=seed, progress=False)
+    attribute_dim = 0 if name == "mage-noattr" else 2 * SMALL.embed_dim
+    shared = name == "mage-shared"
+    adapters = AdapterConfig(num_experts=4, top_k=2, bottleneck=8, image_blocks=1,
+                             text_blocks="none" if shared else 1, attribute_dim=attribute_dim,
+                             freeze_gate_columns=shared)
+    if not shared:
+        options.setdefault("ddas", DDAS(SMALL.embed_dim + attribute_dim, hidden=8, iterations=30))
+    return method_class(name)(clip, scenario, config, adapters=adapters, pool=toy_pool(scenario), **options)
+
+
+def test_gates_read_attributes_in_the_image_tower_only(squares):
+    method = build("mage", stream(squares))
+    widths = {name: (layer.attribute_dim, layer.router_width) for name, layer in method.adapters.layers.items()}
+    assert widths["image.1"] == (64, 32 + 64), widths
+    assert widths["text.1"][0] == 0, "text gates must read the [CLS]/EOT token only"
+    assert not method.uses_task_id
+
+
+def test_image_gates_refuse_to_run_without_matched_attributes(squares):
+    method = build("mage", stream(squares))
+    method.before_step(method.scenario.steps[0])
+    inputs, labels = method.step_inputs(method.scenario.steps[0])
+    with pytest.raises(RuntimeError, match="RoutingContext.attributes"):
+        with method.context.use(0):
+            method.encode_image_inputs(inputs.images[:2], method._train_on_cache)
+
+
+@pytest.mark.parametrize("name", ["mage", "mage-noattr", "mage-shared"])
+def test_runs_the_stream_and_resumes_bit_identically(squares, tmp_path, name):
+    scenario = stream(squares)
+    whole = run_continual(build(name, scenario), scenario).matrix
+    run_continual(build(name, scenario), scenario, checkpoint_dir=tmp_path, stop_after=0)
+    resumed = run_continual(build(name, scenario), scenario, checkpoint_dir=tmp_path).matrix
+    assert whole.shape == (2, 2) and np.array_equal(whole, resumed), f"{whole} vs {resumed}"
+
+
+def test_the_selector_reads_image_and_attribute_features(squares):
+    scenario = stream(squares)
+    method = build("mage", scenario)
+    run_continual(method, scenario)
+    features = method.frozen_features(scenario.steps[0].test)
+    assert method.selector_input(features).shape == (len(features), 3 * SMALL.embed_dim)
+    assert method.ddas.num_tasks == 2 and all(ae.fitted for ae in method.ddas.autoencoders)
+
+
+def test_attributes_change_what_the_trained_gates_pick(squares):
+    scenario = stream(squares)
+    method = build("mage", scenario)
+    run_continual(method, scenario)
+    step = scenario.steps[0]
+    matched = method.gate_records(step.test, route=0)["image.1"]
+    method._attributes[step.test.key] = torch.zeros_like(method._attributes[step.test.key])
+    blank = method.gate_records(step.test, route=0)["image.1"]
+    assert not torch.equal(matched, blank), "the trained gates must depend on the attribute features"
+
+
+def test_a_pool_without_a_class_names_it(squares):
+    scenario = stream(squares)
+    missing = scenario_vocabulary(scenario)[0][0]
+    clip = load_clip("tiny", tiny_config=SMALL)
+    with pytest.raises(MissingAttributesError, match=missing):
+        method_class("mage")(clip, scenario, TrainConfig(progress=False), pool=toy_pool(scenario, drop=missing))
+
+
+def test_routing_drift_is_zero_for_an_unchanged_gate_and_grows_with_change():
+    torch.manual_seed(0)
+    memory = RouteMemory.summarise(torch.randn(50, 6), torch.randn(6, 4))
+    assert routing_drift_loss(memory, memory.gate).item() == pytest.approx(0.0, abs=1e-6)
+    small, large = (routing_drift_loss(memory, memory.gate + s * torch.randn(6, 4)).item() for s in (0.1, 2.0))
+    assert 0 < small < large
+
+
+def test_shared_router_keeps_its_routing_memory_in_checkpoints(squares):
+    scenario = stream(squares)
+    method = build("mage-shared", scenario)
+    run_continual(method, scenario)
+    state = method.state_dict()
+    assert any(key.startswith("route_memory.0.image.1.") for key in state)
+    assert float(method.routing_memory_loss().detach()) >= 0.0
+    other = build("mage-shared", scenario)
+    for step in scenario.steps:
+        other.before_step(step)
+    other.load_state_dict(state)
+    assert torch.equal(other.route_memory[0]["image.1"].gate, method.route_memory[0]["image.1"].gate)
