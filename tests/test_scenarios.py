@@ -78,3 +78,16 @@ def test_subsets_with_the_same_tag_but_other_images_get_other_cache_keys():
     one, other, again = (base.subset(i, tag="step 0:test") for i in ([0, 1], [2, 3], [0, 1]))
     assert one.key != other.key, "different images under one tag must not share a cache key"
     assert one.key == again.key, "the same images must keep their cache key"
+
+
+def test_prefix_keeps_the_first_steps_and_the_evaluation_rule(squares):
+    from uniil_lib.scenarios import DatasetPart, class_incremental
+
+    data = DatasetPart("sq", squares(6, 2, seed=0), squares(6, 1, seed=1), ("a {} square.",), "toy")
+    whole = class_incremental("toy", data, increment=2, seed=0)
+    short = whole.prefix(2)
+    assert [s.name for s in short.steps] == [s.name for s in whole.steps[:2]]
+    assert short.eval_class_ids(1, 0) == whole.eval_class_ids(1, 0)
+    import pytest
+    with pytest.raises(ValueError, match="cannot keep the first 4"):
+        whole.prefix(4)

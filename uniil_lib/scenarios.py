@@ -105,6 +105,14 @@ class Scenario:
                 ids.update(step.class_ids)
         return sorted(ids)
 
+    def prefix(self, n_steps: int) -> "Scenario":
+        """The first ``n_steps`` steps as a stream of their own (a shorter run for a notebook or a test).
+        Class ids and the class list stay those of the whole stream."""
+        if not 1 <= n_steps <= len(self.steps):
+            raise ValueError(f"{self.name} has {len(self.steps)} steps; cannot keep the first {n_steps}")
+        return Scenario(f"{self.name}[:{n_steps}]", self.protocol, self.classes, list(self.steps[:n_steps]),
+                        self.task_id_at_test)
+
     def task_id_for(self, test_step: int) -> int | None:
         """The task identity a method may use for ``test_step``'s images (None when the protocol hides it)."""
         return test_step if self.task_id_at_test else None
