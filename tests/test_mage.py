@@ -39,6 +39,7 @@ def build(name, scenario, *, seed=0, **options):
                              text_blocks="none" if shared else 1, attribute_dim=attribute_dim,
                              freeze_gate_columns=shared)
     if not shared:
+        options.setdefault("selector_attributes", name == "mage")
         options.setdefault("ddas", DDAS(SMALL.embed_dim + attribute_dim, hidden=8, iterations=30))
     return method_class(name)(clip, scenario, config, adapters=adapters, pool=toy_pool(scenario), **options)
 

@@ -266,12 +266,14 @@ class MAGE(MoEAdaptersDDAS):
     use_attributes = True
 
     def __init__(self, clip, scenario, config, *, pool: AttributePool | None = None, class_attributes: int = 5,
-                 domain_attributes: int = 3, adapters: AdapterConfig | None = None, ddas: DDAS | None = None,
-                 **options):
+                 domain_attributes: int = 3, selector_attributes: bool = False, adapters: AdapterConfig | None = None,
+                 ddas: DDAS | None = None, **options):
         width = int(clip.encode_texts(["a"]).shape[-1])
         attribute_dim = 2 * width if self.use_attributes else 0
+        self.selector_attributes = selector_attributes and self.use_attributes
         adapters = adapters or replace(default_adapter_config(config.device, moe=True), attribute_dim=attribute_dim)
-        super().__init__(clip, scenario, config, adapters=adapters, ddas=ddas or DDAS(width + attribute_dim), **options)
+        selector_dim = width + (attribute_dim if self.selector_attributes else 0)
+        super().__init__(clip, scenario, config, adapters=adapters, ddas=ddas or DDAS(selector_dim), **options)
         self.class_attributes, self.domain_attributes = class_attributes, domain_attributes
         classes, domains = scenario_vocabulary(scenario)
         self.pool = (pool or load_shipped_pool()).pool_for(classes, domains)
@@ -304,9 +306,9 @@ class MAGE(MoEAdaptersDDAS):
                 for c, d in zip(class_rows.tolist(), domain_rows.tolist())]
 
     def selector_input(self, features: torch.Tensor) -> torch.Tensor:
-        """What the selector's autoencoders read: ``[f, a_cls, a_dom]`` (``f`` alone for ``mage-noattr``)."""
+        """What the selector's autoencoders read: ``f``, or ``[f, a_cls, a_dom]`` with ``selector_attributes``."""
         features = features.float()
-        return torch.cat([features, self.match(features)[0]], dim=-1) if self.use_attributes else features
+        return torch.cat([features, self.match(features)[0]], dim=-1) if self.selector_attributes else features
 
     # ----- the selector -------------------------------------------------------------------------------
     def after_learning(self, step) -> None:
