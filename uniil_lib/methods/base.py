@@ -158,7 +158,10 @@ class ContinualMethod:
         # Near-zero gradients late in training become denormal floats, which x86 CPUs process up to
         # 100x slower; flushing them to zero changes no result that matters and keeps steps fast.
         torch.set_flush_denormal(True)
-        bar = tqdm(total=total, desc=f"{self.name} | {step.name}", leave=False, disable=not self.config.progress)
+        # mininterval: at most one redraw every 2 s. Thousands of fast redraws flood a notebook's output channel
+        # (nbval then times out waiting for a cell's output, measured in notebook 04).
+        bar = tqdm(total=total, desc=f"{self.name} | {step.name}", leave=False, disable=not self.config.progress,
+                   mininterval=2.0)
         for batch_index in _batches(len(pixels), self.config.batch_size, total, seed=self.config.seed + step.index):
             loss = self.training_loss(pixels[batch_index].to(self.config.device), labels[batch_index].to(self.config.device), step)
             optimizer.zero_grad(set_to_none=True)
@@ -166,7 +169,7 @@ class ContinualMethod:
             optimizer.step()
             schedule.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         bar.close()
         self.clip.model.eval()
 
