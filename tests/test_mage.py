@@ -118,3 +118,13 @@ def test_shared_router_keeps_its_routing_memory_in_checkpoints(squares):
         other.before_step(step)
     other.load_state_dict(state)
     assert torch.equal(other.route_memory[0]["image.1"].gate, method.route_memory[0]["image.1"].gate)
+
+
+def test_mage_trains_at_the_adapter_learning_rate_of_its_profile():
+    """Regression: the MAGE methods were missing from the fast profile's per-method rates and trained at 1e-3."""
+    from uniil_lib.profiles import get_profile
+
+    fast = get_profile("fast")
+    reference = fast.train_config("moe-adapters-ddas", seed=0).lr
+    for name in ("mage", "mage-noattr", "mage-shared"):
+        assert fast.train_config(name, seed=0).lr == reference, name

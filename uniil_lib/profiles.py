@@ -61,8 +61,9 @@ def _profiles() -> Mapping[str, Profile]:
         train=TrainConfig(epochs=12, batch_size=32, lr=1e-3, device="cpu"),
         # Measured on mtil-offline (seed 0): at 4 epochs fine-tuning barely learns the first task (21%);
         # at 12 it reaches ~50% and forgets it visibly. Probes and adapters need a larger step size.
+        # MAGE trains the same adapter experts and gates as MoE-Adapters, so it gets their learning rate.
         method_lr={"finetune": 5e-4, "linear-probe": 1e-2, "adapter": 1e-2, "moe-adapters": 1e-2,
-                   "moe-adapters-ddas": 1e-2},
+                   "moe-adapters-ddas": 1e-2, "mage": 1e-2, "mage-noattr": 1e-2, "mage-shared": 1e-2},
     )
     full = Profile(
         name="full", model="ViT-B-16", pretrained="openai", train_per_class=None, test_per_class=None,
