@@ -254,6 +254,11 @@ class AdapterTuning(ContinualMethod):
     def after_learning(self, step) -> None:
         """Called at the end of :meth:`learn` (activate-freeze, DDAS fitting)."""
 
+    def attribute_features(self, imageset) -> torch.Tensor | None:
+        """``(N, D_a)`` matched-attribute features that attribute-guided gates read for ``imageset`` (MAGE);
+        None here: the gates read the data feature only."""
+        return None
+
     # ----- images --------------------------------------------------------------------------------------
     def image_inputs(self, imageset, *, keep: bool) -> tuple[torch.Tensor, bool]:
         """Cached block inputs ``(N, T, d)`` if the cache holds them, else pixels; and which of the two."""
@@ -381,9 +386,13 @@ class AdapterTuning(ContinualMethod):
         if route == ZERO_SHOT:
             return self.frozen_features(imageset)[rows].to(text) @ text.T
         inputs, cached = self.image_inputs(imageset, keep=True)
+        attributes = self.attribute_features(imageset)
+        scores = []
         with self.context.use(route):
-            return torch.cat([self.encode_image_inputs(inputs[part], cached) @ text.T
-                              for part in rows.split(self.config.eval_batch_size)])
+            for part in rows.split(self.config.eval_batch_size):
+                with self.context.matched(None if attributes is None else attributes[part].to(self.clip.device)):
+                    scores.append(self.encode_image_inputs(inputs[part], cached) @ text.T)
+        return torch.cat(scores)
 
     @torch.no_grad()
     def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:

@@ -192,19 +192,6 @@ class MAGESharedRouter(AdapterTuning):
         with self.context.matched(inputs.attributes):
             return super().training_loss(inputs.images, labels, step) + self.routing_memory_loss()
 
-    def _route_scores(self, imageset, rows: torch.Tensor, class_ids: Sequence[int], route: int) -> torch.Tensor:
-        if route == ZERO_SHOT:
-            return super()._route_scores(imageset, rows, class_ids, route)
-        text = self.class_text(class_ids, route)
-        inputs, cached = self.image_inputs(imageset, keep=True)
-        attributes = self.attribute_features(imageset)
-        scores = []
-        with self.context.use(route):
-            for part in rows.split(self.config.eval_batch_size):
-                with self.context.matched(None if attributes is None else attributes[part].to(self.clip.device)):
-                    scores.append(self.encode_image_inputs(inputs[part], cached) @ text.T)
-        return torch.cat(scores)
-
     @torch.no_grad()
     def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
         self.clip.model.eval()
@@ -329,19 +316,6 @@ class MAGE(MoEAdaptersDDAS):
     def training_loss(self, inputs: RoutedInputs, labels: torch.Tensor, step) -> torch.Tensor:
         with self.context.matched(inputs.attributes):
             return super().training_loss(inputs.images, labels, step)
-
-    def _route_scores(self, imageset, rows: torch.Tensor, class_ids: Sequence[int], route: int) -> torch.Tensor:
-        if route == ZERO_SHOT:
-            return super()._route_scores(imageset, rows, class_ids, route)
-        text = self.class_text(class_ids, route)
-        inputs, cached = self.image_inputs(imageset, keep=True)
-        attributes = self.attribute_features(imageset)
-        scores = []
-        with self.context.use(route):
-            for part in rows.split(self.config.eval_batch_size):
-                with self.context.matched(None if attributes is None else attributes[part].to(self.clip.device)):
-                    scores.append(self.encode_image_inputs(inputs[part], cached) @ text.T)
-        return torch.cat(scores)
 
     @torch.no_grad()
     def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
