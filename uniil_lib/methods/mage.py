@@ -297,17 +297,6 @@ class MAGE(MoEAdaptersDDAS):
         features = features.float()
         return torch.cat([features, self.match(features)[0]], dim=-1) if self.selector_attributes else features
 
-    # ----- the selector -------------------------------------------------------------------------------
-    def after_learning(self, step) -> None:
-        self.frozen_log[step.index] = self.adapters.activate_freeze(step.index)
-        inputs = self.selector_input(self.frozen_features(step.train))
-        self.ddas_log[step.index] = self.ddas.fit_task(step.index, inputs, seed=self._ddas_seed(step))
-
-    def routes(self, n: int, task_id: int | None, features: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if not any(ae.fitted for ae in self.ddas.autoencoders):
-            return torch.full((n,), ZERO_SHOT, dtype=torch.long)
-        return self.ddas.route(self.selector_input(features()))
-
     # ----- training and evaluation with the attributes in the routing context ----------------------------
     def step_inputs(self, step) -> tuple[RoutedInputs, torch.Tensor]:
         images, labels = super().step_inputs(step)

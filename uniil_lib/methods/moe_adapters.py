@@ -93,6 +93,11 @@ class MoEAdaptersDDAS(MoEAdapters):
     def _ddas_seed(self, step) -> int:
         return self.config.seed * 1000 + step.index
 
+    def selector_input(self, features: torch.Tensor) -> torch.Tensor:
+        """What DDAS's autoencoders read for frozen CLIP image features ``(N, D)``: the features themselves
+        (MAGE may add matched attributes)."""
+        return features
+
     def before_step(self, step) -> None:
         super().before_step(step)
         task = self.ddas.add_task(seed=self._ddas_seed(step))
@@ -101,13 +106,13 @@ class MoEAdaptersDDAS(MoEAdapters):
 
     def after_learning(self, step) -> None:
         super().after_learning(step)
-        features = self.frozen_features(step.train)
+        features = self.selector_input(self.frozen_features(step.train))
         self.ddas_log[step.index] = self.ddas.fit_task(step.index, features, seed=self._ddas_seed(step))
 
     def routes(self, n: int, task_id: int | None, features: Callable[[], torch.Tensor]) -> torch.Tensor:
         if not any(ae.fitted for ae in self.ddas.autoencoders):
             return torch.full((n,), ZERO_SHOT, dtype=torch.long)  # nothing learned yet: zero-shot CLIP
-        return self.ddas.route(features())
+        return self.ddas.route(self.selector_input(features()))
 
     def trainable_parameter_count(self) -> int:
         return super().trainable_parameter_count() + sum(p.numel() for p in self.ddas.parameters())
