@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from uniil_lib.clip import TinyClipConfig, load_clip
@@ -93,3 +94,12 @@ def test_unknown_method_lists_valid_ones(squares):
     assert {"zeroshot", "finetune", "linear-probe"} <= set(method_names())
     with pytest.raises(KeyError, match="valid methods: zeroshot"):
         build("magic", scenario(squares))
+
+
+def test_autocast_setting_is_validated_and_off_on_the_cpu():
+    """bf16 autocast is a CUDA-only setting: a typo fails loudly, and on the CPU training stays fp32."""
+    with pytest.raises(ValueError, match="autocast"):
+        TrainConfig(autocast="fp16")
+    with TrainConfig(autocast="bf16", device="cpu").autocast_context():
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

@@ -69,7 +69,7 @@ def _profiles() -> Mapping[str, Profile]:
         name="full", model="ViT-B-16", pretrained="openai", train_per_class=None, test_per_class=None,
         emoji_train_per_class=48, emoji_test_per_class=8,
         train=TrainConfig(iterations=1000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=100,
-                          label_smoothing=0.2, device="cuda"),
+                          label_smoothing=0.2, device="cuda", autocast="bf16"),
         method_lr={"finetune": 1e-5},
     )
     return MappingProxyType({"fast": fast, "full": full})

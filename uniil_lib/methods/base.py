@@ -49,6 +49,9 @@ class TrainConfig:
         device: ``"cpu"`` or ``"cuda"``.
         eval_batch_size: batch size for evaluation.
         progress: show tqdm bars.
+        autocast: ``"bf16"`` runs training and evaluation forwards under ``torch.autocast`` with bfloat16 on
+            CUDA (the papers' mixed precision; weights and optimiser state stay fp32); None: fp32. Ignored on
+            the CPU, where bf16 matrix products are far slower than fp32 on the machines we measured.
     """
 
     epochs: int = 1
@@ -62,6 +65,16 @@ class TrainConfig:
     device: str = "cpu"
     eval_batch_size: int = 256
     progress: bool = True
+    autocast: str | None = None
+
+    def __post_init__(self):
+        if self.autocast not in (None, "bf16"):
+            raise ValueError(f"autocast must be None or 'bf16', got {self.autocast!r}")
+
+    def autocast_context(self):
+        """``torch.autocast`` for this config's device and precision (a no-op context on the CPU or when off)."""
+        enabled = self.autocast == "bf16" and str(self.device).startswith("cuda")
+        return torch.autocast(device_type="cuda" if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 class PixelStore:
@@ -140,7 +153,9 @@ class ContinualMethod:
         out = []
         for start in range(0, len(pixels), self.config.eval_batch_size):
             batch = pixels[start : start + self.config.eval_batch_size].to(self.config.device)
-            out.append(ids[self.logits(batch, class_ids, task_id).argmax(dim=1).cpu()])
+            with self.config.autocast_context():
+                scores = self.logits(batch, class_ids, task_id)
+            out.append(ids[scores.argmax(dim=1).cpu()])
         return torch.cat(out).numpy() if out else np.empty(0, dtype=np.int64)
 
     def learn(self, step: Step) -> None:
@@ -163,7 +178,9 @@ class ContinualMethod:
         bar = tqdm(total=total, desc=f"{self.name} | {step.name}", leave=False, disable=not self.config.progress,
                    mininterval=2.0)
         for batch_index in _batches(len(pixels), self.config.batch_size, total, seed=self.config.seed + step.index):
-            loss = self.training_loss(pixels[batch_index].to(self.config.device), labels[batch_index].to(self.config.device), step)
+            with self.config.autocast_context():
+                loss = self.training_loss(pixels[batch_index].to(self.config.device),
+                                          labels[batch_index].to(self.config.device), step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
