@@ -257,3 +257,42 @@ def test_adapted_block_keeps_open_clip_dtype_query():
     attach_adapters(model, MOE)
     assert isinstance(model.transformer.resblocks[0], AdaptedBlock)
     assert model.transformer.get_cast_dtype() == torch.float32
+
+
+def test_batched_dispatch_equals_the_expert_loop_in_value_and_gradient():
+    """The GPU dispatch (gathered weights, batched products) computes what the per-expert loop computes,
+    and sends each expert the same gradient; a frozen expert gets none either way."""
+    from uniil_lib.adapters import dispatch_batched, dispatch_to_experts
+
+    torch.manual_seed(0)
+    layer = MoEAdapter(16, RoutingContext(), AdapterConfig(num_experts=5, top_k=2, bottleneck=4, dropout=0.0))
+    with torch.no_grad():
+        for expert in layer.experts:  # non-zero up-projections and biases, so every expert's output counts
+            for parameter in expert.parameters():
+                parameter.copy_(torch.randn(parameter.shape))
+    layer.experts[3].requires_grad_(False)
+    x = torch.randn(6, 3, 16)
+    logits = torch.randn(6, 5)
+    top = logits.topk(2, dim=1)
+    gates = torch.zeros_like(logits).scatter(1, top.indices, top.values.softmax(dim=1))
+    results = []
+    for run in (lambda: dispatch_to_experts(layer.experts, gates, x), lambda: dispatch_batched(layer.experts, gates, x, 2)):
+        layer.zero_grad(set_to_none=True)
+        out = run()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [None if p.grad is None else p.grad.clone() for p in layer.experts.parameters()]
+        results.append((out.detach(), grads))
+    (loop_out, loop_grads), (batched_out, batched_grads) = results
+    torch.testing.assert_close(batched_out, loop_out, rtol=1e-5, atol=1e-6)
+    assert loop_out.abs().max() > 0
+    for loop_grad, batched_grad in zip(loop_grads, batched_grads):
+        if loop_grad is None:
+            assert batched_grad is None
+        else:
+            torch.testing.assert_close(batched_grad, loop_grad, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is None for p in layer.experts[3].parameters())
+
+
+def test_dispatch_mode_is_validated():
+    with pytest.raises(ValueError, match="dispatch"):
+        AdapterConfig(dispatch="vectorised")

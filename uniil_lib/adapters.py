@@ -48,6 +48,7 @@ from .routers import RoutingContext, balance_loss, noisy_top_k_gating
 
 BlockSpec = Union[str, int, float, Sequence[int]]
 IMAGE, TEXT = "image", "text"
+DISPATCH_MODES = ("auto", "loop", "batched")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class AdapterConfig:
             puts that feature into :attr:`RoutingContext.attributes` before each forward.
         freeze_gate_columns: activate-freeze also freezes the gate columns of the frozen experts (their
             logits for any input stay what they were), for methods that keep training one shared router.
+        dispatch: how a MoE layer runs its experts (:func:`dispatch_to_experts`): ``"loop"`` (each expert on
+            its samples), ``"batched"`` (gathered expert weights, batched matrix products) or ``"auto"``
+            (batched on CUDA, loop on the CPU). Both compute the same function.
         image_blocks / text_blocks: which blocks get adapters (:func:`resolve_blocks`): ``"all"``,
             ``"none"``, an int ``k`` (the last ``k`` blocks), a float ``f`` in (0, 1] (the last
             ``ceil(f * L)`` blocks) or explicit indices such as ``range(8, 12)``.
@@ -87,10 +91,13 @@ class AdapterConfig:
     freeze_per_task: int = 2
     attribute_dim: int = 0
     freeze_gate_columns: bool = False
+    dispatch: str = "auto"
     image_blocks: BlockSpec = "all"
     text_blocks: BlockSpec = "all"
 
     def __post_init__(self) -> None:
+        if self.dispatch not in DISPATCH_MODES:
+            raise ValueError(f"dispatch must be one of {', '.join(DISPATCH_MODES)}, got {self.dispatch!r}")
         if self.moe and not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"need 1 <= top_k <= num_experts, got top_k={self.top_k}, num_experts={self.num_experts}")
         if self.attribute_dim < 0 or (self.attribute_dim and not self.moe):
@@ -194,6 +201,7 @@ class MoEAdapter(nn.Module):
         self.width, self.name, self.context = width, name, context
         self.top_k, self.noise_epsilon, self.balance_weight = config.top_k, config.noise_epsilon, config.balance_weight
         self.attribute_dim, self.freeze_gate_columns = config.attribute_dim, config.freeze_gate_columns
+        self.dispatch = config.dispatch
         self.router_width = width + config.attribute_dim
         self.experts = nn.ModuleList(
             Adapter(width, config.bottleneck, dropout=config.dropout, scale=config.scale)
@@ -270,6 +278,9 @@ class MoEAdapter(nn.Module):
                 self.context.add_aux_loss(balance_loss(gating, self.balance_weight))
         if self.context.records is not None:
             self.context.records[self.name] = gating.gates.detach()
+        batched = self.dispatch == "batched" or (self.dispatch == "auto" and x.is_cuda)
+        if batched:
+            return dispatch_batched(self.experts, gating.gates, x, self.top_k)
         return dispatch_to_experts(self.experts, gating.gates, x)
 
     def set_trainable(self, router: int | None) -> None:
@@ -318,6 +329,34 @@ def dispatch_to_experts(experts: nn.ModuleList, gates: torch.Tensor, x: torch.Te
             weight = gates[part, e].to(x.dtype).view(-1, 1, 1)
             out = out.index_add(0, part, (weight * expert(x[part])).to(out.dtype))
     return out
+
+
+def dispatch_batched(experts: nn.ModuleList, gates: torch.Tensor, x: torch.Tensor, top_k: int) -> torch.Tensor:
+    """The same sum as :func:`dispatch_to_experts`, as a fixed handful of batched matrix products.
+
+    The loop above launches a few small kernels per expert and reads the routing back to the host
+    (``tolist``), which on a GPU leaves it waiting on launches and synchronisations: 22 experts in 24 layers
+    make thousands of tiny kernels per step. Here each sample gathers the weights of its ``top_k`` experts
+    from the stacked expert parameters and runs them with two batched products; the work (FLOPs) is the same,
+    the kernel count no longer grows with ``E`` and nothing waits for the host. Gradients reach each expert's
+    own parameters through the stack and the gather. Needs experts of one shape (:class:`Adapter`).
+
+    Args:
+        experts: ``E`` :class:`Adapter` modules of one shape.
+        gates: ``(B, E)`` gate weights with at most ``top_k`` non-zeros per row.
+        x: ``(B, T, d)``.
+        top_k: non-zeros per row of ``gates``.
+    """
+    weights, chosen = gates.topk(top_k, dim=1)  # (B, k): zero-weight picks contribute nothing
+    first = experts[0]
+    down_w = torch.stack([e.down.weight for e in experts])[chosen]  # (B, k, r, d)
+    down_b = torch.stack([e.down.bias for e in experts])[chosen]  # (B, k, r)
+    up_w = torch.stack([e.up.weight for e in experts])[chosen]  # (B, k, d, r)
+    up_b = torch.stack([e.up.bias for e in experts])[chosen]  # (B, k, d)
+    hidden = torch.einsum("btd,bkrd->bktr", x, down_w.to(x.dtype)) + down_b.unsqueeze(2).to(x.dtype)
+    hidden = first.dropout(first.act(hidden))
+    expert_out = torch.einsum("bktr,bkdr->bktd", hidden, up_w.to(hidden.dtype)) + up_b.unsqueeze(2).to(hidden.dtype)
+    return first.scale * torch.einsum("bk,bktd->btd", weights.to(expert_out.dtype), expert_out)
 
 
 # ----- blocks with a side module -----------------------------------------------------------------------
