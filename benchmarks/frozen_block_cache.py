@@ -119,7 +119,7 @@ def synchronize(device: torch.device) -> None:
 def compare_on_cpu(args) -> dict:
     """Cache vs plain, alternating steps on the same batch; returns medians and the speed-up."""
     model, batch = ("tiny", 4) if args.smoke else (args.model, args.batch)
-    adapters = AdapterConfig(image_blocks=0.25, text_blocks=0.25)
+    adapters = AdapterConfig(image_blocks=0.25, text_blocks=0.25, dispatch=args.dispatch)
     size = SMOKE_MODEL.image_size if args.smoke else 224
     stream = synthetic_step(args.classes, max(1, -(-batch // args.classes)), size)
     steppers = {}
@@ -139,6 +139,7 @@ def compare_on_cpu(args) -> dict:
     medians = {label: statistics.median(t[args.warmup:]) for label, t in times.items()}
     adapted = steppers["cached"].method.adapters.blocks_of("image")
     return {"mode": "cpu", "model": model, "batch": batch, "classes": args.classes, "threads": torch.get_num_threads(),
+            "dispatch": args.dispatch,
             "image_blocks_adapted": adapted,
             "first_loss": first, "median_step_seconds": medians, "speedup": medians["plain"] / medians["cached"]}
 
@@ -180,6 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="ViT-B-16", help="open_clip architecture for CPU mode (random weights)")
     parser.add_argument("--batch", type=int, default=8, help="CPU-mode batch size")
     parser.add_argument("--classes", type=int, default=10, help="CPU-mode classes (prompts per step)")
+    parser.add_argument("--dispatch", default="auto", choices=("auto", "loop", "batched"),
+                        help="CPU mode: how MoE layers run their experts (auto = the loop on a CPU)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--smoke", action="store_true", help="tiny model, to check the script quickly")
