@@ -57,3 +57,33 @@ def test_benchmark_writes_json_table_and_plot(tmp_path, capsys):
     probe = result["methods"]["linear-probe"]
     assert probe["metrics"]["last"] > result["methods"]["zeroshot"]["metrics"]["last"], "training must help"
     assert len(list(plots.glob("*.png"))) == 1
+
+
+def _result(seed, last_by_method, scenario="s", profile="fast"):
+    metrics = lambda last: {"transfer": 1.0, "avg": 2.0, "last": last, "bwt": -1.0}  # noqa: E731
+    return {"scenario": scenario, "profile": profile, "seed": seed,
+            "methods": {name: {"metrics": metrics(last)} for name, last in last_by_method.items()}}
+
+
+def test_seeds_command_prints_mean_and_sample_std(tmp_path, capsys):
+    files = []
+    for seed, last in ((2, 70.0), (0, 60.0), (1, 65.0)):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(_result(seed, {"a": last, "b": 10.0})))
+        files.append(str(path))
+    assert main(["seeds", *files]) == 0
+    row_a = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| a |"))
+    assert "| 65.00 ± 5.00 |" in row_a  # mean of 60, 65, 70; sample std 5
+    assert row_a.endswith("| 0,1,2 | 60.00 / 65.00 / 70.00 |")  # seeds in order
+
+
+@pytest.mark.parametrize("results, message", [
+    ([_result(0, {"a": 1.0})], "at least two"),
+    ([_result(0, {"a": 1.0}), _result(1, {"a": 1.0}, scenario="t")], "mix scenarios"),
+    ([_result(0, {"a": 1.0}), _result(0, {"a": 2.0})], "repeated seeds"),
+])
+def test_seed_table_refuses_results_that_do_not_belong_together(results, message):
+    from uniil_lib.benchmark import seed_table
+
+    with pytest.raises(ValueError, match=message):
+        seed_table(results)

@@ -80,6 +80,43 @@ def format_table(result: dict, metrics: Sequence[str] = TABLE_METRICS) -> str:
     return "\n".join(lines)
 
 
+def seed_table(results: Sequence[dict], metrics: Sequence[str] = ("transfer", "avg", "last", "bwt")) -> str:
+    """A Markdown table of mean ± sample standard deviation over the seeds of several benchmark results.
+
+    Each result is what :func:`run_benchmark` returns (or its saved JSON) for one seed; all must share the
+    scenario and profile and have distinct seeds. A method missing from some seed is reported over the seeds
+    that have it, with their count. The last column lists each seed's ``last``.
+
+    Raises:
+        ValueError: fewer than two results, mixed scenarios or profiles, or a repeated seed.
+    """
+    import numpy as np
+
+    if len(results) < 2:
+        raise ValueError(f"a seed table needs at least two results, got {len(results)}")
+    kinds = {(r["scenario"], r["profile"]) for r in results}
+    if len(kinds) != 1:
+        raise ValueError(f"results mix scenarios or profiles: {sorted(kinds)}; pass the files of one benchmark")
+    seeds = [r["seed"] for r in results]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"repeated seeds {seeds}: each file must be a different seed")
+    order = sorted(range(len(results)), key=lambda i: seeds[i])
+    results = [results[i] for i in order]
+    names = list(dict.fromkeys(name for r in results for name in r["methods"]))
+    header = "| method | " + " | ".join(metrics) + " | seeds | last per seed |"
+    lines = [header, "|" + "---|" * (len(metrics) + 3)]
+    for name in names:
+        runs = [r for r in results if name in r["methods"]]
+        cells = []
+        for metric in metrics:
+            values = np.array([r["methods"][name]["metrics"][metric] for r in runs], dtype=float)
+            std = values.std(ddof=1) if len(values) > 1 else float("nan")
+            cells.append(f"{values.mean():.2f} ± {std:.2f}")
+        per_seed = " / ".join(f"{r['methods'][name]['metrics']['last']:.2f}" for r in runs)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {','.join(str(r['seed']) for r in runs)} | {per_seed} |")
+    return "\n".join(lines)
+
+
 def save_result(result: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 - ``metrics MATRIX.csv``: metrics of an accuracy matrix, as JSON.
 - ``benchmark --scenario NAME --methods a,b --profile fast|full --out results.json [--seed N]
   [--plots DIR] [--checkpoints DIR]``: methods side by side; prints a table, writes JSON (and plots).
+- ``seeds A.json B.json ...``: mean ± std over the seeds of one benchmark's result files (Markdown).
 """
 
 from __future__ import annotations
@@ -58,6 +59,23 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_seeds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .benchmark import seed_table
+
+    results = []
+    for name in args.results:
+        try:
+            results.append(json.loads(Path(name).read_text()))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} is not a benchmark result JSON ({error}); pass files written by "
+                             "benchmark --out") from error
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    print(seed_table(results, metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m uniil_lib", description="Continual learning with CLIP.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--checkpoints", help="checkpoint folder; an interrupted run resumes from it")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(run=_cmd_benchmark)
+    seeds = commands.add_parser("seeds", help="mean ± std over seeds of benchmark result files (Markdown)")
+    seeds.add_argument("results", nargs="+", help="result JSONs of one scenario and profile, one per seed")
+    seeds.add_argument("--metrics", default="transfer,avg,last,bwt", help="comma-separated metric names")
+    seeds.set_defaults(run=_cmd_seeds)
     return parser
 
 
