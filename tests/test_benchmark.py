@@ -87,3 +87,16 @@ def test_seed_table_refuses_results_that_do_not_belong_together(results, message
 
     with pytest.raises(ValueError, match=message):
         seed_table(results)
+
+
+def test_cpu_profile_is_fast_with_twice_the_images():
+    """The "fuller CPU profile" of the seed tables: fast's model and recipe, twice the images per class."""
+    from uniil_lib.profiles import get_profile
+
+    fast, cpu = get_profile("fast"), get_profile("cpu")
+    assert (cpu.model, cpu.train, dict(cpu.method_lr)) == (fast.model, fast.train, dict(fast.method_lr))
+    assert (cpu.train_per_class, cpu.test_per_class) == (2 * fast.train_per_class, 2 * fast.test_per_class)
+    assert (cpu.emoji_train_per_class, cpu.emoji_test_per_class) == (2 * fast.emoji_train_per_class,
+                                                                     2 * fast.emoji_test_per_class)
+    stream = build_scenario("mtil-offline", profile="cpu", seed=0)
+    assert len(stream.steps[0].test) == 2 * len(build_scenario("mtil-offline", profile="fast", seed=0).steps[0].test)

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("benchmark", help="run methods side by side on a scenario")
     bench.add_argument("--scenario", required=True)
     bench.add_argument("--methods", required=True, help="comma-separated, e.g. zeroshot,finetune")
-    bench.add_argument("--profile", default="fast", choices=["fast", "full"])
+    bench.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", help="write the results JSON here")
     bench.add_argument("--plots", help="write accuracy heatmaps (PNG) into this folder")

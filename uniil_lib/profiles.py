@@ -5,9 +5,14 @@ profile    model                                           data and training
 =========  ==============================================  ===============================================
 ``fast``   ``mini``: the offline pretrained mini-CLIP       a few dozen images per class, a few epochs;
            (MiniLM text tower + ViT at 48 px)               minutes on 2 CPU cores, under 2 GB of memory
+``cpu``    ``mini``, as ``fast``                           twice ``fast``'s images per class (train and
+                                                           test), same recipe: the "fuller CPU profile" of
+                                                           the three-seed tables (about twice as long)
 ``full``   ``ViT-B-16`` with OpenAI weights (hub download)  all images, 1000 iterations per task, batch 64,
                                                            AdamW + cosine, as in MoE-Adapters' MTIL recipe
 =========  ==============================================  ===============================================
+
+Notebooks switch between ``fast`` and ``full``; ``cpu`` is for the command line.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class Profile:
     """Everything that differs between a quick CPU run and a paper-scale GPU run.
 
     Attributes:
-        name: ``"fast"`` or ``"full"``.
+        name: ``"fast"``, ``"cpu"`` or ``"full"``.
         model: model name for :func:`uniil_lib.clip.load_clip`.
         pretrained: hub tag or checkpoint path (None for ``tiny`` / ``mini``).
         train_per_class: training images kept per class and step (None: all).
@@ -65,6 +70,8 @@ def _profiles() -> Mapping[str, Profile]:
         method_lr={"finetune": 5e-4, "linear-probe": 1e-2, "adapter": 1e-2, "moe-adapters": 1e-2,
                    "moe-adapters-ddas": 1e-2, "mage": 1e-2, "mage-noattr": 1e-2, "mage-shared": 1e-2},
     )
+    cpu = replace(fast, name="cpu", train_per_class=80, test_per_class=40, emoji_train_per_class=24,
+                  emoji_test_per_class=8)
     full = Profile(
         name="full", model="ViT-B-16", pretrained="openai", train_per_class=None, test_per_class=None,
         emoji_train_per_class=48, emoji_test_per_class=8,
@@ -72,7 +79,7 @@ def _profiles() -> Mapping[str, Profile]:
                           label_smoothing=0.2, device="cuda", autocast="bf16"),
         method_lr={"finetune": 1e-5},
     )
-    return MappingProxyType({"fast": fast, "full": full})
+    return MappingProxyType({"fast": fast, "cpu": cpu, "full": full})
 
 
 def profile_names() -> list[str]:
