@@ -128,3 +128,25 @@ def test_mage_trains_at_the_adapter_learning_rate_of_its_profile():
     reference = fast.train_config("moe-adapters-ddas", seed=0).lr
     for name in ("mage", "mage-noattr", "mage-shared"):
         assert fast.train_config(name, seed=0).lr == reference, name
+
+
+
+@pytest.mark.parametrize("name, balanced", [("mage", False), ("mage-noattr", False), ("moe-adapters-ddas", True)])
+def test_only_moe_adapters_adds_the_balance_loss(squares, name, balanced):
+    """MAGE's routers select a specific expert combination per step: its default experts carry no load-balancing
+    loss (mage.py, choice 2), while MoE-Adapters4CL keeps its paper's; one training forward shows which adds it."""
+    scenario = stream(squares)
+    clip = load_clip("tiny", tiny_config=SMALL, seed=0)
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, seed=0, progress=False)
+    options = {} if name == "moe-adapters-ddas" else {"pool": toy_pool(scenario)}
+    method = method_class(name)(clip, scenario, config, **options)
+    step = scenario.steps[0]
+    method.before_step(step)
+    inputs, labels = method.step_inputs(step)
+    popped = []
+    pop = method.context.pop_aux_loss
+    method.context.pop_aux_loss = lambda: popped.append(pop()) or popped[-1]
+    loss = method.training_loss(inputs[:8], labels[:8], step)
+    assert torch.isfinite(loss)
+    balance = popped[-1]  # the training forward's auxiliary losses, added to the cross-entropy
+    assert (float(balance) > 0) == balanced, f"{name}: balance term {balance}"

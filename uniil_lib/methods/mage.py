@@ -7,26 +7,40 @@ combinations from the data and attribute features; no task identity is needed, s
 class and domain increments (Uni-IL). Everything the abstract does not fix is **our choice**:
 
 1. **Experts** are MoE-Adapters4CL's (:class:`~uniil_lib.adapters.MoEAdapter`: 22 adapter experts, noisy
-   top-2 gating, balance loss, activate-freeze), beside the selected blocks of both towers (on a CPU the top
-   quarter of each, so the frozen-block cache applies). MAGE builds on MoE-Adapters4CL, as its abstract's
-   "Mixture of Experts that fine-tunes CLIP" suggests.
-2. **Routers**: one per step in every layer, as in MoE-Adapters4CL. In the image tower a gate reads
+   top-2 gating, activate-freeze), beside the selected blocks of both towers (on a CPU the top quarter of
+   each, so the frozen-block cache applies). MAGE builds on MoE-Adapters4CL, as its abstract's "Mixture of
+   Experts that fine-tunes CLIP" suggests.
+2. **No load-balancing loss** (:func:`mage_experts_config`). The abstract's routers "learn to select specific
+   expert combinations"; MoE-Adapters4CL's balance loss (Shazeer et al.'s CV^2 of importance and load) is
+   smallest when every step spreads its images evenly over all 22 experts, the opposite. Spreading also
+   defeats activate-freeze, which protects only the 2 experts a step used most: measured on ``uniil-offline``
+   (fast profile, seed 1, ``moe-adapters-ddas`` with the loss), an image layer needs 11-15 experts for 90% of a
+   step's routing, the two frozen ones carry 19-39% of it, and Fashion-MNIST, evaluated at the end with its
+   *own* router among its own classes, falls from 64.5% to 45.5% because later steps keep training the
+   experts it still uses. Without the loss (``mage``, same seed) a step needs 3-10 experts for 90% of its
+   routing, the two frozen ones carry 32-88% of it, and Fashion-MNIST in the same test keeps 68.5% (67.0%
+   right after its step). ``moe-adapters-ddas`` keeps the loss, as its paper has it; the README's table has
+   both, and ``mage-noattr`` (below) separates this choice from the attributes.
+3. **Routers**: one per step in every layer, as in MoE-Adapters4CL. In the image tower a gate reads
    ``[x_0, s a_cls, s a_dom]`` (:meth:`~uniil_lib.adapters.MoEAdapter.router_input`): ``x_0`` the block's
    token-0 feature (the data feature), ``a_cls`` / ``a_dom`` the matched class and domain attribute features,
    ``s`` the mean norm of ``x_0``. Text-tower gates read the [CLS] token only (attributes belong to images).
-3. **Matching** (:meth:`~uniil_lib.attributes.AttributeBank.summarise`): with the frozen CLIP image feature
+4. **Matching** (:meth:`~uniil_lib.attributes.AttributeBank.summarise`): with the frozen CLIP image feature
    ``f``, ``a_cls`` is the renormalised mean of the ``k_cls`` (5) closest class-attribute embeddings (cosine),
    ``a_dom`` of the ``k_dom`` (3) closest domain-attribute embeddings. The vocabulary is the whole pool of the
    scenario, fixed before the stream starts (a dictionary of visual descriptors, no labels): an image's
    matched attributes then never change, so old steps' router inputs do not move when new classes arrive.
-4. **No task identity at test time**: each test image's router is chosen by an **attribute-guided DDAS**:
-   one autoencoder per step on ``[f, a_cls, a_dom]`` (:class:`~uniil_lib.routers.DDAS`); an image unlike
-   every learned step goes to frozen zero-shot CLIP.
-5. **Training objective**: CLIP's cross-entropy over the classes the step's images compete with (the Uni-IL
-   label space: all classes seen so far) plus the balance loss.
+5. **No task identity at test time**: each test image's router is chosen by DDAS
+   (:class:`~uniil_lib.routers.DDAS`, one autoencoder per step on the frozen image feature ``f``; with
+   ``selector_attributes=True`` on ``[f, a_cls, a_dom]``); an image unlike every learned step goes to frozen
+   zero-shot CLIP.
+6. **Training objective**: CLIP's cross-entropy over the classes the step's images compete with (the Uni-IL
+   label space: all classes seen so far).
 
-``mage-noattr`` (the ablation the issue asks for) removes the attributes from the gates and the selector; in
-our reading that is MoE-Adapters4CL with DDAS on CLIP features.
+``mage-noattr`` (the ablation) removes the attributes from the gates and the selector and keeps everything
+else, choice 2 included: it is MoE-Adapters4CL with DDAS on CLIP features, without the balance loss. So
+``mage-noattr`` against ``moe-adapters-ddas`` measures choice 2, and ``mage`` against ``mage-noattr`` what the
+attributes add.
 
 ``mage-shared`` (:class:`MAGESharedRouter`) is the reading we tried first and keep for teaching: ONE router
 per layer for the whole stream (no selector at all), image tower only, attributes matched among the classes
@@ -78,6 +92,14 @@ def mage_adapter_config(device: str, attribute_dim: int) -> AdapterConfig:
     frozen experts keep their gate columns, attribute features of width ``attribute_dim`` in the gate input."""
     base = default_adapter_config(device, moe=True)
     return replace(base, text_blocks="none", attribute_dim=attribute_dim, freeze_gate_columns=True)
+
+
+def mage_experts_config(device: str, attribute_dim: int) -> AdapterConfig:
+    """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the top blocks of both towers (all on a
+    GPU), image gates widened by ``attribute_dim``, and **no load-balancing loss** (choice 2 of the module
+    docstring: each step's router selects a specific expert combination)."""
+    base = default_adapter_config(device, moe=True)
+    return replace(base, attribute_dim=attribute_dim, balance_weight=0.0)
 
 
 class MAGESharedRouter(AdapterTuning):
@@ -241,7 +263,7 @@ class MAGESharedRouter(AdapterTuning):
 
 
 class MAGE(MoEAdaptersDDAS):
-    """``mage``: per-step attribute-guided routers, chosen per image by an attribute-guided DDAS (module docstring).
+    """``mage``: per-step attribute-guided routers, one chosen per image by DDAS; no balance loss (module docstring).
 
     Args:
         pool: the attribute pool (default: the shipped pool, restricted to the scenario's classes and domains).
@@ -258,7 +280,7 @@ class MAGE(MoEAdaptersDDAS):
         width = int(clip.encode_texts(["a"]).shape[-1])
         attribute_dim = 2 * width if self.use_attributes else 0
         self.selector_attributes = selector_attributes and self.use_attributes
-        adapters = adapters or replace(default_adapter_config(config.device, moe=True), attribute_dim=attribute_dim)
+        adapters = adapters or mage_experts_config(config.device, attribute_dim)
         selector_dim = width + (attribute_dim if self.selector_attributes else 0)
         super().__init__(clip, scenario, config, adapters=adapters, ddas=ddas or DDAS(selector_dim), **options)
         self.class_attributes, self.domain_attributes = class_attributes, domain_attributes
@@ -339,7 +361,8 @@ class MAGE(MoEAdaptersDDAS):
 
 class MAGENoAttributes(MAGE):
     """``mage-noattr``: MAGE whose gates read the data feature only and whose selector reads the frozen image
-    feature only: the ablation. In our reading this is MoE-Adapters4CL with DDAS on CLIP features."""
+    feature only: the ablation. In our reading this is MoE-Adapters4CL with DDAS on CLIP features, without the
+    balance loss (module docstring, choice 2)."""
 
     name = "mage-noattr"
     use_attributes = False
