@@ -130,7 +130,6 @@ def test_mage_trains_at_the_adapter_learning_rate_of_its_profile():
         assert fast.train_config(name, seed=0).lr == reference, name
 
 
-
 @pytest.mark.parametrize("name, balanced", [("mage", False), ("mage-noattr", False), ("moe-adapters-ddas", True)])
 def test_only_moe_adapters_adds_the_balance_loss(squares, name, balanced):
     """MAGE's routers select a specific expert combination per step: its default experts carry no load-balancing
@@ -145,7 +144,12 @@ def test_only_moe_adapters_adds_the_balance_loss(squares, name, balanced):
     inputs, labels = method.step_inputs(step)
     popped = []
     pop = method.context.pop_aux_loss
-    method.context.pop_aux_loss = lambda: popped.append(pop()) or popped[-1]
+
+    def recording_pop():
+        popped.append(pop())
+        return popped[-1]
+
+    method.context.pop_aux_loss = recording_pop
     loss = method.training_loss(inputs[:8], labels[:8], step)
     assert torch.isfinite(loss)
     balance = popped[-1]  # the training forward's auxiliary losses, added to the cross-entropy
