@@ -13,7 +13,7 @@ import torch
 from uniil_lib.clip import TinyClipConfig, load_clip
 from uniil_lib.fusion import (
     BalanceConfig, FusionError, LowRankUpdate, adapt, balance_factor, compress, concat, dynamic_balance,
-    fisher_ratios, lda_score, mmd2, separability, singular_values, stack,
+    fisher_ratios, lda_score, mmd2, separability, separability_from_statistics, singular_values, stack,
 )
 from uniil_lib.methods import TrainConfig, create_method
 from uniil_lib.methods.awpf import AWPF, AWPFFixed, AWPFSettings, ClassStatistics, LowRankSeq, load_run_config
@@ -85,29 +85,40 @@ def test_lda_refuses_one_class_and_empty_features():
 
 
 # ----- (A6) the balance factor ------------------------------------------------------------------------------------
+def test_separability_from_statistics_equals_separability_of_the_features():
+    features, labels = blobs(1.5, classes=4, per_class=30)
+    labels[:7] = 1  # unequal class sizes, so the weighting of the class means matters
+    classes = labels.unique()
+    means = torch.stack([features[labels == c].mean(0) for c in classes])
+    sizes = torch.tensor([float((labels == c).sum()) for c in classes])
+    scatter = sum((features[labels == c] - m).T @ (features[labels == c] - m) for c, m in zip(classes, means))
+    from_stats = separability_from_statistics(means, scatter / len(features), sizes)
+    assert from_stats == pytest.approx(separability(features, labels), rel=1e-10)
+    with pytest.raises(FusionError, match="at least two classes"):
+        separability_from_statistics(means[:1], scatter, sizes[:1])
+
+
 def test_balance_factor_lies_in_the_open_interval_and_is_monotone():
     config = BalanceConfig()
-    assert balance_factor(0.0, 0.7, 0.7, config) == pytest.approx(config.lam_0)
-    grid = np.linspace(0, 0.999, 9)
-    shifts = [balance_factor(s, 0.5, 0.5, config) for s in np.linspace(0, 2, 9)]
-    seps = [balance_factor(0.1, r, 0.5, config) for r in grid]
-    previous = [balance_factor(0.1, 0.5, r, config) for r in grid]
-    assert all(0 < v < 1 for v in shifts + seps + previous)
+    assert balance_factor(0.0, 1.0, config) == pytest.approx(config.lam_0)
+    shifts = [balance_factor(s, 0.8, config) for s in np.linspace(0, 2, 9)]
+    seps = [balance_factor(0.1, r, config) for r in np.linspace(0, 0.999, 9)]
+    assert all(0 < v < 1 for v in shifts + seps)
     assert all(a < b for a, b in zip(shifts, shifts[1:])), f"lam should grow with MMD^2: {shifts}"
-    assert all(a > b for a, b in zip(seps, seps[1:])), f"lam should shrink with the new task's separability: {seps}"
-    assert all(a < b for a, b in zip(previous, previous[1:])), f"lam should grow with the previous one's: {previous}"
+    assert all(a > b for a, b in zip(seps, seps[1:])), f"lam should shrink as the seen classes separate better: {seps}"
 
 
 def test_dynamic_balance_reacts_to_shift_and_separability():
     previous, _ = blobs(3.0, seed=0)
     same, labels = blobs(3.0, seed=1)
-    rho = separability(previous, labels)
-    lam_same, shift_same, rho_same = dynamic_balance(previous, rho, same, labels)
-    lam_far, shift_far, _ = dynamic_balance(previous, rho, same + 5.0, labels)
+    rho = separability(torch.cat([previous, same]), torch.cat([labels, labels + 3]))
+    lam_same, shift_same = dynamic_balance(previous, same, rho)
+    lam_far, shift_far = dynamic_balance(previous, same + 5.0, rho)
     assert shift_far > shift_same and lam_far > lam_same
     harder, _ = blobs(0.5, seed=1)
-    lam_harder, _, rho_harder = dynamic_balance(previous, rho, harder, labels)
-    assert rho_harder < rho_same and lam_harder > lam_same, "a harder task than its predecessor gets more weight"
+    rho_harder = separability(torch.cat([previous, harder]), torch.cat([labels, labels + 3]))
+    lam_harder, _ = dynamic_balance(previous, harder, rho_harder)
+    assert rho_harder < rho and lam_harder > lam_same, "seen classes that are harder to separate give more weight"
 
 
 # ----- (A2) stacking, (A3) compression -------------------------------------------------------------------------------
@@ -207,6 +218,28 @@ def test_awpf_records_its_balance_factors_and_grows_its_rank(squares):
     fixed = build("awpf-fixed", stream, lam=0.25)
     run_continual(fixed, stream)
     assert fixed.lambdas() == [1.0, 0.25, 0.25]
+
+
+@pytest.mark.parametrize("settings", [TOY, AWPFSettings(rank=4, replay=0)])
+def test_awpf_measures_the_separability_of_every_class_seen(squares, settings):
+    stream = toy_stream(squares)
+    method = build("awpf", stream, settings=settings)
+    run_continual(method, stream)
+    inputs = [method.step_inputs(step) for step in stream.steps]
+    for k, entry in enumerate(method.history):
+        seen_features = torch.cat([features for features, _ in inputs[: k + 1]])
+        seen_labels = torch.cat([labels for _, labels in inputs[: k + 1]])
+        assert entry["rho"] == pytest.approx(separability(seen_features, seen_labels), rel=1e-6), k
+
+
+def test_awpf_refuses_a_first_task_with_one_class_before_training(squares):
+    data = DatasetPart("sq", squares(4, 8, seed=0), squares(4, 4, seed=1), ("a {} square.",), "toy")
+    stream = class_incremental("toy-cil-1", data, increment=1, seed=0)
+    method = build("awpf", stream)
+    with pytest.raises(FusionError, match="at least two classes"):
+        method.before_step(stream.steps[0])
+    assert method.A_t is None, "nothing should have been built for a task that cannot be fused"
+    run_continual(build("awpf-fixed", stream), stream)  # a fixed factor needs no separability
 
 
 @pytest.mark.parametrize("name, settings", [(name, TOY) for name in LOW_RANK_METHODS]

@@ -51,7 +51,8 @@ from typing import Sequence
 
 import torch
 
-from ..fusion import BalanceConfig, LowRankUpdate, adapt, compress, concat, dynamic_balance, separability, stack
+from ..fusion import (BalanceConfig, FusionError, LowRankUpdate, adapt, compress, concat, dynamic_balance,
+                      separability_from_statistics, stack)
 from .base import TrainConfig
 from .zeroshot import FrozenFeatureMethod
 
@@ -121,6 +122,7 @@ class ClassStatistics:
     def __init__(self, dim: int, *, shrinkage: float = 0.5):
         self.shrinkage = shrinkage
         self.class_ids = torch.zeros(0, dtype=torch.long)
+        self.class_sizes = torch.zeros(0, dtype=torch.float64)
         self.means = torch.zeros(0, dim, dtype=torch.float64)
         self.scatter = torch.zeros(dim, dim, dtype=torch.float64)
         self.count = torch.zeros((), dtype=torch.float64)
@@ -132,6 +134,7 @@ class ClassStatistics:
         for c in labels.unique():
             xc = x[labels == c]
             self.class_ids = torch.cat([self.class_ids, c.view(1).long()])
+            self.class_sizes = torch.cat([self.class_sizes, torch.tensor([float(len(xc))], dtype=torch.float64)])
             self.means = torch.cat([self.means, xc.mean(dim=0, keepdim=True)])
             self.scatter += (xc - xc.mean(dim=0)).T @ (xc - xc.mean(dim=0))
             self.count += len(xc)
@@ -155,12 +158,19 @@ class ClassStatistics:
             self._root = torch.linalg.cholesky((1 - self.shrinkage) * cov + self.shrinkage * sphere)
         return self._root
 
+    def separability(self) -> float:
+        """LDA separability ``rho`` (A5) of every recorded class, from the statistics alone (no features kept)."""
+        return separability_from_statistics(self.means, self.scatter / self.count.clamp(min=1.0), self.class_sizes,
+                                            shrinkage=self.shrinkage)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"stats.class_ids": self.class_ids.clone(), "stats.means": self.means.clone(),
-                "stats.scatter": self.scatter.clone(), "stats.count": self.count.clone()}
+        return {"stats.class_ids": self.class_ids.clone(), "stats.class_sizes": self.class_sizes.clone(),
+                "stats.means": self.means.clone(), "stats.scatter": self.scatter.clone(),
+                "stats.count": self.count.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.class_ids, self.means = state["stats.class_ids"].clone(), state["stats.means"].clone()
+        self.class_sizes = state["stats.class_sizes"].clone()
         self.scatter, self.count = state["stats.scatter"].clone(), state["stats.count"].clone()
         self._root = None
 
@@ -173,6 +183,7 @@ class LowRankFeatureMethod(FrozenFeatureMethod):
     """
 
     trains = True
+    needs_statistics = False  # True where the class statistics are needed even without replay (AWPF's factor)
 
     def __init__(self, clip, scenario, config: TrainConfig, *, settings: AWPFSettings | None = None):
         super().__init__(clip, scenario, config)
@@ -194,9 +205,10 @@ class LowRankFeatureMethod(FrozenFeatureMethod):
 
     @torch.no_grad()
     def after_learning(self, step) -> None:
-        """Record the step's class statistics (when replay is on)."""
-        if self.settings.replay:
+        """Record the step's class statistics (when replay or the balance factor needs them)."""
+        if self.settings.replay or self.needs_statistics:
             self.stats.add(*self.step_inputs(step))
+
 
     def training_update(self) -> LowRankUpdate:
         raise NotImplementedError
@@ -262,10 +274,12 @@ class AWPF(LowRankFeatureMethod):
 
     Attributes:
         fused: the fused module of the finished tasks (rank grows, see :mod:`uniil_lib.fusion`).
-        history: per finished step, ``{"lam", "mmd2", "rho"}`` (NaN where not computed).
+        history: per finished step, ``{"lam", "mmd2", "rho"}``: the balance factor, the MMD^2 to the previous
+            task and the separability of all classes seen so far (NaN where not computed).
     """
 
     name = "awpf"
+    needs_statistics = True
 
     def __init__(self, clip, scenario, config: TrainConfig, *, settings: AWPFSettings | None = None):
         super().__init__(clip, scenario, config, settings=settings)
@@ -277,6 +291,12 @@ class AWPF(LowRankFeatureMethod):
 
     def before_step(self, step) -> None:
         super().before_step(step)
+        if self.needs_statistics and not self.history and len(set(step.class_ids)) < 2:
+            raise FusionError(
+                f"{self.name}: the first task ({step.name!r}) has {len(set(step.class_ids))} class, but the balance "
+                "factor's LDA separability needs at least two classes seen (with one, the between-class scatter is "
+                "zero). Give the first task two or more classes, or use a fixed balance factor (awpf-fixed)."
+            )
         self.A_t, self.B_t = fresh_module(self.dim, self.settings.rank, scale=self.settings.init_scale,
                                           seed=self._seed(step.index), device=self.config.device)
 
@@ -297,11 +317,18 @@ class AWPF(LowRankFeatureMethod):
         self.fuse(step)
 
     def balance(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
-        """``(lam, MMD^2, rho)`` for the task whose frozen features are ``features`` (A4-A6); the first task
-        gets ``lam = 1`` (nothing to fuse with) and only its separability is measured."""
+        """``(lam, MMD^2, rho)`` for the task whose frozen features are ``features`` (A4-A6), with ``rho`` the
+        separability of every class seen so far (this task's included, from the class statistics); the first
+        task gets ``lam = 1`` (nothing to fuse with) and only the separability is measured.
+
+        Raises:
+            FusionError: the classes seen so far are fewer than two (a first task with one class).
+        """
+        rho = self.stats.separability()
         if not self.history:
-            return 1.0, math.nan, separability(features, labels, shrinkage=self.settings.balance.shrinkage)
-        return dynamic_balance(self.memory, self.history[-1]["rho"], features, labels, self.settings.balance)
+            return 1.0, math.nan, rho
+        lam, shift = dynamic_balance(self.memory, features, rho, self.settings.balance)
+        return lam, shift, rho
 
     @torch.no_grad()
     def fuse(self, step) -> None:
@@ -343,6 +370,7 @@ class AWPFFixed(AWPF):
     """
 
     name = "awpf-fixed"
+    needs_statistics = False  # a fixed factor needs no separability
 
     def __init__(self, clip, scenario, config: TrainConfig, *, lam: float = 0.6, settings: AWPFSettings | None = None):
         if not 0.0 <= lam <= 1.0:
