@@ -171,6 +171,9 @@ class ClassStatistics:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.class_ids, self.means = state["stats.class_ids"].clone(), state["stats.means"].clone()
+        if "stats.class_sizes" not in state:
+            raise ValueError("this checkpoint was written by an older uniil_lib that did not record class sizes "
+                             "(needed by AWPF's balance factor); start again in a new checkpoint directory")
         self.class_sizes = state["stats.class_sizes"].clone()
         self.scatter, self.count = state["stats.scatter"].clone(), state["stats.count"].clone()
         self._root = None
@@ -209,7 +212,6 @@ class LowRankFeatureMethod(FrozenFeatureMethod):
         """Record the step's class statistics (when replay or the balance factor needs them)."""
         if self.settings.replay or self.needs_statistics:
             self.stats.add(*self.step_inputs(step))
-
 
     def training_update(self) -> LowRankUpdate:
         raise NotImplementedError
