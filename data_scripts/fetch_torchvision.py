@@ -40,9 +40,18 @@ exist, e.g. on Kaggle) and arrange them as torchvision expects:
   {base}/cars_test/00001.jpg ... 08041.jpg
 Then run this command again (with the same --root) to check: {command}"""
 
+IMAGENET100_HELP = """\
+ImageNet-100 cannot be downloaded automatically: ImageNet (ILSVRC-2012) needs an account at image-net.org.
+With the ILSVRC-2012 train and val images (val sorted into <wnid> folders with the official labels), make:
+  {base}/classnames.txt            one '<wnid> <class name>' line per class, in label order
+                                   (e.g. 'n01440764 tench'; lines of LOC_synset_mapping.txt work as they are)
+  {base}/train/<wnid>/*.JPEG       the class's training images (symbolic links are fine)
+  {base}/val/<wnid>/*.JPEG         its 50 validation images
+for the 100 classes of the subset you compare with (the usual one is the seed-1993 ImageNet-Subset of UCIR /
+PODNet / RAPF). Then run this command again (with the same --root) to check: {command}"""
 
 def manual_instructions(spec: SourceSpec, root: Path) -> str:
-    """What to do for a dataset that torchvision cannot download (only Stanford Cars today).
+    """What to do for a dataset that torchvision cannot download (Stanford Cars and ImageNet-100).
 
     Args:
         spec: the source.
@@ -51,6 +60,8 @@ def manual_instructions(spec: SourceSpec, root: Path) -> str:
     base = root / spec.extra["folder"]
     if spec.name == "stanford-cars":
         return MANUAL_HELP.format(base=base, command=spec.fetch_command)
+    if spec.name == "imagenet100":
+        return IMAGENET100_HELP.format(base=base, command=spec.fetch_command)
     return (
         f"{spec.name} cannot be downloaded automatically. Place its files in {base} in the layout described in "
         f"uniil_lib/data/torchvision_sources.py, then run '{spec.fetch_command}' again to check."

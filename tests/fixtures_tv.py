@@ -326,6 +326,19 @@ def write_sun397(root: Path) -> Fixture:
     return _fixture(["abbey", "apartment building outdoor", "bakery shop"], {"all": items}, "SUN397")
 
 
+def write_imagenet100(root: Path) -> Fixture:
+    """``imagenet100``: ``classnames.txt`` (``LOC_synset_mapping.txt`` style) and 3 classes x 2 train / 1 val JPEGs."""
+    folder = root / "imagenet100"
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    folder.mkdir(parents=True)
+    (folder / "classnames.txt").write_text(
+        "n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+        "n01484850 great_white_shark, white shark, man-eater\n")
+    items = {split: _class_tree(folder / split_dir, wnids, lambda w, j: f"{w}_{j + 1}.JPEG", n)
+             for split, split_dir, n in (("train", "train", 2), ("test", "val", 1))}
+    return _fixture(["tench", "goldfish", "great white shark"], items, "imagenet100")
+
+
 def writers() -> Mapping[str, Callable[[Path], Fixture]]:
     """Registry name -> fixture writer, for every torchvision source."""
     return MappingProxyType({
@@ -333,4 +346,5 @@ def writers() -> Mapping[str, Callable[[Path], Fixture]]:
         "aircraft": write_aircraft, "caltech101": write_caltech101, "dtd": write_dtd,
         "eurosat": write_eurosat, "flowers102": write_flowers102, "food101": write_food101,
         "oxford-pets": write_oxford_pets, "stanford-cars": write_stanford_cars, "sun397": write_sun397,
+        "imagenet100": write_imagenet100,
     })

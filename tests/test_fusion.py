@@ -294,8 +294,26 @@ def test_run_config_with_an_unknown_key_is_an_error(tmp_path):
         load_run_config(path)
 
 
-def test_imagenet_config_names_the_missing_scenario():
-    from uniil_lib.methods.awpf import run_from_config
+def test_imagenet_config_builds_its_scenario_from_the_imagefolder_layout(tmp_path, monkeypatch):
+    from PIL import Image
 
-    with pytest.raises(KeyError, match="imagenet100-b0inc10.*not built in"):
-        run_from_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json")
+    from uniil_lib.data import DatasetNotFoundError
+    from uniil_lib.methods.awpf import run_from_config
+    from uniil_lib.named_scenarios import build_scenario
+
+    monkeypatch.setenv("UNIIL_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="fetch_torchvision.py --dataset imagenet100"):
+        run_from_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json")  # fails before any weights load
+    folder = tmp_path / "imagenet100"
+    wnids = [f"n{1440764 + k:08d}" for k in range(20)]
+    for k, wnid in enumerate(wnids):
+        for split, n in (("train", 2), ("val", 1)):
+            (folder / split / wnid).mkdir(parents=True)
+            for j in range(n):
+                Image.new("RGB", (8, 8), (10 * k, 5 * j, 0)).save(folder / split / wnid / f"{wnid}_{j}.JPEG")
+    (folder / "classnames.txt").write_text("".join(f"{w} class_{k}, other name\n" for k, w in enumerate(wnids)))
+    stream = build_scenario(load_run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json").scenario,
+                            profile="fast", root=tmp_path)
+    assert len(stream.steps) == 2 and all(len(step.class_ids) == 10 for step in stream.steps)
+    assert sorted(spec.name for spec in stream.classes) == sorted(f"class {k}" for k in range(20))
+    assert len(stream.steps[0].train) == 20 and len(stream.steps[0].test) == 10

@@ -77,7 +77,7 @@ def test_each_spec_names_a_real_torchvision_class():
 
     for spec in torchvision_sources():
         assert hasattr(torchvision.datasets, spec.extra["torchvision_class"]), spec.name
-    assert [s.name for s in torchvision_sources() if not s.extra["auto_download"]] == ["stanford-cars"]
+    assert [s.name for s in torchvision_sources() if not s.extra["auto_download"]] == ["stanford-cars", "imagenet100"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -168,6 +168,7 @@ def _torchvision_datasets(name: str, split: str, root: Path, monkeypatch) -> lis
         "caltech101": lambda: [tvd.Caltech101(r)],
         "eurosat": lambda: [tvd.EuroSAT(r)],
         "sun397": lambda: [tvd.SUN397(r)],
+        "imagenet100": lambda: [tvd.ImageFolder(str(root / "imagenet100" / ("train" if train else "val")))],
     }
     return table[name]()
 
@@ -247,6 +248,25 @@ def test_fetch_script_explains_manual_download_of_stanford_cars(tmp_path, capsys
     out = capsys.readouterr().out
     assert "cannot be downloaded automatically" in out
     assert str(tmp_path / "stanford_cars" / "devkit" / "cars_meta.mat") in out
+
+
+def test_fetch_script_explains_how_to_place_imagenet100(tmp_path, capsys):
+    assert _fetch_script().main(["--dataset", "imagenet100", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "image-net.org" in out and str(tmp_path / "imagenet100" / "classnames.txt") in out
+    writers()["imagenet100"](tmp_path)
+    assert _fetch_script().main(["--dataset", "imagenet100", "--root", str(tmp_path)]) == 0
+
+
+def test_imagenet100_names_a_bad_class_list_line_and_a_missing_class_folder(tmp_path):
+    writers()["imagenet100"](tmp_path)
+    names = tmp_path / "imagenet100" / "classnames.txt"
+    names.write_text(names.read_text() + "n01491361 tiger shark\n")
+    with pytest.raises(DatasetNotFoundError, match="1 of the 4 classes.*n01491361"):
+        load_dataset("imagenet100", "train", root=tmp_path)
+    names.write_text("tench n01440764\n")
+    with pytest.raises(ValueError, match="'<wnid> <class name>'"):
+        load_dataset("imagenet100", "train", root=tmp_path)
 
 
 def test_fetch_script_reports_a_failed_download_and_carries_on(tmp_path, capsys, monkeypatch):

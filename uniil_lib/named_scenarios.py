@@ -8,7 +8,8 @@ Offline (work on a fresh machine here; emoji data via ``python data_scripts/fetc
 - ``uniil-offline`` (Uni-IL): task, class and domain increments mixed in one stream.
 
 Online (need internet once, through ``data_scripts``): ``cifar100-b0inc10`` (class-incremental) and
-``mtil`` (the 11-dataset MTIL order I of ZSCL).
+``mtil`` (the 11-dataset MTIL order I of ZSCL). ``imagenet100-b0inc10`` (class-incremental) reads ImageNet-100
+from files you place yourself (``python data_scripts/fetch_torchvision.py --dataset imagenet100`` says how).
 
 Every builder subsamples by the profile (``train_per_class``, ``test_per_class``) with a seeded generator,
 so a seed fixes the data as well as the training.
@@ -89,6 +90,11 @@ def _cifar100(profile: Profile, seed: int, root: Path) -> Scenario:
     return class_incremental("cifar100-b0inc10", dataset_part("cifar100", profile, seed, root), increment=10, seed=seed)
 
 
+def _imagenet100(profile: Profile, seed: int, root: Path) -> Scenario:
+    return class_incremental("imagenet100-b0inc10", dataset_part("imagenet100", profile, seed, root), increment=10,
+                             seed=seed)
+
+
 def _mtil(profile: Profile, seed: int, root: Path) -> Scenario:
     return task_incremental("mtil", [dataset_part(n, profile, seed, root) for n in MTIL_ORDER_I])
 
@@ -105,6 +111,8 @@ def _registry() -> Mapping[str, NamedScenario]:
                       "task, class and domain increments mixed in one stream", _uniil_offline),
         NamedScenario("cifar100-b0inc10", "class-incremental", False,
                       "CIFAR-100, 10 steps of 10 classes (needs internet once)", _cifar100),
+        NamedScenario("imagenet100-b0inc10", "class-incremental", False,
+                      "ImageNet-100, 10 steps of 10 classes (ImageNet placed by hand)", _imagenet100),
         NamedScenario("mtil", "task-incremental", False,
                       "the 11 MTIL datasets in ZSCL's order I (needs internet once)", _mtil),
     ]

@@ -32,6 +32,11 @@ sets know every label without decoding an image. Layouts, relative to the data r
   torchvision cannot download it any more (the host is gone): the fetch script explains where to put it.
 - ``sun397``: ``SUN397/ClassName.txt`` (``/a/abbey`` per line) and ``SUN397/a/abbey/sun_*.jpg``.
   No official split in torchvision's download (the official partitions are a separate file).
+- ``imagenet100`` (ImageNet-100, a 100-class subset of ILSVRC-2012; manual, ImageNet needs an account):
+  ``imagenet100/classnames.txt`` with one ``<wnid> <class name>`` line per class (the file's order is the
+  label order; ``LOC_synset_mapping.txt`` lines such as ``n01440764 tench, Tinca tinca`` work too, the name
+  ends at the first comma), ``imagenet100/train/<wnid>/*.JPEG`` and ``imagenet100/val/<wnid>/*.JPEG``
+  (ILSVRC's val images sorted into class folders). The split is the official one: train and val.
 
 Where a dataset has no official test split (``caltech101``, ``eurosat``, ``sun397``) we make one (our
 choice, not the authors'): within each class, a generator seeded with ``(SPLIT_SEED, label)`` shuffles the
@@ -459,6 +464,31 @@ def load_sun397(split: str, root: Path) -> ImageSet:
     return _seeded_files_image_set(paths, labels, names, "sun397", split)
 
 
+def load_imagenet100(split: str, root: Path) -> ImageSet:
+    """ImageNet-100 (100 ILSVRC-2012 classes listed in ``classnames.txt``; train / val as train / test)."""
+    _check_split("imagenet100", split)
+    folder = root / "imagenet100"
+    split_dir = {"train": "train", "test": "val"}[split]
+    _require("imagenet100", folder, "classnames.txt", split_dir)
+    wnids, names = [], []
+    for line in _read_lines(folder / "classnames.txt"):
+        wnid, _, name = line.partition(" ")
+        name = name.split(",")[0].strip()
+        if not re.fullmatch(r"n\d{8}", wnid) or not name:
+            raise ValueError(f"{folder / 'classnames.txt'}: expected '<wnid> <class name>' lines such as "
+                             f"'n01440764 tench', got {line!r}")
+        wnids.append(wnid)
+        names.append(_underscores_to_spaces(name))
+    missing = [w for w in wnids if not (folder / split_dir / w).is_dir()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"imagenet100: {len(missing)} of the {len(wnids)} classes in classnames.txt have no folder in "
+            f"{folder / split_dir} (first: {missing[0]}). Put each class's images in {split_dir}/<wnid>/; "
+            f"see: {fetch_command('imagenet100')}")
+    paths, labels = _class_folders(folder / split_dir, wnids)
+    return _files_image_set(paths, labels, names, f"imagenet100/{split}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Registry entries
 # ---------------------------------------------------------------------------------------------------
@@ -517,6 +547,9 @@ def torchvision_sources() -> list[SourceSpec]:
               templates=("a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "i love my {}!"),
               domain="photo", description="Stanford Cars, 196 models, 8,144 / 8,041 (manual download)",
               folder="stanford_cars", torchvision_class="StanfordCars", auto_download=False),
+        _spec("imagenet100", load_imagenet100, templates=("a good photo of a {}.", "a photo of a {}."),
+              domain="photo", description="ImageNet-100, 100 ILSVRC-2012 classes, ~1,300 / 50 per class (manual)",
+              folder="imagenet100", torchvision_class="ImageNet", auto_download=False),
         _spec("sun397", load_sun397, templates=("a photo of a {}.", "a photo of the {}."), domain="photo",
               description="SUN397 scenes, 397 classes, 108,754 images, seeded 80/20 split (ours)",
               folder="SUN397", torchvision_class="SUN397"),

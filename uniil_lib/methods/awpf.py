@@ -456,8 +456,8 @@ def run_from_config(path: str | Path, *, methods: Sequence[str] | None = None,
     "lambdas"}}``. With ``checkpoint_root`` an interrupted run resumes.
 
     Raises:
-        KeyError: the config's scenario is not built into :mod:`uniil_lib.named_scenarios` (ImageNet-100
-            is not yet; its config describes the data layout it needs).
+        KeyError: the config's scenario is not built into :mod:`uniil_lib.named_scenarios`.
+        DatasetNotFoundError: the scenario's data is not on disk (the message says how to fetch or place it).
     """
     from ..clip import load_clip
     from ..metrics import all_metrics
