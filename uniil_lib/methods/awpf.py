@@ -126,7 +126,6 @@ class ClassStatistics:
         self.class_sizes = torch.zeros(0, dtype=torch.float64)
         self.means = torch.zeros(0, dim, dtype=torch.float64)
         self.scatter = torch.zeros(dim, dim, dtype=torch.float64)
-        self.count = torch.zeros((), dtype=torch.float64)
         self._root: torch.Tensor | None = None  # Cholesky factor L, recomputed after every change
 
     def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -138,7 +137,6 @@ class ClassStatistics:
             self.class_sizes = torch.cat([self.class_sizes, torch.tensor([float(len(xc))], dtype=torch.float64)])
             self.means = torch.cat([self.means, xc.mean(dim=0, keepdim=True)])
             self.scatter += (xc - xc.mean(dim=0)).T @ (xc - xc.mean(dim=0))
-            self.count += len(xc)
         self._root = None
 
     def sample(self, n: int, allowed: Sequence[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,20 +152,23 @@ class ClassStatistics:
         """``L`` with ``L L^T`` the shrunk pooled covariance ``(1 - g) S + g tr(S)/D I``."""
         if self._root is None:
             dim = self.means.shape[1]
-            cov = self.scatter / self.count.clamp(min=1.0)
+            cov = self.within_scatter()
             sphere = (torch.trace(cov) / dim + 1e-12) * torch.eye(dim, dtype=cov.dtype)
             self._root = torch.linalg.cholesky((1 - self.shrinkage) * cov + self.shrinkage * sphere)
         return self._root
 
     def separability(self) -> float:
         """LDA separability ``rho`` (A5) of every recorded class, from the statistics alone (no features kept)."""
-        return separability_from_statistics(self.means, self.scatter / self.count.clamp(min=1.0), self.class_sizes,
+        return separability_from_statistics(self.means, self.within_scatter(), self.class_sizes,
                                             shrinkage=self.shrinkage)
+
+    def within_scatter(self) -> torch.Tensor:
+        """The pooled within-class scatter ``S_w`` (A5): the classes' summed scatter over the number of samples."""
+        return self.scatter / self.class_sizes.sum().clamp(min=1.0)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"stats.class_ids": self.class_ids.clone(), "stats.class_sizes": self.class_sizes.clone(),
-                "stats.means": self.means.clone(), "stats.scatter": self.scatter.clone(),
-                "stats.count": self.count.clone()}
+                "stats.means": self.means.clone(), "stats.scatter": self.scatter.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.class_ids, self.means = state["stats.class_ids"].clone(), state["stats.means"].clone()
@@ -175,7 +176,7 @@ class ClassStatistics:
             raise ValueError("this checkpoint was written by an older uniil_lib that did not record class sizes "
                              "(needed by AWPF's balance factor); start again in a new checkpoint directory")
         self.class_sizes = state["stats.class_sizes"].clone()
-        self.scatter, self.count = state["stats.scatter"].clone(), state["stats.count"].clone()
+        self.scatter = state["stats.scatter"].clone()
         self._root = None
 
 
