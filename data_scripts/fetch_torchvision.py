@@ -50,6 +50,7 @@ With the ILSVRC-2012 train and val images (val sorted into <wnid> folders with t
 for the 100 classes of the subset you compare with (the usual one is the seed-1993 ImageNet-Subset of UCIR /
 PODNet / RAPF). Then run this command again (with the same --root) to check: {command}"""
 
+
 def manual_instructions(spec: SourceSpec, root: Path) -> str:
     """What to do for a dataset that torchvision cannot download (Stanford Cars and ImageNet-100).
 
