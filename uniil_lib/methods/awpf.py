@@ -320,7 +320,7 @@ class AWPF(LowRankFeatureMethod):
         super().after_learning(step)
         self.fuse(step)
 
-    def balance(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+    def balance(self, features: torch.Tensor) -> tuple[float, float, float]:
         """``(lam, MMD^2, rho)`` for the task whose frozen features are ``features`` (A4-A6), with ``rho`` the
         separability of every class seen so far (this task's included, from the class statistics); the first
         task gets ``lam = 1`` (nothing to fuse with) and only the separability is measured.
@@ -337,8 +337,8 @@ class AWPF(LowRankFeatureMethod):
     @torch.no_grad()
     def fuse(self, step) -> None:
         """(A2)+(A3): ``fused <- compress(stack(fused, fused + increment, lam))``; remember this task's features."""
-        features, labels = self.step_inputs(step)
-        lam, shift, rho = self.balance(features, labels)
+        features, _ = self.step_inputs(step)
+        lam, shift, rho = self.balance(features)
         trained = concat(self.fused, LowRankUpdate(self.A_t.detach(), self.B_t.detach()))
         self.fused = compress(stack(self.fused, trained, lam), max_rank=self.settings.max_rank)
         generator = torch.Generator().manual_seed(self._seed(step.index))
@@ -382,7 +382,7 @@ class AWPFFixed(AWPF):
         super().__init__(clip, scenario, config, settings=settings)
         self.lam = float(lam)
 
-    def balance(self, features, labels) -> tuple[float, float, float]:
+    def balance(self, features) -> tuple[float, float, float]:
         return (self.lam if self.history else 1.0), math.nan, math.nan
 
     def state_dict(self) -> dict[str, torch.Tensor]:
