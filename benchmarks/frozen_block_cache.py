@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/frozen_block_cache.py --json out.json # also write the numbers
 
 **CPU mode** (the default). With MoE adapters only in the top ``K`` of ``L`` image blocks, the blocks below
-never change, so :class:`uniil_lib.methods.adapter.FrozenBlockCache` runs them once per image and training
+never change, so :class:`uniil_lib.tower_split.FrozenBlockCache` runs them once per image and training
 runs only the top ``K`` blocks (likewise for the fixed class prompts in the text tower). This script builds
 two ``moe-adapters`` methods on the same model, the same synthetic step and the same batch, one with the
 cache and one without (``block_cache=False``: the full forward of both towers), checks that their first

@@ -12,8 +12,9 @@ from uniil_lib.adapters import (
     resolve_blocks, text_routing_is_input_independent,
 )
 from uniil_lib.clip import TinyClipConfig, load_clip
-from uniil_lib.methods.adapter import block_input, image_prefix, image_suffix, run_blocks_from, trim_padding
+from uniil_lib.clip_model import trim_padding
 from uniil_lib.routers import RoutingContext
+from uniil_lib.tower_split import block_input, image_prefix, image_suffix, run_blocks_from
 
 SMALL = TinyClipConfig(embed_dim=32, image_size=16, patch_size=8, vision_width=32, vision_layers=2,
                        text_width=32, text_layers=2, heads=2, context_length=16)
@@ -228,6 +229,47 @@ def test_image_tower_in_two_halves_equals_the_full_forward():
         for start in (0, 1, 2):
             split = image_suffix(model.visual, image_prefix(model.visual, pixels, start), start)
             assert torch.allclose(split, full, atol=1e-6), f"split at block {start} differs"
+
+
+def test_a_token_protocol_tower_is_found_as_the_image_tower(token_clip):
+    model = token_clip().model
+    tower = find_towers(model)["image"]
+    assert (tower.kind, tower.owner, tower.attr, tower.width) == ("open_clip", model.visual.transformer, "resblocks", 32)
+    assert tower.blocks is model.visual.transformer.resblocks
+
+
+def test_a_token_protocol_tower_in_two_halves_equals_the_full_forward(token_clip):
+    model = token_clip().model.eval()
+    adapters = attach_adapters(model, AdapterConfig(num_experts=4, bottleneck=8, image_blocks=1, text_blocks="none"))
+    adapters.add_router()
+    perturb(adapters)
+    pixels, _ = inputs()
+    with adapters.context.use(0), torch.no_grad():
+        full = model.encode_image(pixels)
+        for start in (0, 1, 2):
+            split = image_suffix(model.visual, image_prefix(model.visual, pixels, start), start)
+            assert torch.allclose(split, full, atol=1e-6), f"split at block {start} differs"
+
+
+@pytest.mark.parametrize("config", [MOE, AdapterConfig(moe=False, bottleneck=8)], ids=["moe", "plain"])
+def test_attach_and_detach_on_a_token_protocol_tower(token_clip, config):
+    model = token_clip().model.eval()
+    pixels, _ = inputs()
+    originals = list(model.visual.transformer.resblocks)
+    with torch.no_grad():
+        before = model.encode_image(pixels)
+    adapters = attach_adapters(model, config)
+    assert adapters.blocks_of("image") == [0, 1]
+    assert all(isinstance(block, AdaptedBlock) for block in model.visual.transformer.resblocks)
+    adapters.add_router()
+    with adapters.context.use(0), torch.no_grad():
+        assert torch.equal(model.encode_image(pixels), before), "zero up-projections must give the same outputs"
+        perturb(adapters)
+        assert not torch.allclose(model.encode_image(pixels), before), "non-zero adapters change the features"
+    assert detach_adapters(model) == 4
+    assert list(model.visual.transformer.resblocks) == originals
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(pixels), before)
 
 
 @pytest.mark.parametrize("tower_kind", ["open_clip", "bert"])

@@ -26,8 +26,8 @@ def scenario(squares):
     return class_incremental("toy-cil", data, increment=2, seed=0)
 
 
-def build(name, stream, *, seed=0, epochs=2, balance_weight=1e-2, **options):
-    clip = load_clip("tiny", tiny_config=SMALL, seed=seed)
+def build(name, stream, *, seed=0, epochs=2, balance_weight=1e-2, clip=None, **options):
+    clip = clip or load_clip("tiny", tiny_config=SMALL, seed=seed)
     config = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, seed=seed, progress=False, label_smoothing=0.2)
     adapters = AdapterConfig(moe=name != "adapter", num_experts=4, top_k=2, bottleneck=8, image_blocks=1,
                              text_blocks=1, balance_weight=balance_weight)
@@ -90,23 +90,32 @@ def test_activate_freeze_keeps_the_most_used_experts_of_a_task_fixed(squares):
     assert method.adapters.usage("image").shape == (1, 2, 4)
 
 
-def test_frozen_block_cache_gives_the_same_loss_and_predictions(squares):
+@pytest.mark.parametrize("tower", ["open_clip ViT", "token protocol"])
+def test_frozen_block_cache_gives_the_same_loss_and_predictions(squares, token_clip, tower):
     stream = scenario(squares)
     step = stream.steps[0]
-    cached, plain = build("moe-adapters", stream), build("moe-adapters", stream, block_cache=False)
+    vit = tower == "open_clip ViT"
+    model = (lambda: load_clip("tiny", tiny_config=SMALL, seed=0)) if vit else token_clip
+    cached, plain = build("moe-adapters", stream, clip=model()), build("moe-adapters", stream, clip=model(),
+                                                                         block_cache=False)
     assert cached.cache is not None and cached.cache.start == 1 and plain.cache is None
     for method in (cached, plain):
         method.before_step(step)
     inputs, _ = cached.step_inputs(step)
-    assert inputs.shape == (len(step.train), 5, 32), "cached inputs are block-1 inputs: (N, tokens, width)"
+    tokens = 5 if vit else 4  # 4 patches, plus the ViT's class token
+    assert inputs.shape == (len(step.train), tokens, 32), "cached inputs are block-1 inputs: (N, tokens, width)"
+    assert cached.cache.bytes_per_image() == 4 * tokens * 32
     loss_cached, loss_plain = first_batch_loss(cached, step), first_batch_loss(plain, step)
     assert torch.allclose(loss_cached, loss_plain, atol=1e-5)
     (grad_cached,) = torch.autograd.grad(loss_cached, cached.adapters.layers["image.1"].w_noise[0])
     (grad_plain,) = torch.autograd.grad(loss_plain, plain.adapters.layers["image.1"].w_noise[0])
     assert torch.allclose(grad_cached, grad_plain, atol=1e-6)
 
-    for method in (cached, plain):
-        method.learn(step)
+    # Evaluation through the cache equals the full forward for trained adapters. (Two trainings are not compared:
+    # the cache's batches round differently in the last bit, and Adam's first steps turn such differences in
+    # near-zero gradients into full-size steps.)
+    cached.learn(step)
+    plain.load_state_dict(cached.state_dict())
     assert np.array_equal(cached.predict(step.test, step.class_ids, 0), plain.predict(step.test, step.class_ids, 0))
 
 

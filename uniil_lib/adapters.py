@@ -24,7 +24,7 @@ What is where:
 - :mod:`uniil_lib.routers`: the gate itself (noisy top-k gating, the load-balancing loss) and the
   :class:`~uniil_lib.routers.RoutingContext` through which a method tells the layers of *its* model which
   router to use (no module globals: two models in one process route independently);
-- :mod:`uniil_lib.methods.adapter`: running a tower in two halves, for the frozen-block cache.
+- :mod:`uniil_lib.tower_split`: running a tower in two halves, for the frozen-block cache.
 
 Where our code differs from the authors' (``JiazuoYu/MoE-Adapters4CL``, ``mtil/clip/model.py``):
 the load-balancing loss is *added* to the training loss when ``balance_weight > 0`` (theirs computes it
@@ -45,6 +45,7 @@ import torch.nn as nn
 from open_clip.transformer import CustomResidualAttentionBlock, ResidualAttentionBlock
 
 from .routers import RoutingContext, balance_loss, noisy_top_k_gating
+from .shim import token_protocol_problem
 
 BlockSpec = Union[str, int, float, Sequence[int]]
 IMAGE, TEXT = "image", "text"
@@ -462,14 +463,15 @@ class Tower:
 def find_towers(model: nn.Module) -> dict[str, Tower]:
     """The towers of ``model`` that have residual transformer blocks: ``{"image": ..., "text": ...}``.
 
-    Image: an open_clip ``VisionTransformer`` (``model.visual.transformer.resblocks``). Text: open_clip's own
-    transformer (``model.transformer.resblocks`` in ``CLIP``, ``model.text.transformer.resblocks`` in
+    Image: an open_clip ``VisionTransformer`` or a tower following the token-tower protocol
+    (:class:`uniil_lib.shim.TokenImageTower`), both as ``model.visual.transformer.resblocks``. Text: open_clip's
+    own transformer (``model.transformer.resblocks`` in ``CLIP``, ``model.text.transformer.resblocks`` in
     ``CustomTextCLIP``) or a Hugging Face BERT-family tower (``model.text.transformer.encoder.layer``).
     Towers of other kinds (ResNets, timm models, other HF architectures) are left out.
     """
     towers = {}
     visual = getattr(model, "visual", None)
-    if isinstance(visual, open_clip.transformer.VisionTransformer):
+    if isinstance(visual, open_clip.transformer.VisionTransformer) or token_protocol_problem(visual) is None:
         blocks = visual.transformer
         towers[IMAGE] = Tower(IMAGE, blocks, "resblocks", "open_clip", blocks.width, blocks.batch_first)
     text = getattr(model, "text", None)

@@ -21,19 +21,20 @@ import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import open_clip
 import torch
 import torch.nn.functional as F
 
+# ClipModel, ClipLoadError and trim_padding live in clip_model (the bottom of the model layer); they are
+# re-exported here, where notebooks and tests import them.
+from .clip_model import ClipLoadError, ClipModel, trim_padding  # noqa: F401
+from .mini_clip import load_mini_clip
+
 TINY_MODEL_NAME = "tiny"
 MINI_MODEL_NAME = "mini"
 HUB_HOST = "huggingface.co"
-
-
-class ClipLoadError(RuntimeError):
-    """A model could not be loaded; the message says why and what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -63,62 +64,6 @@ class TinyClipConfig:
     context_length: int = 32
 
 
-@dataclass
-class ClipModel:
-    """A CLIP model together with everything needed to use it.
-
-    Attributes:
-        model: the open_clip ``CLIP`` / ``CustomTextCLIP`` module.
-        preprocess: PIL image -> ``(3, S, S)`` float tensor (resize, crop, normalise).
-        tokenizer: list of strings -> ``(N, context_length)`` token tensor.
-        identity: names the exact weights, e.g. ``"ViT-B-16/openai"``; cache key for features.
-        image_size: ``S``, the input resolution.
-    """
-
-    model: torch.nn.Module
-    preprocess: Callable
-    tokenizer: Callable
-    identity: str
-    image_size: int
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` preprocessed pixels -> ``(B, D)`` L2-normalised image embeddings."""
-        return F.normalize(self.model.encode_image(pixels.to(self.device)), dim=-1)
-
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Token ids ``(N, L)`` on the model's device; for a BERT-style text tower (the mini-CLIP's) the
-        trailing columns that are padding in every row are dropped (:func:`trim_padding`)."""
-        tokens = self.tokenizer(list(texts))
-        pad_id = getattr(getattr(getattr(self.model, "text", None), "config", None), "pad_token_id", None)
-        if pad_id is not None:
-            tokens = trim_padding(tokens, pad_id)
-        return tokens.to(self.device)
-
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """``N`` strings -> ``(N, D)`` L2-normalised text embeddings."""
-        return F.normalize(self.model.encode_text(self.tokenize(texts)), dim=-1)
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        """CLIP's learned temperature, ``exp(t)`` (100 for OpenAI's models)."""
-        return self.model.logit_scale.exp()
-
-
-def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Drop the trailing token columns that are padding in every row: ``(N, L) -> (N, L')``.
-
-    Exact for a BERT-style tower, which masks padding out of attention and pooling (the all-MiniLM-L6-v2
-    tokenizer pads every prompt to 64 tokens; class prompts have about 10, so this makes the text tower
-    several times cheaper). Not for open_clip's text transformer, whose positional embedding has a fixed length.
-    """
-    used = (tokens != pad_id).any(dim=0).nonzero()
-    return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
-
-
 def load_clip(
     name: str,
     *,
@@ -144,8 +89,6 @@ def load_clip(
     if name == TINY_MODEL_NAME:
         clip = _load_tiny(tiny_config or TinyClipConfig(), seed=seed)
     elif name == MINI_MODEL_NAME:
-        from .mini_clip import load_mini_clip
-
         clip = load_mini_clip()
     else:
         clip = _load_open_clip(name, pretrained, seed=seed)
@@ -259,12 +202,64 @@ def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
+# ----- the zero-shot head -------------------------------------------------------------------------------
+PromptBatches = Union[int, str]
+
+
+def prompt_ensemble(prompt_embeddings: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """CLIP's prompt ensemble (Radford et al. 2021, section 3.1.4) from embedded prompts.
+
+    Args:
+        prompt_embeddings: ``(P, D)`` unit-norm prompt embeddings, grouped by class in class order.
+        counts: ``C`` prompt counts, ``counts[c]`` rows for class ``c`` (``sum(counts) == P``).
+
+    Returns:
+        ``(C, D)``: each class's mean prompt embedding, normalised again.
+    """
+    counts = [int(n) for n in counts]
+    if sum(counts) != len(prompt_embeddings) or any(n < 1 for n in counts):
+        raise ValueError(f"need at least one prompt per class and {sum(counts)} embeddings for counts {counts[:8]}, "
+                         f"got {len(prompt_embeddings)} embeddings")
+    return F.normalize(torch.stack([chunk.mean(0) for chunk in prompt_embeddings.split(counts)]), dim=-1)
+
+
+def class_prompt_weights(encode: Callable[[list[str]], torch.Tensor], class_prompts: Sequence[Sequence[str]], *,
+                         batches: PromptBatches = "all") -> torch.Tensor:
+    """The zero-shot head every method uses: one unit-norm text embedding per class, the ensemble of its prompts.
+
+    Args:
+        encode: a list of prompts -> their ``(n, D)`` unit-norm embeddings (``ClipModel.encode_texts``, or a
+            method's own text forward under its adapters).
+        class_prompts: ``C`` lists of prompts, one list per class.
+        batches: how prompts go through ``encode``: ``"all"`` (one call), ``"class"`` (one call per class) or
+            an int (that many prompts per call). The choice changes only float rounding (a BERT-style tower
+            trims padding to the longest prompt of a call); each caller keeps the one its measured numbers
+            were made with.
+
+    Returns:
+        ``(C, D)`` class weights (:func:`prompt_ensemble`).
+    """
+    class_prompts = [list(prompts) for prompts in class_prompts]
+    flat = [prompt for prompts in class_prompts for prompt in prompts]
+    if batches == "all":
+        groups = [flat]
+    elif batches == "class":
+        groups = class_prompts
+    elif isinstance(batches, int) and not isinstance(batches, bool) and batches > 0:
+        groups = [flat[i : i + batches] for i in range(0, len(flat), batches)]
+    else:
+        raise ValueError(f"batches must be 'all', 'class' or a positive int, got {batches!r}")
+    embeddings = torch.cat([encode(group) for group in groups if group])
+    return prompt_ensemble(embeddings, [len(prompts) for prompts in class_prompts])
+
+
 @torch.no_grad()
 def zero_shot_weights(clip: ClipModel, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """The zero-shot classifier: one normalised text embedding per class, averaged over templates.
 
     This is CLIP's prompt ensemble (Radford et al. 2021, section 3.1.4): embed every
-    ``template.format(class_name)``, normalise, average over templates, normalise again.
+    ``template.format(class_name)``, normalise, average over templates, normalise again
+    (:func:`class_prompt_weights`).
 
     Args:
         clip: the model.
@@ -277,9 +272,7 @@ def zero_shot_weights(clip: ClipModel, class_names: Sequence[str], templates: Se
     bad = [t for t in templates if t.count("{}") != 1]
     if not templates or bad:
         raise ValueError(f"each template needs exactly one '{{}}' for the class name; bad: {bad or 'no templates'}")
-    prompts = [template.format(name) for name in class_names for template in templates]
-    embeddings = clip.encode_texts(prompts).reshape(len(class_names), len(templates), -1)
-    return F.normalize(embeddings.mean(dim=1), dim=-1)
+    return class_prompt_weights(clip.encode_texts, [[t.format(name) for t in templates] for name in class_names])
 
 
 @torch.no_grad()

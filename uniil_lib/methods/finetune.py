@@ -6,9 +6,10 @@ embeddings of the step's label space. Nothing protects earlier tasks, so it show
 forgetting, and it also erodes zero-shot transfer to tasks not yet seen. Training uses each class's first
 prompt (one text forward per class per batch); evaluation uses the full prompt ensemble.
 
-With the mini-CLIP, whose MiniLM text backbone stays locked, only the text projection trains on the text
-side: the backbone's pooled features of the class prompts are computed once per label space and reused
-(exact, and it makes a CPU training step about 2x cheaper).
+With a locked Hugging Face text backbone (the mini-CLIP's MiniLM), only the text projection trains on the
+text side: the backbone's pooled features of the class prompts are computed once per label space and reused
+(:func:`uniil_lib.clip_model.pooled_text_features`; exact, and cheaper). Evaluation text embeddings are kept
+until the weights change (:func:`uniil_lib.shim.weights_version`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..mini_clip import pooled_text_features
+from ..clip import class_prompt_weights
+from ..clip_model import locked_text_backbone, pooled_text_features
+from ..shim import weights_version
 from .base import ContinualMethod
 
 
@@ -32,15 +35,9 @@ class Finetune(ContinualMethod):
         # Parameters a model keeps locked (e.g. the mini-CLIP's pretrained text tower) stay locked.
         return [p for n, p in self.clip.model.named_parameters() if n != "logit_scale" and p.requires_grad]
 
-    def _locked_text_backbone(self) -> bool:
-        text = getattr(self.clip.model, "text", None)
-        backbone = getattr(text, "transformer", None)
-        return (backbone is not None and hasattr(text, "proj") and hasattr(text, "config")
-                and not any(p.requires_grad for p in backbone.parameters()))
-
     def training_text(self, prompts: list[str]) -> torch.Tensor:
         """``(C, D)`` embeddings of the training prompts, with gradients to whatever text weights train."""
-        if not self._locked_text_backbone():
+        if not locked_text_backbone(self.clip.model):
             return self.clip.encode_texts(prompts)
         cached = getattr(self, "_pooled_cache", None)
         if cached is None or cached[0] != prompts:
@@ -52,10 +49,7 @@ class Finetune(ContinualMethod):
         classes = self.scenario.classes
         if not ensemble:
             return self.training_text([classes[c].prompts[0] for c in class_ids])
-        prompts = [p for c in class_ids for p in classes[c].prompts]
-        per_prompt = self.clip.encode_texts(prompts)
-        counts = [len(classes[c].prompts) for c in class_ids]
-        return F.normalize(torch.stack([chunk.mean(0) for chunk in per_prompt.split(counts)]), dim=-1)
+        return class_prompt_weights(self.clip.encode_texts, [classes[c].prompts for c in class_ids])
 
     def training_loss(self, pixels: torch.Tensor, labels: torch.Tensor, step) -> torch.Tensor:
         class_ids, targets = self.candidate_targets(labels, step)
@@ -79,7 +73,7 @@ class Finetune(ContinualMethod):
         return cache[class_ids]
 
     def _weights_version(self) -> int:
-        return sum(p._version for p in self.clip.model.parameters())
+        return weights_version(self.clip.model.parameters())
 
     def predict(self, imageset, class_ids, task_id):
         self._text_cache = {}

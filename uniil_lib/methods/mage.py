@@ -13,14 +13,10 @@ class and domain increments (Uni-IL). Everything the abstract does not fix is **
 2. **No load-balancing loss** (:func:`mage_experts_config`). The abstract's routers "learn to select specific
    expert combinations"; MoE-Adapters4CL's balance loss (Shazeer et al.'s CV^2 of importance and load) is
    smallest when every step spreads its images evenly over all 22 experts, the opposite. Spreading also
-   defeats activate-freeze, which protects only the 2 experts a step used most: measured on ``uniil-offline``
-   (fast profile, seed 1, ``moe-adapters-ddas`` with the loss), an image layer needs 11-15 experts for 90% of a
-   step's routing, the two frozen ones carry 19-39% of it, and Fashion-MNIST, evaluated at the end with its
-   *own* router among its own classes, falls from 64.5% to 45.5% because later steps keep training the
-   experts it still uses. Without the loss (``mage``, same seed) a step needs 3-10 experts for 90% of its
-   routing, the two frozen ones carry 32-88% of it, and Fashion-MNIST in the same test keeps 68.5% (67.0%
-   right after its step). ``moe-adapters-ddas`` keeps the loss, as its paper has it; the README's table has
-   both, and ``mage-noattr`` (below) separates this choice from the attributes.
+   defeats activate-freeze, which protects only the 2 experts a step used most, so later steps keep training
+   experts an earlier step still uses. ``moe-adapters-ddas`` keeps the loss, as its paper has it, and
+   ``mage-noattr`` (below) separates this choice from the attributes. What we measured when choosing it:
+   ``docs/results_notes.md`` (MAGE, choice 2).
 3. **Routers**: one per step in every layer, as in MoE-Adapters4CL. In the image tower a gate reads
    ``[x_0, s a_cls, s a_dom]`` (:meth:`~uniil_lib.adapters.MoEAdapter.router_input`): ``x_0`` the block's
    token-0 feature (the data feature), ``a_cls`` / ``a_dom`` the matched class and domain attribute features,
@@ -47,16 +43,15 @@ per layer for the whole stream (no selector at all), image tower only, attribute
 and domains seen so far, activate-freeze with frozen gate columns, and a **routing memory**: after a step each
 layer keeps a diagonal-Gaussian summary of its router inputs and its gate
 (:class:`~uniil_lib.routers.RouteMemory`), and later steps add the KL divergence between old and current
-routing of pseudo inputs drawn from it (:func:`~uniil_lib.routers.routing_drift_loss`). Measured on
-``uniil-offline`` (fast profile, seed 0): Last 31.6 with the memory, 22.3 without, against 68.7 for
-``moe-adapters-ddas``: a shared router still sends old inputs to new experts and old classes to new
-label-space neighbours, which is why ``mage`` keeps per-step routers.
+routing of pseudo inputs drawn from it (:func:`~uniil_lib.routers.routing_drift_loss`). A shared router still
+sends old inputs to new experts and old classes to new label-space neighbours, which is why ``mage`` keeps
+per-step routers (its numbers: ``docs/results_notes.md``, MAGE, ``mage-shared``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
@@ -102,7 +97,81 @@ def mage_experts_config(device: str, attribute_dim: int) -> AdapterConfig:
     return replace(base, attribute_dim=attribute_dim, balance_weight=0.0)
 
 
-class MAGESharedRouter(AdapterTuning):
+class AttributeMatching:
+    """What both MAGE variants do with the attribute pool: build its embedding bank, match attributes to images
+    (choice 4 of the module docstring) and hand them to the gates. Mixed into an
+    :class:`~uniil_lib.methods.adapter.AdapterTuning` subclass, which calls :meth:`init_attributes`; the subclass
+    says which attributes may be matched (:meth:`attribute_vocabulary`)."""
+
+    use_attributes: ClassVar[bool] = True
+
+    def init_attributes(self, clip, scenario, pool: AttributePool | None, class_attributes: int,
+                        domain_attributes: int) -> None:
+        """The scenario's attribute pool (default: the shipped one) and, with attributes on, its embeddings."""
+        self.class_attributes, self.domain_attributes = class_attributes, domain_attributes
+        classes, domains = scenario_vocabulary(scenario)
+        self.pool = (pool or load_shipped_pool()).pool_for(classes, domains)
+        self.bank = AttributeBank.build(clip, self.pool) if self.use_attributes else None
+        self._attributes: dict[str, torch.Tensor] = {}
+        self._vocabulary: tuple[tuple[str, ...], ...] = ()
+
+    def attribute_vocabulary(self) -> tuple[Sequence[str], Sequence[str]]:
+        """The class names and domains whose attributes may be matched now."""
+        raise NotImplementedError
+
+    def match(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(attribute features (B, 2D), class-attribute rows (B, k_cls), domain-attribute rows (B, k_dom))`` of
+        frozen CLIP image features, among the attributes of :meth:`attribute_vocabulary`."""
+        bank, (classes, domains) = self.bank, self.attribute_vocabulary()
+        class_feature, class_rows = bank.summarise(features, bank.mask("class", classes), self.class_attributes)
+        domain_feature, domain_rows = bank.summarise(features, bank.mask("domain", domains), self.domain_attributes)
+        return torch.cat([class_feature, domain_feature], dim=-1), class_rows, domain_rows
+
+    def attribute_features(self, imageset) -> torch.Tensor | None:
+        """``(N, 2D)`` matched-attribute features of ``imageset`` (None without attributes); computed once per
+        image set and vocabulary."""
+        if not self.use_attributes:
+            return None
+        vocabulary = tuple(tuple(names) for names in self.attribute_vocabulary())
+        if vocabulary != self._vocabulary:  # a new vocabulary matches other attributes: forget the old ones
+            self._attributes.clear()
+            self._vocabulary = vocabulary
+        if imageset.key not in self._attributes:
+            self._attributes[imageset.key] = self.match(self.frozen_features(imageset))[0]
+        return self._attributes[imageset.key]
+
+    def batch_attributes(self, features: Callable[[], torch.Tensor]) -> torch.Tensor | None:
+        if not self.use_attributes:
+            return None
+        return self.match(features())[0].to(self.clip.device)
+
+    def matched_texts(self, imageset, rows: Sequence[int]) -> list[tuple[list[str], list[str]]]:
+        """For showing: ``(class attributes, domain attributes)`` matched to images ``rows`` of ``imageset``."""
+        features = self.frozen_features(imageset)[torch.as_tensor(list(rows))]
+        _, class_rows, domain_rows = self.match(features)
+        return [([self.bank.texts[a] for a in c], [self.bank.texts[a] for a in d])
+                for c, d in zip(class_rows.tolist(), domain_rows.tolist())]
+
+    def step_inputs(self, step) -> tuple[RoutedInputs, torch.Tensor]:
+        images, labels = super().step_inputs(step)
+        return RoutedInputs(images, self.attribute_features(step.train)), labels
+
+    @torch.no_grad()
+    def gate_records(self, imageset, route: int = 0, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """``{image layer name: (N, E)}`` the gates of router ``route`` for the images of ``imageset`` (or ``rows`` of
+        it), with their matched attributes (for plots)."""
+        rows = torch.arange(len(imageset)) if rows is None else torch.as_tensor(list(rows))
+        inputs, cached = self.image_inputs(imageset, keep=True)
+        attributes = self.attribute_features(imageset)
+        self.clip.model.eval()
+        self.adapters.train(False)
+        with self.context.use(route), self.context.matched(None if attributes is None else attributes[rows]), \
+                self.context.recording() as records:
+            self.encode_image_inputs(inputs[rows], cached)
+        return {name: gates.cpu() for name, gates in records.items() if name.startswith("image.")}
+
+
+class MAGESharedRouter(AttributeMatching, AdapterTuning):
     """``mage-shared``: the variant with ONE router per layer for the whole stream (see the module docstring).
 
     Args:
@@ -124,12 +193,9 @@ class MAGESharedRouter(AdapterTuning):
         width = clip.encode_texts(["a"]).shape[-1]
         adapters = adapters or mage_adapter_config(config.device, 2 * width if self.use_attributes else 0)
         super().__init__(clip, scenario, config, adapters=adapters, **options)
-        self.class_attributes, self.domain_attributes = class_attributes, domain_attributes
         self.route_weight, self.route_samples = route_weight, route_samples
         self.route_memory: dict[int, dict[str, RouteMemory]] = {}
-        classes, domains = scenario_vocabulary(scenario)
-        self.pool = (pool or load_shipped_pool()).pool_for(classes, domains)
-        self.bank = AttributeBank.build(clip, self.pool) if self.use_attributes else None
+        self.init_attributes(clip, scenario, pool, class_attributes, domain_attributes)
         self.seen_classes: list[str] = []
         self.seen_domains: list[str] = []
         self.adapters.add_router()
@@ -181,64 +247,18 @@ class MAGESharedRouter(AdapterTuning):
                   for per_layer in self.route_memory.values() for name, memory in per_layer.items()]
         return self.route_weight * torch.stack(drifts).mean()
 
-    # ----- matched attributes -----------------------------------------------------------------------
-    def match(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(router attributes (B, 2D), class-attribute rows (B, k_cls), domain-attribute rows (B, k_dom))`` of
-        frozen CLIP image features, among the attributes of the classes and domains seen so far."""
-        bank = self.bank
-        class_feature, class_rows = bank.summarise(features, bank.mask("class", self.seen_classes),
-                                                   self.class_attributes)
-        domain_feature, domain_rows = bank.summarise(features, bank.mask("domain", self.seen_domains),
-                                                     self.domain_attributes)
-        return torch.cat([class_feature, domain_feature], dim=-1), class_rows, domain_rows
+    # ----- matched attributes: among the classes and domains seen so far ----------------------------------
+    def attribute_vocabulary(self) -> tuple[Sequence[str], Sequence[str]]:
+        return self.seen_classes, self.seen_domains
 
-    def attribute_features(self, imageset) -> torch.Tensor | None:
-        """``(N, 2D)`` router attribute features of every image of ``imageset`` (None for ``mage-noattr``)."""
-        if not self.use_attributes:
-            return None
-        return self.match(self.frozen_features(imageset))[0]
-
-    def matched_texts(self, imageset, rows: Sequence[int]) -> list[tuple[list[str], list[str]]]:
-        """For showing: ``(class attributes, domain attributes)`` matched to images ``rows`` of ``imageset``."""
-        features = self.frozen_features(imageset)[torch.as_tensor(list(rows))]
-        _, class_rows, domain_rows = self.match(features)
-        return [([self.bank.texts[a] for a in c], [self.bank.texts[a] for a in d])
-                for c, d in zip(class_rows.tolist(), domain_rows.tolist())]
+    def batch_attributes(self, features: Callable[[], torch.Tensor]) -> torch.Tensor | None:
+        # Before the first step nothing is seen: images go to zero-shot CLIP, whose gates read nothing.
+        return super().batch_attributes(features) if self.seen_classes else None
 
     # ----- training and evaluation with attributes in the routing context ------------------------------
-    def step_inputs(self, step) -> tuple[RoutedInputs, torch.Tensor]:
-        images, labels = super().step_inputs(step)
-        return RoutedInputs(images, self.attribute_features(step.train)), labels
-
     def training_loss(self, inputs: RoutedInputs, labels: torch.Tensor, step) -> torch.Tensor:
         with self.context.matched(inputs.attributes):
             return super().training_loss(inputs.images, labels, step) + self.routing_memory_loss()
-
-    @torch.no_grad()
-    def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
-        self.clip.model.eval()
-        pixels = pixels.to(self.clip.device)
-        if not self.seen_classes:
-            return super().logits(pixels, class_ids, task_id)
-        attributes = None
-        if self.use_attributes:
-            with self.context.use(None):
-                attributes = self.match(self.clip.encode_images(pixels).float().cpu())[0].to(self.clip.device)
-        with self.context.use(0), self.context.matched(attributes):
-            return self.clip.logit_scale * self.clip.encode_images(pixels) @ self.class_text(class_ids, 0).T
-
-    @torch.no_grad()
-    def gate_records(self, imageset, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-        """``{layer name: (N, E)}`` the gates each image of ``imageset`` (or ``rows`` of it) gets now (for plots)."""
-        rows = torch.arange(len(imageset)) if rows is None else torch.as_tensor(list(rows))
-        inputs, cached = self.image_inputs(imageset, keep=True)
-        attributes = self.attribute_features(imageset)
-        self.clip.model.eval()
-        self.adapters.train(False)
-        with self.context.use(0), self.context.matched(None if attributes is None else attributes[rows]), \
-                self.context.recording() as records:
-            self.encode_image_inputs(inputs[rows], cached)
-        return {name: gates.cpu() for name, gates in records.items()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()
@@ -262,7 +282,7 @@ class MAGESharedRouter(AdapterTuning):
         self._usage_at_start = {layer.name: layer.usage[0].clone() for layer in self.adapters.moe_layers()}
 
 
-class MAGE(MoEAdaptersDDAS):
+class MAGE(AttributeMatching, MoEAdaptersDDAS):
     """``mage``: per-step attribute-guided routers, one chosen per image by DDAS; no balance loss (module docstring).
 
     Args:
@@ -283,80 +303,21 @@ class MAGE(MoEAdaptersDDAS):
         adapters = adapters or mage_experts_config(config.device, attribute_dim)
         selector_dim = width + (attribute_dim if self.selector_attributes else 0)
         super().__init__(clip, scenario, config, adapters=adapters, ddas=ddas or DDAS(selector_dim), **options)
-        self.class_attributes, self.domain_attributes = class_attributes, domain_attributes
-        classes, domains = scenario_vocabulary(scenario)
-        self.pool = (pool or load_shipped_pool()).pool_for(classes, domains)
-        self.bank = AttributeBank.build(clip, self.pool) if self.use_attributes else None
-        self._attributes: dict[str, torch.Tensor] = {}
+        self.init_attributes(clip, scenario, pool, class_attributes, domain_attributes)
 
     # ----- matched attributes (fixed per image: the whole pool of the scenario is the vocabulary) -----------
-    def match(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(attribute features (B, 2D), class-attribute rows (B, k_cls), domain-attribute rows (B, k_dom))``."""
-        bank = self.bank
-        class_feature, class_rows = bank.summarise(features, bank.mask("class", self.pool.classes),
-                                                   self.class_attributes)
-        domain_feature, domain_rows = bank.summarise(features, bank.mask("domain", self.pool.domains),
-                                                     self.domain_attributes)
-        return torch.cat([class_feature, domain_feature], dim=-1), class_rows, domain_rows
-
-    def attribute_features(self, imageset) -> torch.Tensor | None:
-        """``(N, 2D)`` matched-attribute features of ``imageset`` (None for ``mage-noattr``); computed once."""
-        if not self.use_attributes:
-            return None
-        if imageset.key not in self._attributes:
-            self._attributes[imageset.key] = self.match(self.frozen_features(imageset))[0]
-        return self._attributes[imageset.key]
-
-    def matched_texts(self, imageset, rows: Sequence[int]) -> list[tuple[list[str], list[str]]]:
-        """For showing: ``(class attributes, domain attributes)`` matched to images ``rows`` of ``imageset``."""
-        features = self.frozen_features(imageset)[torch.as_tensor(list(rows))]
-        _, class_rows, domain_rows = self.match(features)
-        return [([self.bank.texts[a] for a in c], [self.bank.texts[a] for a in d])
-                for c, d in zip(class_rows.tolist(), domain_rows.tolist())]
+    def attribute_vocabulary(self) -> tuple[Sequence[str], Sequence[str]]:
+        return self.pool.classes, self.pool.domains
 
     def selector_input(self, features: torch.Tensor) -> torch.Tensor:
         """What the selector's autoencoders read: ``f``, or ``[f, a_cls, a_dom]`` with ``selector_attributes``."""
         features = features.float()
         return torch.cat([features, self.match(features)[0]], dim=-1) if self.selector_attributes else features
 
-    # ----- training and evaluation with the attributes in the routing context ----------------------------
-    def step_inputs(self, step) -> tuple[RoutedInputs, torch.Tensor]:
-        images, labels = super().step_inputs(step)
-        return RoutedInputs(images, self.attribute_features(step.train)), labels
-
+    # ----- training with the attributes in the routing context ----------------------------------------------
     def training_loss(self, inputs: RoutedInputs, labels: torch.Tensor, step) -> torch.Tensor:
         with self.context.matched(inputs.attributes):
             return super().training_loss(inputs.images, labels, step)
-
-    @torch.no_grad()
-    def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
-        """``(B, C)`` scaled cosine logits of a pixel batch (full forward; :meth:`predict` is the fast path)."""
-        self.clip.model.eval()
-        pixels = pixels.to(self.clip.device)
-        with self.context.use(None):
-            features = self.clip.encode_images(pixels).float().cpu()
-        routes = self.routes(len(pixels), task_id, lambda: features)
-        attributes = self.match(features)[0].to(self.clip.device) if self.use_attributes else None
-        out = torch.empty(len(pixels), len(class_ids), device=self.clip.device)
-        for route in routes.unique().tolist():
-            rows = (routes == route).nonzero(as_tuple=True)[0].to(self.clip.device)
-            with self.context.use(None if route == ZERO_SHOT else route), \
-                    self.context.matched(None if attributes is None else attributes[rows]):
-                out[rows] = self.clip.encode_images(pixels[rows]) @ self.class_text(class_ids, route).T
-        return self.clip.logit_scale * out
-
-    @torch.no_grad()
-    def gate_records(self, imageset, route: int, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-        """``{layer name: (N, E)}`` the gates of router ``route`` for the images of ``imageset`` (for plots)."""
-        rows = torch.arange(len(imageset)) if rows is None else torch.as_tensor(list(rows))
-        inputs, cached = self.image_inputs(imageset, keep=True)
-        attributes = self.attribute_features(imageset)
-        self.clip.model.eval()
-        self.adapters.train(False)
-        with self.context.use(route), self.context.matched(None if attributes is None else attributes[rows]), \
-                self.context.recording() as records:
-            self.encode_image_inputs(inputs[rows], cached)
-        return {name: gates.cpu() for name, gates in records.items() if name.startswith("image.")}
 
 
 class MAGENoAttributes(MAGE):

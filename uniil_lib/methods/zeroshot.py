@@ -1,6 +1,6 @@
 """Zero-shot CLIP: no training at all; the lower bound of forgetting and the upper bound of transfer.
 
-Each class is represented by its prompt ensemble (:func:`uniil_lib.clip.zero_shot_weights`), and an
+Each class is represented by its prompt ensemble (:func:`uniil_lib.clip.class_prompt_weights`), and an
 image is assigned to the class whose text embedding is most similar (Radford et al. 2021, sec. 3.1.2).
 Image features come from the on-disk feature cache, so re-evaluating after every step costs nothing.
 """
@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..clip import class_prompt_weights
 from ..features import image_features
 from .base import ContinualMethod
 
@@ -29,10 +29,9 @@ class FrozenFeatureMethod(ContinualMethod):
     def class_embeddings(self) -> torch.Tensor:
         """``(C, D)`` prompt-ensemble text embeddings of every class of the scenario, computed once."""
         if not hasattr(self, "_class_embeddings"):
-            chunks = []
-            for spec in self.scenario.classes:
-                chunks.append(F.normalize(self.clip.encode_texts(spec.prompts).mean(dim=0), dim=-1))
-            self._class_embeddings = torch.stack(chunks).float().cpu()
+            prompts = [spec.prompts for spec in self.scenario.classes]
+            weights = class_prompt_weights(self.clip.encode_texts, prompts, batches="class")
+            self._class_embeddings = weights.float().cpu()
         return self._class_embeddings
 
     def scores(self, features: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
