@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 
 from .data import get_source, load_dataset
 from .data.base import ImageSet
+from .emoji_scenarios import emoji_cil_part, emoji_dil_parts, emoji_mtil_parts, emoji_part, uniil_emoji_halves
 from .paths import data_root
 from .profiles import Profile, get_profile
 from .scenarios import DatasetPart, Scenario, class_incremental, domain_incremental, task_incremental, uni_il
@@ -58,32 +59,30 @@ def dataset_part(name: str, profile: Profile, seed: int, root: Path, *, label: s
 def _mtil_offline(profile: Profile, seed: int, root: Path) -> Scenario:
     names = ["fashion-mnist", "mnist-5k", "optdigits"]
     parts = [dataset_part(n, profile, seed, root) for n in names]
-    return task_incremental("mtil-offline", parts + _emoji_task_parts(profile, seed, root))
-
-
-def _emoji_task_parts(profile: Profile, seed: int, root: Path) -> list[DatasetPart]:
-    from .data.emoji_tasks import emoji_mtil_parts
-
-    return emoji_mtil_parts(profile, seed, root)
+    return task_incremental("mtil-offline", parts + emoji_mtil_parts(profile, seed, root))
 
 
 def _cil_emoji(profile: Profile, seed: int, root: Path) -> Scenario:
-    from .data.emoji_tasks import emoji_cil_part
-
     return class_incremental("cil-emoji", emoji_cil_part(profile, seed, root), increment=10, seed=seed)
 
 
 def _dil_emoji(profile: Profile, seed: int, root: Path) -> Scenario:
-    from .data.emoji_tasks import emoji_dil_parts
-
     return domain_incremental("dil-emoji", emoji_dil_parts(profile, seed, root))
 
 
 def _uniil_offline(profile: Profile, seed: int, root: Path) -> Scenario:
-    from .data.emoji_tasks import uniil_offline_parts
-
-    parts, order = uniil_offline_parts(profile, seed, root)
-    return uni_il("uniil-offline", parts, order=order)
+    half_a, half_b = uniil_emoji_halves(root)
+    fashion = task_incremental("fashion", [dataset_part("fashion-mnist", profile, seed, root)])
+    emoji_classes = class_incremental("emoji-classes", emoji_part("emoji-twitter", "twitter", half_a, profile, root),
+                                      increment=10, seed=seed)
+    digits = domain_incremental("digits", [dataset_part("mnist-5k", profile, seed, root),
+                                           dataset_part("optdigits", profile, seed, root)])
+    emoji_styles = domain_incremental("emoji-styles", [emoji_part(f"emoji-{s}", s, half_b, profile, root)
+                                                       for s in ("google", "openmoji", "fluent3d")])
+    # fashion, emoji classes 1, mnist, emoji classes 2, emoji google, emoji classes 3, emoji openmoji,
+    # optdigits, emoji fluent3d: every kind of increment, interleaved.
+    order = [0, 1, 2, 1, 3, 1, 3, 2, 3]
+    return uni_il("uniil-offline", [fashion, emoji_classes, digits, emoji_styles], order=order)
 
 
 def _cifar100(profile: Profile, seed: int, root: Path) -> Scenario:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from .methods.base import TrainConfig
+from .train_config import TrainConfig
 
 PROFILE_ENV_VAR = "UNIIL_PROFILE"
 

@@ -54,7 +54,7 @@ from PIL import Image
 
 from ..paths import data_root
 from .base import ArrayImageSet, DatasetNotFoundError, content_digest
-from .registry import SourceSpec
+from .source_spec import SourceSpec
 
 STYLES = ("twitter", "google", "openmoji", "fluent3d")
 FOLDER = "emoji-domains"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import ArrayImageSet, DatasetNotFoundError, ImageSet
-from .registry import SourceSpec
+from .source_spec import SourceSpec
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (

@@ -1,53 +1,27 @@
 """The dataset registry: every source uniil_lib can load, by name.
 
-A source is a :class:`SourceSpec`: how to load a split, whether it works offline, which data_scripts
-command fetches it, and the zero-shot prompt templates that suit its images. Sources are grouped by
-where they come from (``offline``, ``emoji``, ``torchvision``); each group's module lists its own specs,
-and this module only gathers them into one read-only mapping.
+A source is a :class:`~uniil_lib.data.source_spec.SourceSpec`: how to load a split, whether it works offline,
+which data_scripts command fetches it, and the zero-shot prompt templates that suit its images. Sources are
+grouped by where they come from (``offline``, ``emoji``, ``torchvision``); each group's module lists its own
+specs, and this module only gathers them into one read-only mapping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Mapping
 
 from ..paths import data_root
 from .base import ImageSet
-
-SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """One loadable dataset.
-
-    Attributes:
-        name: registry name, e.g. ``"fashion-mnist"``.
-        load: ``load(split, root) -> ImageSet`` for ``split`` in ``("train", "test")``.
-        offline: True if it can be had on a machine without internet (from a system package).
-        fetch_command: the data_scripts command that puts it under the data root.
-        templates: zero-shot prompt templates, each with one ``{}`` for the class name.
-        domain: a short domain word (``"photo"``, ``"digit"``, ``"emoji-twitter"``) used by scenarios.
-        description: one line for ``python -m uniil_lib list``.
-    """
-
-    name: str
-    load: Callable[[str, Path], ImageSet]
-    offline: bool
-    fetch_command: str
-    templates: tuple[str, ...] = ("a photo of a {}.",)
-    domain: str = "photo"
-    description: str = ""
-    extra: Mapping[str, object] = field(default_factory=dict)
+from .emoji import emoji_sources
+from .offline import offline_sources
+# SourceSpec and SPLITS live in source_spec, which the source modules import; re-exported here.
+from .source_spec import SPLITS, SourceSpec  # noqa: F401
+from .torchvision_sources import torchvision_sources
 
 
 def _all_specs() -> Mapping[str, SourceSpec]:
-    from .emoji import emoji_sources
-    from .offline import offline_sources
-    from .torchvision_sources import torchvision_sources
-
     specs: dict[str, SourceSpec] = {}
     for spec in [*offline_sources(), *emoji_sources(), *torchvision_sources()]:
         if spec.name in specs:

@@ -62,7 +62,7 @@ from PIL import Image
 
 from .base import ArrayImageSet, DatasetNotFoundError, FunctionImageSet, ImageSet
 from .offline import DIGIT_CLASSES, DIGIT_TEMPLATES, read_idx
-from .registry import SPLITS, SourceSpec
+from .source_spec import SPLITS, SourceSpec
 
 FETCH_COMMAND = "python data_scripts/fetch_torchvision.py --dataset {name}"
 SPLIT_SEED = 0

@@ -1,4 +1,4 @@
-"""The EmojiDomains parts of the named offline scenarios (see :mod:`uniil_lib.named_scenarios`).
+"""The EmojiDomains parts of the named offline scenarios (built in :mod:`uniil_lib.named_scenarios`).
 
 All of them use only *held-out* classes of the ``random`` split (:func:`uniil_lib.data.emoji_split.emoji_split`),
 never the classes a mini-CLIP may have been pretrained on. Our choices:
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scenarios import DatasetPart, Scenario, class_incremental, domain_incremental, task_incremental
-from .emoji import EMOJI_TEMPLATES, built_styles, load_emoji_classes, load_emoji_style
-from .emoji_split import emoji_split
+from .data.emoji import EMOJI_TEMPLATES, built_styles, load_emoji_classes, load_emoji_style
+from .data.emoji_split import emoji_split
+from .scenarios import DatasetPart
 
 CIL_STYLE = "twitter"
 DIL_STYLES = ("twitter", "google", "openmoji", "fluent3d")
@@ -64,22 +64,10 @@ def emoji_mtil_parts(profile, seed: int, root: Path) -> list[DatasetPart]:
     ]
 
 
-def uniil_offline_parts(profile, seed: int, root: Path) -> tuple[list[Scenario], list[int]]:
-    """Sub-scenarios of ``uniil-offline`` and the order that interleaves them (see named_scenarios)."""
-    from ..named_scenarios import dataset_part
-
+def uniil_emoji_halves(root: Path) -> tuple[list[str], list[str]]:
+    """The two halves of ``uniil-offline``'s emoji classes: 30 held-out classes for the class increments (half A)
+    and 30 others for the domain increments (half B), by a shuffle seeded with 0 (fixed, whatever the run's seed)."""
     _require_styles(DIL_STYLES, root)
     held = heldout_classes(root)
     shuffled = [held[i] for i in np.random.default_rng(0).permutation(len(held))]
-    half_a, half_b = sorted(shuffled[:30]), sorted(shuffled[30:60])
-    fashion = task_incremental("fashion", [dataset_part("fashion-mnist", profile, seed, root)])
-    emoji_classes = class_incremental("emoji-classes", emoji_part("emoji-twitter", "twitter", half_a, profile, root),
-                                      increment=10, seed=seed)
-    digits = domain_incremental("digits", [dataset_part("mnist-5k", profile, seed, root),
-                                           dataset_part("optdigits", profile, seed, root)])
-    emoji_styles = domain_incremental("emoji-styles", [emoji_part(f"emoji-{s}", s, half_b, profile, root)
-                                                       for s in ("google", "openmoji", "fluent3d")])
-    # fashion, emoji classes 1, mnist, emoji classes 2, emoji google, emoji classes 3, emoji openmoji,
-    # optdigits, emoji fluent3d: every kind of increment, interleaved.
-    order = [0, 1, 2, 1, 3, 1, 3, 2, 3]
-    return [fashion, emoji_classes, digits, emoji_styles], order
+    return sorted(shuffled[:30]), sorted(shuffled[30:60])
