@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +14,10 @@ from uniil_lib.fusion import (
     fisher_ratios, lda_score, mmd2, separability, separability_from_statistics, singular_values, stack,
 )
 from uniil_lib.methods import TrainConfig, create_method
-from uniil_lib.methods.awpf import AWPF, AWPFFixed, AWPFSettings, ClassStatistics, LowRankSeq, load_run_config
+from uniil_lib.methods.awpf import AWPF, AWPFFixed, AWPFSettings, ClassStatistics, LowRankSeq
 from uniil_lib.scenarios import DatasetPart, class_incremental
 from uniil_lib.train import run_continual
 
-REPO = Path(__file__).resolve().parents[1]
 LOW_RANK_METHODS = ("lowrank-seq", "awpf-fixed", "awpf")
 
 
@@ -276,44 +273,3 @@ def test_awpf_fixed_refuses_a_checkpoint_with_another_lambda(squares, tmp_path):
     run_continual(build("awpf-fixed", stream, lam=0.6), stream, checkpoint_dir=tmp_path, stop_after=0)
     with pytest.raises(ValueError, match="lam=0.6"):
         run_continual(build("awpf-fixed", stream, lam=0.3), stream, checkpoint_dir=tmp_path)
-
-
-# ----- run configs ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["awpf_cifar100_b0inc10.json", "awpf_imagenet100_b0inc10.json"])
-def test_paper_configs_load(name):
-    config = load_run_config(REPO / "configs" / name)
-    assert config.model == "ViT-B-16" and config.pretrained == "openai"
-    assert set(config.methods) >= {"awpf", "awpf-fixed", "lowrank-seq"}
-    assert config.train.epochs > 0 and config.settings.rank >= 1
-
-
-def test_run_config_with_an_unknown_key_is_an_error(tmp_path):
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"scenario": "x", "methods": ["awpf"], "model": "tiny", "settings": {"rnak": 4}}))
-    with pytest.raises(ValueError, match="unknown AWPF settings"):
-        load_run_config(path)
-
-
-def test_imagenet_config_builds_its_scenario_from_the_imagefolder_layout(tmp_path, monkeypatch):
-    from PIL import Image
-
-    from uniil_lib.data import DatasetNotFoundError
-    from uniil_lib.methods.awpf import run_from_config
-    from uniil_lib.named_scenarios import build_scenario
-
-    monkeypatch.setenv("UNIIL_DATA", str(tmp_path))
-    with pytest.raises(DatasetNotFoundError, match="fetch_torchvision.py --dataset imagenet100"):
-        run_from_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json")  # fails before any weights load
-    folder = tmp_path / "imagenet100"
-    wnids = [f"n{1440764 + k:08d}" for k in range(20)]
-    for k, wnid in enumerate(wnids):
-        for split, n in (("train", 2), ("val", 1)):
-            (folder / split / wnid).mkdir(parents=True)
-            for j in range(n):
-                Image.new("RGB", (8, 8), (10 * k, 5 * j, 0)).save(folder / split / wnid / f"{wnid}_{j}.JPEG")
-    (folder / "classnames.txt").write_text("".join(f"{w} class_{k}, other name\n" for k, w in enumerate(wnids)))
-    stream = build_scenario(load_run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json").scenario,
-                            profile="fast", root=tmp_path)
-    assert len(stream.steps) == 2 and all(len(step.class_ids) == 10 for step in stream.steps)
-    assert sorted(spec.name for spec in stream.classes) == sorted(f"class {k}" for k in range(20))
-    assert len(stream.steps[0].train) == 20 and len(stream.steps[0].test) == 10

@@ -1,26 +1,32 @@
-"""Run several methods side by side on the same stream, and report them.
+"""The one runner: several methods side by side on the same stream, and their report.
 
 :func:`run_benchmark` builds the named scenario once, gives every method a fresh copy of the same model,
 runs :func:`uniil_lib.train.run_continual`, and returns a JSON-ready dict::
 
     {"scenario", "profile", "model", "seed", "tasks": [...],
      "methods": {NAME: {"matrix": [[...]], "metrics": {...}, "initial": [...],
-                        "trainable_params": int, "train_seconds": float}}}
+                        "trainable_params": int, "train_seconds": float, ...what the method reports}}}
+
+:func:`run_config` runs a configuration file (:mod:`uniil_lib.run_config`, ``configs/*.json``) through it:
+``python -m uniil_lib benchmark --config FILE``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from .clip import load_clip
 from .methods import create_method, method_class
 from .metrics import all_metrics
 from .named_scenarios import build_scenario
 from .profiles import Profile, get_profile
+from .run_config import RunConfig, load_run_config
 from .scenarios import Scenario
 from .train import run_continual
+from .train_config import TrainConfig
 
 TABLE_METRICS = ("transfer", "avg", "last", "avg_incremental", "bwt", "forgetting")
 
@@ -33,6 +39,10 @@ def run_benchmark(
     seed: int = 0,
     checkpoint_root: str | Path | None = None,
     progress: bool = True,
+    model: str | None = None,
+    pretrained: str | None = None,
+    train: TrainConfig | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Run ``methods`` on ``scenario`` with ``profile`` and ``seed``; see the module docstring for the result.
 
@@ -45,6 +55,10 @@ def run_benchmark(
         checkpoint_root: if set, each method checkpoints into ``<root>/<scenario>/<method>-seed<seed>``
             and an interrupted benchmark resumes where it stopped.
         progress: show tqdm bars.
+        model, pretrained: the model (default: the profile's).
+        train: the training settings of every method (default: the profile's, per method); its seed is
+            replaced by ``seed``.
+        method_options: ``{method: {keyword: value}}`` extra constructor options.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     for name in methods:
@@ -54,9 +68,12 @@ def run_benchmark(
     result = {"scenario": scenario, "profile": prof.name, "model": None, "seed": seed,
               "tasks": stream.task_names, "methods": {}}
     for name in methods:
-        clip = load_clip(prof.model, pretrained=prof.pretrained, seed=seed, device=prof.train.device)
+        config = (replace(train, seed=seed, progress=progress) if train is not None
+                  else prof.train_config(name, seed=seed, progress=progress))
+        clip = load_clip(model or prof.model, pretrained=pretrained if model else prof.pretrained, seed=seed,
+                         device=config.device)
         result["model"] = clip.identity
-        method = create_method(name, clip, stream, prof.train_config(name, seed=seed, progress=progress))
+        method = create_method(name, clip, stream, config, **(method_options or {}).get(name, {}))
         folder = Path(checkpoint_root) / scenario / f"{name}-seed{seed}" if checkpoint_root else None
         run = run_continual(method, stream, checkpoint_dir=folder)
         result["methods"][name] = {
@@ -65,8 +82,34 @@ def run_benchmark(
             "initial": run.initial.round(4).tolist(),
             "trainable_params": int(run.trainable_params),
             "train_seconds": round(run.train_seconds, 3),
+            **method.run_report(),
         }
     return result
+
+
+def run_config(config: str | Path | RunConfig, *, methods: Sequence[str] | None = None, seed: int | None = None,
+               checkpoint_root: str | Path | None = None, progress: bool = True) -> dict:
+    """Run a configuration file (``configs/*.json``, :mod:`uniil_lib.run_config`) with :func:`run_benchmark`.
+
+    Args:
+        config: the file, or a loaded :class:`~uniil_lib.run_config.RunConfig`.
+        methods: run only these (default: the file's methods).
+        seed: overrides the file's training seed (default: the file's, else 0).
+        checkpoint_root, progress: as for :func:`run_benchmark`.
+
+    Raises:
+        RunConfigError: a file that cannot run (names what is wrong).
+        DatasetNotFoundError: the scenario's data is not on disk (says how to fetch or place it).
+    """
+    config = config if isinstance(config, RunConfig) else load_run_config(config)
+    methods = list(methods or config.methods)
+    unknown = [name for name in methods if name not in config.methods]
+    if unknown:
+        raise ValueError(f"{config.source} does not list {unknown}; it lists {list(config.methods)}")
+    seed = seed if seed is not None else (config.seed if config.seed is not None else 0)
+    return run_benchmark(config.scenario, methods, profile=config.profile, seed=seed, checkpoint_root=checkpoint_root,
+                         progress=progress, model=config.model, pretrained=config.pretrained, train=config.train,
+                         method_options={name: config.options_for(name) for name in methods})
 
 
 def format_table(result: dict, metrics: Sequence[str] = TABLE_METRICS) -> str:

@@ -4,6 +4,8 @@
 - ``metrics MATRIX.csv``: metrics of an accuracy matrix, as JSON.
 - ``benchmark --scenario NAME --methods a,b --profile fast|full --out results.json [--seed N]
   [--plots DIR] [--checkpoints DIR]``: methods side by side; prints a table, writes JSON (and plots).
+- ``benchmark --config configs/FILE.json [--methods a,b] [--seed N] ...``: the same runner, with the scenario,
+  methods, model, training and method options of a run configuration (:mod:`uniil_lib.run_config`).
 - ``seeds A.json B.json ...``: mean ± std over the seeds of one benchmark's result files (Markdown).
 """
 
@@ -45,11 +47,19 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import format_table, run_benchmark, save_plots, save_result
+    from .benchmark import format_table, run_benchmark, run_config, save_plots, save_result
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    result = run_benchmark(args.scenario, methods, profile=args.profile, seed=args.seed,
-                           checkpoint_root=args.checkpoints, progress=not args.quiet)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    if args.config:
+        if args.scenario or args.profile:
+            raise ValueError("--config names the scenario and the profile; drop --scenario and --profile")
+        result = run_config(args.config, methods=methods, seed=args.seed, checkpoint_root=args.checkpoints,
+                            progress=not args.quiet)
+    elif args.scenario and methods:
+        result = run_benchmark(args.scenario, methods, profile=args.profile or "fast", seed=args.seed or 0,
+                               checkpoint_root=args.checkpoints, progress=not args.quiet)
+    else:
+        raise ValueError("benchmark needs --scenario and --methods, or --config FILE (e.g. configs/*.json)")
     print(format_table(result))
     if args.out:
         print(f"results written to {save_result(result, args.out)}")
@@ -86,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("csv", help="CSV file: rows = after step i, columns = task j, values in %%")
     metrics.set_defaults(run=_cmd_metrics)
     bench = commands.add_parser("benchmark", help="run methods side by side on a scenario")
-    bench.add_argument("--scenario", required=True)
-    bench.add_argument("--methods", required=True, help="comma-separated, e.g. zeroshot,finetune")
-    bench.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--config", help="a run configuration (configs/*.json); replaces --scenario and --profile")
+    bench.add_argument("--scenario")
+    bench.add_argument("--methods", help="comma-separated, e.g. zeroshot,finetune (with --config: a subset)")
+    bench.add_argument("--profile", choices=["fast", "cpu", "full"], help="default fast")
+    bench.add_argument("--seed", type=int, help="default 0 (with --config: the file's)")
     bench.add_argument("--out", help="write the results JSON here")
     bench.add_argument("--plots", help="write accuracy heatmaps (PNG) into this folder")
     bench.add_argument("--checkpoints", help="checkpoint folder; an interrupted run resumes from it")

@@ -35,9 +35,9 @@ def method_class(name: str) -> type[ContinualMethod]:
     return _METHODS[name]
 
 
-def create_method(name: str, clip, scenario, config: TrainConfig) -> ContinualMethod:
-    """Build method ``name`` on ``clip`` for ``scenario``."""
-    return method_class(name)(clip, scenario, config)
+def create_method(name: str, clip, scenario, config: TrainConfig, **options) -> ContinualMethod:
+    """Build method ``name`` on ``clip`` for ``scenario``; ``options`` are its constructor's keyword options."""
+    return method_class(name)(clip, scenario, config, **options)
 
 
 __all__ = ["ContinualMethod", "PixelStore", "TrainConfig", "create_method", "method_class", "method_names"]

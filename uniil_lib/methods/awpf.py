@@ -44,10 +44,8 @@ semantically close class pairs (its "adaptive representation adjustment"), which
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -350,6 +348,10 @@ class AWPF(LowRankFeatureMethod):
         """The balance factor used after each finished step (1.0 for the first step)."""
         return [entry["lam"] for entry in self.history]
 
+    def run_report(self) -> dict:
+        """The balance factors of the run (:meth:`lambdas`), for the benchmark's results."""
+        return {"lambdas": self.lambdas()}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         history = [[e["lam"], e["mmd2"], e["rho"]] for e in self.history]
         return {
@@ -394,92 +396,3 @@ class AWPFFixed(AWPF):
             raise ValueError(f"awpf-fixed: this checkpoint was made with lam={saved}, this method has lam={self.lam}; "
                              "build the method with the same lam, or use a new checkpoint directory")
         super().load_state_dict(state)
-
-
-# ----- run configs (configs/awpf_*.json) ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AWPFRunConfig:
-    """A paper-setting run read from ``configs/awpf_*.json`` (see :func:`load_run_config`).
-
-    Attributes:
-        scenario: a named scenario (``uniil_lib.named_scenarios``) or a description of one not built in.
-        methods: the methods to compare.
-        model / pretrained: for :func:`uniil_lib.clip.load_clip`.
-        train: optimisation settings.
-        settings: the low-rank module and fusion settings.
-        fixed_lam: ``lam`` of ``awpf-fixed``.
-        notes: where each number comes from (free text).
-    """
-
-    scenario: str
-    methods: tuple[str, ...]
-    model: str
-    pretrained: str | None
-    train: TrainConfig
-    settings: AWPFSettings
-    fixed_lam: float = 0.6
-    notes: dict = field(default_factory=dict)
-
-    def build_method(self, name: str, clip, scenario):
-        """Method ``name`` with this config's training settings (and low-rank settings for the three
-        low-rank methods; other registered methods, e.g. ``zeroshot``, are built as usual)."""
-        if name == "awpf-fixed":
-            return AWPFFixed(clip, scenario, self.train, lam=self.fixed_lam, settings=self.settings)
-        if name in (LowRankSeq.name, AWPF.name):
-            method_class = {LowRankSeq.name: LowRankSeq, AWPF.name: AWPF}[name]
-            return method_class(clip, scenario, self.train, settings=self.settings)
-        from . import create_method  # the registry imports this module: import it late
-
-        return create_method(name, clip, scenario, self.train)
-
-
-def load_run_config(path: str | Path) -> AWPFRunConfig:
-    """Read a JSON run config (``configs/awpf_cifar100_b0inc10.json``); unknown keys are an error."""
-    data = json.loads(Path(path).read_text())
-    train_keys = {f.name for f in fields(TrainConfig)}
-    unknown = set(data.get("train", {})) - train_keys
-    if unknown:
-        raise ValueError(f"{path}: unknown train settings {sorted(unknown)}; valid: {sorted(train_keys)}")
-    return AWPFRunConfig(
-        scenario=data["scenario"], methods=tuple(data["methods"]), model=data["model"],
-        pretrained=data.get("pretrained"), train=TrainConfig(**data.get("train", {})),
-        settings=AWPFSettings.from_dict(data.get("settings", {})), fixed_lam=data.get("fixed_lam", 0.6),
-        notes=data.get("notes", {}),
-    )
-
-
-def run_from_config(path: str | Path, *, methods: Sequence[str] | None = None,
-                    checkpoint_root: str | Path | None = None) -> dict:
-    """Run a paper-setting config (needs a GPU, internet once for the weights and the data).
-
-    Builds the config's scenario from the full profile's data (every image), loads the model once per
-    method and runs :func:`uniil_lib.train.run_continual`; returns ``{method: {"matrix", "metrics",
-    "lambdas"}}``. With ``checkpoint_root`` an interrupted run resumes.
-
-    Raises:
-        KeyError: the config's scenario is not built into :mod:`uniil_lib.named_scenarios`.
-        DatasetNotFoundError: the scenario's data is not on disk (the message says how to fetch or place it).
-    """
-    from ..clip import load_clip
-    from ..metrics import all_metrics
-    from ..named_scenarios import build_scenario, scenario_names
-    from ..profiles import get_profile
-    from ..train import run_continual
-
-    config = load_run_config(path)
-    if config.scenario not in scenario_names():
-        raise KeyError(f"{path}: scenario {config.scenario!r} is not built in (valid: {', '.join(scenario_names())}); "
-                       "see the config's notes for the data it needs")
-    stream = build_scenario(config.scenario, profile=get_profile("full"), seed=config.train.seed)
-    results = {}
-    for name in methods or config.methods:
-        clip = load_clip(config.model, pretrained=config.pretrained, seed=config.train.seed, device=config.train.device)
-        method = config.build_method(name, clip, stream)
-        folder = None
-        if checkpoint_root:
-            folder = Path(checkpoint_root) / config.scenario / f"{name}-seed{config.train.seed}"
-        run = run_continual(method, stream, checkpoint_dir=folder)
-        results[name] = {"matrix": run.matrix.tolist(),
-                         "metrics": all_metrics(run.matrix, test_sizes=run.test_sizes, zero_shot=run.initial),
-                         "lambdas": method.lambdas() if isinstance(method, AWPF) else None}
-    return results

@@ -1,7 +1,7 @@
 """The one interface every continual-learning method implements.
 
 A method is told about the stream one step at a time and is asked to classify test images among given
-classes. Six hooks, all with working defaults except :meth:`ContinualMethod.training_loss`:
+classes. Seven hooks, all with working defaults except :meth:`ContinualMethod.training_loss`:
 
 - :meth:`before_step` grows structure for a new step (a new router, new head rows). The trainer also
   calls it for every finished step when resuming, so a checkpoint always finds the right shapes.
@@ -12,6 +12,7 @@ classes. Six hooks, all with working defaults except :meth:`ContinualMethod.trai
 - :meth:`predict` returns predicted global class ids for a test set (batched; methods with a frozen
   encoder override it to reuse cached features).
 - :meth:`state_dict` / :meth:`load_state_dict` hold everything that learning changed (checkpoints).
+- :meth:`run_report` says what the benchmark records beside the accuracy matrix (e.g. AWPF's factors).
 
 The training loop itself (:meth:`learn`) is shared: AdamW, linear warm-up then cosine decay (as in the
 MoE-Adapters MTIL recipe), seeded shuffling, a tqdm bar.
@@ -93,6 +94,11 @@ class ContinualMethod:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.clip.model.load_state_dict(state)
+
+    def run_report(self) -> dict:
+        """JSON-ready facts of the finished run that the benchmark records beside the accuracy matrix (default:
+        none; AWPF reports its balance factors)."""
+        return {}
 
     # ----- shared machinery -------------------------------------------------------------------
     def trainable_parameter_count(self) -> int:

@@ -1,0 +1,130 @@
+"""Run configurations (uniil_lib.run_config) and the one runner: every shipped config parses, a tiny config runs
+end to end through the CLI, and a config that cannot run says why before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from uniil_lib.adapters import AdapterConfig
+from uniil_lib.cli import main
+from uniil_lib.methods.awpf import AWPFSettings
+from uniil_lib.run_config import RunConfigError, load_run_config, method_parameters
+from uniil_lib.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "configs").glob("*.json"))
+
+
+def write(tmp_path, **data) -> Path:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"scenario": "mtil-offline", "methods": ["zeroshot"], **data}))
+    return path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_config_parses_into_options_each_method_takes(path):
+    config = load_run_config(path)
+    assert config.methods and config.scenario
+    for name in config.methods:
+        options = config.options_for(name)
+        assert set(options) <= set(method_parameters(name)), name
+        if "settings" in options:
+            assert isinstance(options["settings"], AWPFSettings), name
+    assert config.train is None or isinstance(config.train, TrainConfig)
+
+
+def test_the_awpf_configs_keep_their_settings():
+    config = load_run_config(REPO / "configs" / "awpf_cifar100_b0inc10.json")
+    assert (config.model, config.pretrained, config.profile) == ("ViT-B-16", "openai", "full")
+    assert config.train == TrainConfig(epochs=15, batch_size=100, lr=1e-3, weight_decay=0.0, warmup_steps=0,
+                                       label_smoothing=0.0, seed=0, device="cuda", eval_batch_size=256)
+    settings = config.options_for("awpf")["settings"]
+    assert (settings.rank, settings.replay, settings.memory, settings.balance.lam_0) == (32, 40, 256, 0.45)
+    assert config.options_for("awpf-fixed") == {"settings": settings, "lam": 0.6}
+    assert config.options_for("zeroshot") == {}, "zeroshot takes no settings, so the shared option skips it"
+    assert load_run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json").options_for("awpf-fixed")["lam"] == 0.5
+
+
+def test_options_follow_keyword_options_up_the_class_hierarchy():
+    mage = method_parameters("mage")
+    assert {"pool", "class_attributes", "ddas", "adapters", "block_cache", "cache_budget_bytes"} <= set(mage)
+    assert set(method_parameters("awpf-fixed")) == {"lam", "settings"} and method_parameters("zeroshot") == {}
+
+
+def test_a_json_object_becomes_the_parameter_dataclass(tmp_path):
+    config = load_run_config(write(tmp_path, methods=["adapter"], options={"adapters": {"moe": False, "bottleneck": 8}}))
+    assert config.options_for("adapter")["adapters"] == AdapterConfig(moe=False, bottleneck=8)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"sceanrio": "x"}, "unknown keys \\['sceanrio'\\]"),
+    ({"scenario": "nope"}, "unknown scenario 'nope'; valid: mtil-offline"),
+    ({"methods": ["zeroshot", "magic"]}, "valid methods: zeroshot"),
+    ({"profile": "huge"}, "unknown profile 'huge'"),
+    ({"train": {"epcohs": 2}}, "unknown train settings \\['epcohs'\\]"),
+    ({"options": {"lam": 0.5}}, "no listed method takes the option\\(s\\) \\['lam'\\]"),
+    ({"method_options": {"awpf": {"rank": 4}}}, "method_options for 'awpf', which 'methods' does not list"),
+    ({"methods": ["awpf"], "method_options": {"awpf": {"rank": 4}}}, "awpf takes no option \\['rank'\\]"),
+    ({"methods": ["awpf"], "options": {"settings": {"rnak": 4}}}, "unknown AWPF settings"),
+    ({"methods": ["moe-adapters-ddas"], "options": {"ddas": {"hidden": 8}}}, "which a JSON object cannot give"),
+])
+def test_a_config_that_cannot_run_says_why(tmp_path, data, message):
+    with pytest.raises((RunConfigError, ValueError), match=message):
+        load_run_config(write(tmp_path, **data))
+
+
+def test_a_tiny_config_runs_end_to_end_through_the_cli(tmp_path, capsys):
+    path = write(tmp_path, profile="fast", model="tiny", methods=["zeroshot", "lowrank-seq", "awpf-fixed"],
+                 train={"epochs": 1, "batch_size": 32, "lr": 0.01, "seed": 3},
+                 options={"settings": {"rank": 4, "replay": 8}}, method_options={"awpf-fixed": {"lam": 0.25}})
+    out = tmp_path / "result.json"
+    assert main(["benchmark", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    assert "awpf-fixed" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["model"].startswith("tiny-") and (result["profile"], result["seed"]) == ("fast", 3)
+    n = len(result["tasks"])
+    assert set(result["methods"]) == {"zeroshot", "lowrank-seq", "awpf-fixed"}
+    assert result["methods"]["awpf-fixed"]["lambdas"] == [1.0] + [0.25] * (n - 1), "method_options reach the method"
+    assert result["methods"]["lowrank-seq"]["trainable_params"] == 2 * 4 * 64, "options reach every method: rank 4"
+    assert result["methods"]["zeroshot"]["trainable_params"] == 0
+
+
+def test_the_cli_runs_a_subset_and_refuses_mixed_arguments(tmp_path, capsys):
+    path = write(tmp_path, profile="fast", model="tiny", methods=["zeroshot", "linear-probe"])
+    assert main(["benchmark", "--config", str(path), "--methods", "awpf", "--quiet"]) == 2
+    assert "does not list ['awpf']" in capsys.readouterr().err
+    assert main(["benchmark", "--config", str(path), "--scenario", "cil-emoji", "--quiet"]) == 2
+    assert "drop --scenario" in capsys.readouterr().err
+    assert main(["benchmark", "--methods", "zeroshot"]) == 2
+    assert "needs --scenario and --methods, or --config" in capsys.readouterr().err
+
+
+def test_the_imagenet_config_fails_before_any_weights_load_when_the_data_is_missing(tmp_path, monkeypatch):
+    from uniil_lib.benchmark import run_config
+    from uniil_lib.data import DatasetNotFoundError
+
+    monkeypatch.setenv("UNIIL_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="fetch_torchvision.py --dataset imagenet100"):
+        run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json")
+
+
+def test_the_imagenet_config_builds_its_scenario_from_the_imagefolder_layout(tmp_path):
+    from PIL import Image
+
+    from uniil_lib.named_scenarios import build_scenario
+
+    folder = tmp_path / "imagenet100"
+    wnids = [f"n{1440764 + k:08d}" for k in range(20)]
+    for k, wnid in enumerate(wnids):
+        for split, n in (("train", 2), ("val", 1)):
+            (folder / split / wnid).mkdir(parents=True)
+            for j in range(n):
+                Image.new("RGB", (8, 8), (10 * k, 5 * j, 0)).save(folder / split / wnid / f"{wnid}_{j}.JPEG")
+    (folder / "classnames.txt").write_text("".join(f"{w} class_{k}, other name\n" for k, w in enumerate(wnids)))
+    stream = build_scenario(load_run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json").scenario,
+                            profile="fast", root=tmp_path)
+    assert len(stream.steps) == 2 and all(len(step.class_ids) == 10 for step in stream.steps)
+    assert sorted(spec.name for spec in stream.classes) == sorted(f"class {k}" for k in range(20))
