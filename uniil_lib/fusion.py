@@ -76,27 +76,12 @@ space, so its update disturbs the old task less and can be absorbed more. Distin
 *grows* as the seen classes get harder to tell apart in the frozen features (``rho_{<=t}`` falls as classes
 crowd in): the frozen features then do less of the separating and the module has to do more, so the new
 task's update is damped less. Perfectly separable classes and identical adjacent tasks get ``lam_0``.
-``lam_0 = 0.45``, ``alpha = 4`` and ``beta = 3`` are in :class:`BalanceConfig`; we chose them on ``cil-emoji``
-seeds 3-5 (three settings tried), not on the seeds 0-2 we report.
+``lam_0 = 0.45``, ``alpha = 4`` and ``beta = 3`` are in :class:`BalanceConfig` (our choice, on ``cil-emoji``
+seeds other than the ones we report: ``docs/results_notes.md``).
 
-**Why the whole seen set and not the new task alone** (what we tried first). A first version compared the
-new task's separability with the previous task's (``- beta * (rho_t - rho_{t-1})``, ``lam_0 = 0.6``,
-``alpha = beta = 4``). On ``cil-emoji`` each task's ten classes are almost perfectly separable (``rho_t``
-0.98-0.995, Fisher ratios 30-400) and adjacent tasks look alike (``MMD^2`` 0.04-0.08), so that factor stayed
-at 0.64-0.69 and tied the fixed factor (Last 96.25 +- 0.75 against 96.42 +- 1.01, seeds 0-2). Even an *oracle*
-that picked each step's factor from the test accuracy of the seen classes (analysis only) did not beat
-the fixed 0.6 (Last 95.75 / 96.50 / 95.25 against 95.50 / 97.50 / 96.25): a factor that only looks at one step
-has nothing to gain there. What does differ from step to step is the crowding: ``rho_{<=t}`` of the seen
-classes falls steadily from 0.99 (10 classes) to 0.68 (100 classes), and a factor that grows as it falls beats
-the best fixed one, by a little: Last 96.67 +- 1.01 against 96.42 +- 1.01 on seeds 0-2 (95.50 / 97.25 / 97.25
-against 95.50 / 97.50 / 96.25), 96.72 +- 0.68 against 96.39 +- 0.86 on seeds 0-8 (ahead on 6, tied on 1, behind
-on 2). Its Avg is a little lower (97.88 against 98.04), because its early factors are below 0.6. Without the
-replay of class statistics it is behind the fixed factor (see :mod:`uniil_lib.methods.awpf`).
-On this stream the factor is in effect a ramp over the steps: a hand-made ramp from 0.45 to 0.70, which
-reads no data, does as well (Last 96.54 against the factor's 96.50 and the fixed 0.6's 96.04, mean of seeds
-0-5); what the statistics add is that the ramp follows the data (how fast the classes crowd, how far tasks
-shift) instead of the step count. Weighting each singular direction of a task's update separately, by the
-1-D MMD or Fisher ratio along it, lost 1-5 points of Last on seeds 0-2 (tried, not kept).
+Our choice of the *whole seen set* for ``rho`` (rather than the new task's separability against the previous
+task's, which we tried first) and what we measured on the way: ``docs/results_notes.md`` (AWPF, the balance
+factor).
 """
 
 from __future__ import annotations
@@ -384,7 +369,7 @@ class BalanceConfig:
 
     Attributes:
         lam_0: ``lam`` for identical adjacent tasks whose classes are perfectly separable (our choice, 0.45,
-            with ``alpha`` and ``beta`` chosen on ``cil-emoji`` seeds 3-5; see the module docstring).
+            chosen with ``alpha`` and ``beta``; see the module docstring).
         alpha: weight of the distribution shift ``MMD^2`` (in [0, 2]); larger absorbs shifted tasks more.
         beta: weight of the lack of separability ``1 - rho`` of the seen classes (in (0, 1]); larger gives the
             new task's module more weight as the classes crowd the frozen feature space.

@@ -64,8 +64,8 @@ def _profiles() -> Mapping[str, Profile]:
         name="fast", model="mini", pretrained=None, train_per_class=40, test_per_class=20,
         emoji_train_per_class=12, emoji_test_per_class=4,
         train=TrainConfig(epochs=12, batch_size=32, lr=1e-3, device="cpu"),
-        # Measured on mtil-offline (seed 0): at 4 epochs fine-tuning barely learns the first task (21%);
-        # at 12 it reaches ~50% and forgets it visibly. Probes and adapters need a larger step size.
+        # 12 epochs: enough for fine-tuning to learn a task and visibly forget it; probes and adapters need a
+        # larger step size (what we measured: docs/results_notes.md, fast-profile training).
         # MAGE trains the same adapter experts and gates as MoE-Adapters, so it gets their learning rate.
         method_lr={"finetune": 5e-4, "linear-probe": 1e-2, "adapter": 1e-2, "moe-adapters": 1e-2,
                    "moe-adapters-ddas": 1e-2, "mage": 1e-2, "mage-noattr": 1e-2, "mage-shared": 1e-2},

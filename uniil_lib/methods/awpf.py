@@ -29,12 +29,9 @@ and fast.
 the frozen-feature mean of each of its classes and a pooled within-class covariance are kept
 (:class:`ClassStatistics`); every later training batch gets ``replay`` Gaussian pseudo-features of earlier
 classes, so the cross-entropy over all seen classes has examples of every class. Without it a frozen text
-head makes each task pull every feature towards the newest classes: on ``cil-emoji`` (fast profile, the
-pretrained mini-CLIP, seeds 0-2, mean Last) ``lowrank-seq`` / ``awpf-fixed`` / ``awpf`` reach 46.8 / 57.0 /
-50.6 % without replay and 93.75 / 96.42 / 96.67 % with it (zero-shot 18.75 %). Fusion helps with and without
-replay. The dynamic balance factor (A6: it grows from about 0.52 to 0.74 along the stream as the seen classes
-crowd the frozen features) is a little ahead of the fixed 0.6 with replay and behind it without: its larger
-late factors need the replayed old classes to keep the later increments from overwriting them.
+head makes each task pull every feature towards the newest classes, and the dynamic balance factor's larger late
+factors need the replayed old classes to keep the later increments from overwriting them (what we measured with
+and without it: ``docs/results_notes.md``, AWPF replay).
 
 Where RAPF differs (for the record): a full 512x512 adapter with Kaiming init instead of identity + low
 rank; its fusion mixes old and new weights element-wise in the old weights' SVD basis with a mask
@@ -62,7 +59,7 @@ class AWPFSettings:
 
     Attributes:
         rank: rank ``r`` of the module trained on each task (our choice: 32, so ten tasks stay below CLIP's
-            width; a smaller rank also learns more slowly, which the fast profile's 16 steps per task show).
+            width; a smaller rank also learns more slowly).
         init_scale: standard deviation of the entries of a fresh ``A`` (our choice, 1.0: for a unit
             feature ``f`` each coordinate of ``A f`` is then ~N(0, 1), and Adam moves ``B A f`` by about
             ``lr * r`` per coordinate and step, the order of RAPF's full linear adapter, ``lr * sqrt(D)``).
