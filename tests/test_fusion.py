@@ -210,7 +210,15 @@ def test_awpf_records_its_balance_factors_and_grows_its_rank(squares):
     lams = method.lambdas()
     assert len(lams) == 3 and lams[0] == 1.0 and all(0 < lam < 1 for lam in lams[1:]), lams
     assert all(0 <= e["rho"] < 1 for e in method.history), method.history
-    assert math.isnan(method.history[0]["mmd2"]) and all(e["mmd2"] >= 0 for e in method.history[1:])
+    assert math.isnan(method.history[0]["mmd2"]), "the first task has no previous task to compare with"
+    # The recorded shift is MMD^2 between the previous task's kept features (all of them: memory 256 > 32 images)
+    # and this task's, and the recorded factor is (A6) of the recorded shift and separability.
+    features = [method.step_inputs(step)[0] for step in stream.steps]
+    for k in (1, 2):
+        entry = method.history[k]
+        assert entry["mmd2"] == pytest.approx(mmd2(features[k - 1], features[k]), rel=1e-9), k
+        assert entry["mmd2"] > 1e-4, "tasks with different classes are shifted"
+        assert entry["lam"] == pytest.approx(balance_factor(entry["mmd2"], entry["rho"], TOY.balance), rel=1e-12), k
     assert TOY.rank < method.fused.rank <= 3 * TOY.rank
     fixed = build("awpf-fixed", stream, lam=0.25)
     run_continual(fixed, stream)
