@@ -12,6 +12,8 @@ The modules, one concept each:
 - :mod:`uniil_lib.metrics`         metrics of an accuracy matrix
 - :mod:`uniil_lib.plots`           heatmaps
 - :mod:`uniil_lib.benchmark`       methods side by side; ``python -m uniil_lib benchmark``
+
+Every module, its layer and what it imports: ``docs/architecture.md`` (drawn by ``scripts/import_graph.py``).
 """
 
 __version__ = "0.1.0"

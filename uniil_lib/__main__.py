@@ -1,3 +1,5 @@
+"""`python -m uniil_lib ...`: the command line (:mod:`uniil_lib.cli`)."""
+
 import sys
 
 from .cli import main
