@@ -55,7 +55,8 @@ def test_options_follow_keyword_options_up_the_class_hierarchy():
 
 
 def test_a_json_object_becomes_the_parameter_dataclass(tmp_path):
-    config = load_run_config(write(tmp_path, methods=["adapter"], options={"adapters": {"moe": False, "bottleneck": 8}}))
+    path = write(tmp_path, methods=["adapter"], options={"adapters": {"moe": False, "bottleneck": 8}})
+    config = load_run_config(path)
     assert config.options_for("adapter")["adapters"] == AdapterConfig(moe=False, bottleneck=8)
 
 
@@ -68,7 +69,8 @@ def test_a_json_object_becomes_the_parameter_dataclass(tmp_path):
     ({"options": {"lam": 0.5}}, "no listed method takes the option\\(s\\) \\['lam'\\]"),
     ({"method_options": {"awpf": {"rank": 4}}}, "method_options for 'awpf', which 'methods' does not list"),
     ({"methods": ["awpf"], "method_options": {"awpf": {"rank": 4}}}, "awpf takes no option \\['rank'\\]"),
-    ({"methods": ["awpf"], "options": {"settings": {"rnak": 4}}}, "unknown AWPF settings"),
+    ({"methods": ["awpf"], "options": {"settings": {"rnak": 4}}}, "run.json: option 'settings' of awpf: unknown AWPF"),
+    ({"methods": ["awpf"], "options": {"settings": {"replay": -1}}}, "replay must be >= 0"),
     ({"methods": ["moe-adapters-ddas"], "options": {"ddas": {"hidden": 8}}}, "which a JSON object cannot give"),
 ])
 def test_a_config_that_cannot_run_says_why(tmp_path, data, message):

@@ -108,7 +108,8 @@ def check_run_config(config: RunConfig) -> None:
             raise RunConfigError(f"{where}: method_options for {name!r}, which 'methods' does not list")
         unknown = sorted(set(options) - set(method_parameters(name)))
         if unknown:
-            raise RunConfigError(f"{where}: {name} takes no option {unknown}; it takes {sorted(method_parameters(name))}")
+            raise RunConfigError(f"{where}: {name} takes no option {unknown}; "
+                                 f"it takes {sorted(method_parameters(name))}")
     taken = {key for name in config.methods for key in method_parameters(name)}
     unused = sorted(set(config.options) - taken)
     if unused:
@@ -143,12 +144,10 @@ def _typed(value: Any, hint: Any, what: str) -> Any:
     candidates = [t for t in typing.get_args(hint) if t is not NoneType] \
         if typing.get_origin(hint) in (Union, UnionType) else [hint]
     for kind in candidates:
-        if hasattr(kind, "from_dict"):
-            return kind.from_dict(value)
-        if dataclasses.is_dataclass(kind):
+        if hasattr(kind, "from_dict") or dataclasses.is_dataclass(kind):
             try:
-                return kind(**value)
-            except TypeError as error:
+                return kind.from_dict(value) if hasattr(kind, "from_dict") else kind(**value)
+            except (TypeError, ValueError) as error:
                 raise RunConfigError(f"{what}: {error}") from None
     raise RunConfigError(f"{what} takes {hint}, which a JSON object cannot give")
 
