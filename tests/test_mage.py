@@ -37,7 +37,7 @@ def build(name, scenario, *, seed=0, **options):
     shared = name == "mage-shared"
     adapters = AdapterConfig(num_experts=4, top_k=2, bottleneck=8, image_blocks=1,
                              text_blocks="none" if shared else 1, attribute_dim=attribute_dim,
-                             freeze_gate_columns=shared)
+                             freeze_gate_columns=shared, balance_in_loss=shared)
     if not shared:
         options.setdefault("selector_attributes", name == "mage")
         options.setdefault("ddas", DDAS(SMALL.embed_dim + attribute_dim, hidden=8, iterations=30))
@@ -130,27 +130,37 @@ def test_mage_trains_at_the_adapter_learning_rate_of_its_profile():
         assert fast.train_config(name, seed=0).lr == reference, name
 
 
-@pytest.mark.parametrize("name, balanced", [("mage", False), ("mage-noattr", False), ("moe-adapters-ddas", True)])
-def test_only_moe_adapters_adds_the_balance_loss(squares, name, balanced):
-    """MAGE's routers select a specific expert combination per step: its default experts carry no load-balancing
-    loss (mage.py, choice 2), while MoE-Adapters4CL keeps its paper's; one training forward shows which adds it."""
+@pytest.mark.parametrize("name, balanced", [("mage", False), ("mage-noattr", False), ("moe-adapters-ddas", False),
+                                            ("moe-adapters-ddas-balance", True), ("mage-shared", True)])
+def test_only_the_balance_ablations_add_the_balance_loss(squares, name, balanced):
+    """MAGE's routers select a specific expert combination per step: no load-balancing loss in its training loss
+    (mage.py, choice 2), nor in MoE-Adapters4CL's as its authors' code runs; only the ``*-balance`` ablation (and
+    ``mage-shared``, as it was measured) adds it. Every one of them computes it: one training forward, with the
+    computed balance term replaced by 0, shows which adds it."""
     scenario = stream(squares)
     clip = load_clip("tiny", tiny_config=SMALL, seed=0)
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, seed=0, progress=False)
-    options = {} if name == "moe-adapters-ddas" else {"pool": toy_pool(scenario)}
+    options = {} if name.startswith("moe-adapters") else {"pool": toy_pool(scenario)}
     method = method_class(name)(clip, scenario, config, **options)
     step = scenario.steps[0]
     method.before_step(step)
     inputs, labels = method.step_inputs(step)
-    popped = []
     pop = method.context.pop_aux_loss
+    popped = []
 
-    def recording_pop():
-        popped.append(pop())
-        return popped[-1]
+    def loss_with(replace_balance: bool) -> float:
+        def recording_pop():
+            popped.append(pop())
+            return 0.0 if replace_balance and len(popped) % 2 == 0 else popped[-1]  # the 2nd pop is the training one
 
-    method.context.pop_aux_loss = recording_pop
-    loss = method.training_loss(inputs[:8], labels[:8], step)
-    assert torch.isfinite(loss)
-    balance = popped[-1]  # the training forward's auxiliary losses, added to the cross-entropy
-    assert (float(balance) > 0) == balanced, f"{name}: balance term {balance}"
+        method.context.pop_aux_loss = recording_pop
+        torch.manual_seed(0)
+        return float(method.training_loss(inputs[:8], labels[:8], step).detach())
+
+    difference = loss_with(False) - loss_with(True)
+    balance = float(popped[1].detach())
+    assert balance > 0, f"{name}: every training forward computes the balance loss, got {balance}"
+    if balanced:
+        assert difference == pytest.approx(balance, rel=1e-4), f"{name}: the balance loss must be added"
+    else:
+        assert difference == 0.0, f"{name}: the balance loss must not reach the training loss"

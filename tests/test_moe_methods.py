@@ -1,9 +1,11 @@
-"""The adapter methods end to end: the balance loss in the training loss, activate-freeze across steps, the
-frozen-block cache (same loss and predictions as the full forward), zero-shot start, and resume."""
+"""The adapter methods end to end: the balance loss (logged by all, added only by the ``*-balance`` ablations),
+activate-freeze across steps, the frozen-block cache (same loss and predictions as the full forward), zero-shot
+start, resume, and the authors' class-incremental setting (``moe-adapters-cil``)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from uniil_lib.train import run_continual
 
 SMALL = TinyClipConfig(embed_dim=32, image_size=16, patch_size=8, vision_width=32, vision_layers=2,
                        text_width=32, text_layers=2, heads=2, context_length=16)
-ADAPTER_METHODS = ["adapter", "moe-adapters", "moe-adapters-ddas"]
+ADAPTER_METHODS = ["adapter", "moe-adapters", "moe-adapters-ddas", "moe-adapters-cil"]
 
 
 def scenario(squares):
@@ -29,9 +31,12 @@ def scenario(squares):
 def build(name, stream, *, seed=0, epochs=2, balance_weight=1e-2, clip=None, **options):
     clip = clip or load_clip("tiny", tiny_config=SMALL, seed=seed)
     config = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, seed=seed, progress=False, label_smoothing=0.2)
-    adapters = AdapterConfig(moe=name != "adapter", num_experts=4, top_k=2, bottleneck=8, image_blocks=1,
-                             text_blocks=1, balance_weight=balance_weight)
-    if name == "moe-adapters-ddas":
+    moe, cls = name != "adapter", method_class(name)
+    adapters = AdapterConfig(moe=moe, num_experts=4, top_k=2, bottleneck=8, image_blocks=1, text_blocks=1,
+                             balance_weight=balance_weight, balance_in_loss=moe and cls.adds_balance_loss)
+    if name == "moe-adapters-cil":
+        adapters = replace(adapters, num_experts=2, freeze_per_task=0, gate_noise_at_eval=True)
+    if name in ("moe-adapters-ddas", "moe-adapters-ddas-balance"):
         options.setdefault("ddas", DDAS(SMALL.embed_dim, hidden=8, iterations=30))
     return method_class(name)(clip, stream, config, adapters=adapters, **options)
 
@@ -51,16 +56,42 @@ def first_batch_loss(method, step, seed=0):
     return method.training_loss(inputs[:8], labels[:8], step)
 
 
-def test_balance_loss_is_added_to_the_training_loss(squares):
+@pytest.mark.parametrize("name, adds", [("moe-adapters", False), ("moe-adapters-balance", True),
+                                        ("moe-adapters-ddas", False), ("moe-adapters-ddas-balance", True)])
+def test_only_the_balance_ablations_add_the_balance_loss(squares, name, adds):
+    """The authors' MTIL code computes the balance loss and drops it; adding it is the ``*-balance`` ablation."""
     stream = scenario(squares)
     losses = {}
     for weight in (1e-2, 0.0):
-        method = build("moe-adapters", stream, balance_weight=weight)
+        method = build(name, stream, balance_weight=weight) if weight or not adds else None
+        if method is None:  # balance_in_loss needs a positive weight: compare with the method that drops it
+            method = build(name.replace("-balance", ""), stream, balance_weight=0.0)
         method.before_step(stream.steps[0])
         losses[weight] = first_batch_loss(method, stream.steps[0])
     difference = (losses[1e-2] - losses[0.0]).item()
-    # 4 MoE layers (2 image, 2 text) would each add 1e-2 x (CV^2 + CV^2) > 0; here 2 layers are adapted
-    assert difference > 1e-4, "the balance loss must be part of the training loss"
+    # 2 MoE layers (1 image, 1 text) each compute 1e-2 x (CV^2 + CV^2) > 0
+    if adds:
+        assert difference > 1e-4, f"{name}: the balance loss must be part of the training loss"
+    else:
+        assert difference == 0.0, f"{name}: the balance loss is computed but must not change the loss"
+
+
+def test_balance_loss_is_logged_per_step_without_being_added(squares):
+    stream = scenario(squares)
+    method = build("moe-adapters", stream, epochs=1)
+    method.before_step(stream.steps[0])
+    method.learn(stream.steps[0])
+    assert set(method.balance_log) == {0} and method.balance_log[0] > 0, method.balance_log
+    assert build("adapter", stream).balance_log == {}, "plain adapters have no gate, nothing to log"
+
+
+@pytest.mark.parametrize("name, balance_in_loss", [("moe-adapters", True), ("moe-adapters-balance", False)])
+def test_a_method_refuses_an_adapter_config_that_contradicts_its_name(squares, name, balance_in_loss):
+    stream = scenario(squares)
+    clip = load_clip("tiny", tiny_config=SMALL, seed=0)
+    adapters = AdapterConfig(num_experts=4, image_blocks=1, text_blocks=1, balance_in_loss=balance_in_loss)
+    with pytest.raises(ValueError, match="balance_in_loss"):
+        method_class(name)(clip, stream, TrainConfig(progress=False), adapters=adapters)
 
 
 def expert_weights(method):
@@ -119,7 +150,7 @@ def test_frozen_block_cache_gives_the_same_loss_and_predictions(squares, token_c
     assert np.array_equal(cached.predict(step.test, step.class_ids, 0), plain.predict(step.test, step.class_ids, 0))
 
 
-@pytest.mark.parametrize("name", ADAPTER_METHODS)
+@pytest.mark.parametrize("name", ADAPTER_METHODS[:3])  # moe-adapters-cil has its own prompt: its own test
 def test_methods_start_as_zero_shot_clip(name, squares):
     stream = scenario(squares)
     zeroshot = run_continual(create_method("zeroshot", load_clip("tiny", tiny_config=SMALL), stream,
@@ -157,3 +188,79 @@ def test_interrupted_run_resumes_to_the_same_result(name, squares, tmp_path):
         assert any(k.endswith(".frozen") for k in got) and any(k.endswith(".usage") for k in got)
     if name == "moe-adapters-ddas":
         assert any(k.startswith("ddas.") and k.endswith("threshold") for k in got)
+
+
+# ----- moe-adapters-cil: the authors' class-incremental setting ------------------------------------------------
+def test_cil_has_two_experts_one_shared_router_and_no_freeze(squares):
+    stream = scenario(squares)
+    default = create_method("moe-adapters-cil", load_clip("tiny", tiny_config=SMALL), stream, TrainConfig(progress=False))
+    config = default.adapter_config
+    assert (config.num_experts, config.top_k, config.freeze_per_task) == (2, 2, 0)
+    assert config.gate_noise_at_eval and not config.balance_in_loss
+    assert default.adapters.blocks_of("image") and default.adapters.blocks_of("text"), "both towers are adapted"
+    method = build("moe-adapters-cil", stream, epochs=1)
+    run_continual(method, stream)
+    assert method.adapters.num_routers == 1, "one router for the whole stream"
+    assert all(not layer.frozen.any() for layer in method.adapters.moe_layers()), "no activate-freeze"
+    assert all(p.requires_grad for p in method.adapters.parameters()), "every expert and the router keep training"
+    assert method.adapters.usage("image").sum() > 0 and method.routes(3, None, lambda: None).tolist() == [0, 0, 0]
+
+
+def test_cil_loss_is_over_the_current_step_classes_only(squares):
+    stream = scenario(squares)
+    method = build("moe-adapters-cil", stream)
+    second = stream.steps[1]
+    labels = torch.as_tensor(second.train.labels[:6])
+    class_ids, targets = method.candidate_targets(labels, second)
+    assert class_ids == list(second.class_ids) and len(class_ids) == 2, "not the 4 classes seen so far"
+    assert [class_ids[t] for t in targets.tolist()] == labels.tolist()
+    with pytest.raises(ValueError, match="not classes of step"):
+        method.candidate_targets(torch.as_tensor(stream.steps[0].train.labels[:2]), second)
+
+
+def test_cil_prompts_and_start_are_zero_shot_clip_with_the_authors_template(squares):
+    stream = scenario(squares)
+    method = build("moe-adapters-cil", stream)
+    assert method.class_prompts(0) == (f"a bad photo of a {stream.classes[0].name}.",)
+    assert stream.classes[0].prompts != method.class_prompts(0), "not the scenario's prompt ensemble"
+    run = run_continual(method, stream, stop_after=0)
+    clip = load_clip("tiny", tiny_config=SMALL, seed=0)  # the same weights, no adapters
+    for j, step in enumerate(stream.steps):
+        ids = stream.eval_class_ids(j, j)
+        text = clip.encode_texts([f"a bad photo of a {stream.classes[c].name}." for c in ids])
+        with torch.no_grad():
+            scores = clip.encode_images(method.store.pixels(step.test)) @ text.T
+        expected = 100.0 * np.mean(np.asarray(ids)[scores.argmax(1).numpy()] == step.test.labels)
+        assert run.initial[j] == pytest.approx(expected), f"step {j}: zero-shot with 'a bad photo of a {{}}.'"
+
+
+def test_cil_gates_stay_noisy_at_evaluation_as_in_the_authors_code(squares):
+    stream = scenario(squares)
+    method = build("moe-adapters-cil", stream)
+    method.before_step(stream.steps[0])
+    method.learn(stream.steps[0])
+    layer = method.adapters.layers["image.1"]
+    with torch.no_grad():
+        layer.w_noise[0].normal_()  # a noise scale clearly away from 0.7, so the two draws differ visibly
+    pixels = method.store.pixels(stream.steps[0].test)[:4]
+    method.clip.model.eval()
+    method.adapters.train(False)
+
+    def embed(seed):
+        torch.manual_seed(seed)
+        with method.context.use(0), torch.no_grad():
+            return method.clip.encode_images(pixels)
+
+    assert not torch.allclose(embed(0), embed(1)), "noise at evaluation: two draws give two embeddings"
+    layer.gate_noise_at_eval = False
+    assert torch.equal(embed(0), embed(1)), "without it evaluation is deterministic"
+
+
+def test_cil_recipe_in_the_profiles():
+    from uniil_lib.profiles import get_profile
+
+    full = get_profile("full").train_config("moe-adapters-cil", seed=0, scenario="cifar100-b0inc10")
+    assert (full.epochs, full.iterations, full.batch_size, full.lr) == (1, None, 128, 1e-3)
+    assert (full.warmup_steps, full.label_smoothing, full.weight_decay, full.step_lr) == (30, 0.0, 0.0, None)
+    fast = get_profile("fast").train_config("moe-adapters-cil", seed=0, scenario="cil-emoji")
+    assert (fast.epochs, fast.batch_size, fast.lr) == (12, 32, 1e-2), "the fast profile's data budget"

@@ -52,11 +52,13 @@ def test_noise_only_in_training():
 def test_cv_squared_and_balance_loss_on_a_hand_computed_case():
     assert cv_squared(torch.tensor([3.0])) == 0
     assert cv_squared(torch.tensor([2.0, 2.0, 2.0])) == 0
-    # importance [1, 1, 0, 0]: mean 0.5, population variance 0.25 -> CV^2 = 1
-    # load [2, 2, 0, 0]: mean 1, variance 1 -> CV^2 = 1; loss = 1e-2 * (1 + 1)
+    # The sample variance (divide by n - 1), as the authors' Tensor.var():
+    # importance [1, 1, 0, 0]: mean 0.5, variance 4 * 0.25 / 3 = 1/3 -> CV^2 = 4/3
+    # load [2, 2, 0, 0]: mean 1, variance 4 / 3 -> CV^2 = 4/3; loss = 1e-2 * 8/3
     gates = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
     loss = balance_loss(Gating(gates, torch.tensor([2.0, 2.0, 0.0, 0.0]), gates), weight=1e-2)
-    assert loss.item() == pytest.approx(0.02)
+    assert loss.item() == pytest.approx(0.08 / 3)
+    assert cv_squared(torch.tensor([1.0, 3.0])).item() == pytest.approx(2.0 / 4.0), "variance 2 (n - 1 = 1), mean 2"
     even = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
     assert balance_loss(Gating(even, torch.ones(4), even)).item() == pytest.approx(0.0)
 

@@ -26,11 +26,19 @@ What is where:
   router to use (no module globals: two models in one process route independently);
 - :mod:`uniil_lib.tower_split`: running a tower in two halves, for the frozen-block cache.
 
-Where our code differs from the authors' (``JiazuoYu/MoE-Adapters4CL``, ``mtil/clip/model.py``):
-the load-balancing loss is *added* to the training loss when ``balance_weight > 0`` (theirs computes it
-and drops it); usage counters count training forwards of the current task only (theirs also count every
-evaluation forward and accumulate over tasks); the coefficient of variation uses the population variance,
-the textbook definition (theirs ``Tensor.var()``, the sample variance).
+Where our code follows the authors' (``JiazuoYu/MoE-Adapters4CL``, ``mtil/clip/model.py`` and
+``cil/clip/model.py``, ``ResidualAttentionBlock``): the expert, the noisy top-k gate (noise ``softplus(x W_noise)
++ 1e-2``, softmax over the top-k logits only), Shazeer's smooth load estimate in training, the per-sample
+dispatch of all tokens, and the load-balancing loss ``1e-2 (CV^2(importance) + CV^2(load))`` with the sample
+variance, computed in every training forward and **not added** to the training loss (their MTIL block computes
+it into a local variable and drops it; their CIL block does not compute it). ``tests/test_reference_moe.py``
+restates their block's equations and checks ours against them. Adding the loss is an ablation with its own
+name (``moe-adapters-balance``, ``moe-adapters-ddas-balance``: ``AdapterConfig.balance_in_loss``).
+
+Where our code differs from theirs: usage counters count training forwards of the current task only (theirs
+also count every evaluation forward and accumulate over tasks); routing state lives in a
+:class:`~uniil_lib.routers.RoutingContext` per model, not in module globals; the gate runs in float32 under
+mixed precision.
 """
 
 from __future__ import annotations
@@ -64,8 +72,13 @@ class AdapterConfig:
         dropout: dropout on the adapter's hidden activation (0.1).
         scale: the adapter's output is multiplied by this (0.1).
         noise_epsilon: added to the softplus noise scale of the gate (1e-2, as in the authors' code).
-        balance_weight: weight of the load-balancing loss (1e-2); 0 switches it off (the authors' code
-            effectively runs with it off: it is computed and never added to the loss).
+        balance_weight: factor of the load-balancing loss every training forward computes and reports (1e-2,
+            the authors'); 0: not computed at all.
+        balance_in_loss: add that loss to the training loss (False, as the authors' code runs: it computes
+            the loss and drops it). True only in the ``*-balance`` ablations and ``mage-shared``.
+        gate_noise_at_eval: the gates stay noisy at evaluation (False). The authors' class-incremental code
+            runs that way (``cil/clip/model.py``: each block reads ``is_train`` once, when it is built, while the
+            module global is still True), so ``moe-adapters-cil`` sets it.
         freeze_per_task: activate-freeze: after a task, this many most-used experts of every layer are
             frozen for all later tasks (2).
         attribute_dim: MAGE's attribute-guided routers: width of the matched-attribute feature appended to
@@ -89,6 +102,8 @@ class AdapterConfig:
     scale: float = 0.1
     noise_epsilon: float = 1e-2
     balance_weight: float = 1e-2
+    balance_in_loss: bool = False
+    gate_noise_at_eval: bool = False
     freeze_per_task: int = 2
     attribute_dim: int = 0
     freeze_gate_columns: bool = False
@@ -107,6 +122,9 @@ class AdapterConfig:
         if self.bottleneck < 1 or not 0 <= self.dropout < 1 or self.balance_weight < 0:
             raise ValueError(f"bad adapter shape: bottleneck={self.bottleneck}, dropout={self.dropout}, "
                              f"balance_weight={self.balance_weight}")
+        if self.balance_in_loss and not (self.moe and self.balance_weight > 0):
+            raise ValueError("balance_in_loss=True adds the MoE load-balancing loss: it needs moe=True and "
+                             f"balance_weight > 0, got moe={self.moe}, balance_weight={self.balance_weight}")
 
 
 def resolve_blocks(spec: BlockSpec, n_blocks: int) -> tuple[int, ...]:
@@ -201,6 +219,7 @@ class MoEAdapter(nn.Module):
         super().__init__()
         self.width, self.name, self.context = width, name, context
         self.top_k, self.noise_epsilon, self.balance_weight = config.top_k, config.noise_epsilon, config.balance_weight
+        self.gate_noise_at_eval = config.gate_noise_at_eval
         self.attribute_dim, self.freeze_gate_columns = config.attribute_dim, config.freeze_gate_columns
         self.dispatch = config.dispatch
         self.router_width = width + config.attribute_dim
@@ -270,12 +289,12 @@ class MoEAdapter(nn.Module):
         inputs = self.router_input(x)
         if self.context.router_inputs is not None:
             self.context.router_inputs.setdefault(self.name, []).append(inputs.detach().float().cpu())
-        gating = noisy_top_k_gating(inputs, w_gate, w_noise, self.top_k,
-                                    train=self.training, noise_epsilon=self.noise_epsilon)
+        gating = noisy_top_k_gating(inputs, w_gate, w_noise, self.top_k, train=self.training or self.gate_noise_at_eval,
+                                    noise_epsilon=self.noise_epsilon)
         if self.training:
             with torch.no_grad():
                 self.usage[router] += (gating.gates > 0).sum(0)
-            if self.balance_weight > 0:
+            if self.balance_weight > 0:  # reported to the method, which adds it only if balance_in_loss
                 self.context.add_aux_loss(balance_loss(gating, self.balance_weight))
         if self.context.records is not None:
             self.context.records[self.name] = gating.gates.detach()

@@ -42,6 +42,7 @@ def run_benchmark(
     model: str | None = None,
     pretrained: str | None = None,
     train: TrainConfig | None = None,
+    method_train: Mapping[str, Mapping[str, Any]] | None = None,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Run ``methods`` on ``scenario`` with ``profile`` and ``seed``; see the module docstring for the result.
@@ -56,8 +57,10 @@ def run_benchmark(
             and an interrupted benchmark resumes where it stopped.
         progress: show tqdm bars.
         model, pretrained: the model (default: the profile's).
-        train: the training settings of every method (default: the profile's, per method); its seed is
-            replaced by ``seed``.
+        train: the training settings of every method (default: the profile's, per method, with its step
+            learning rates for the scenario); its seed is replaced by ``seed``.
+        method_train: ``{method: {TrainConfig field: value}}`` replacing fields of ``train`` (or of the
+            profile's settings) for that method, e.g. ``moe-adapters-cil``'s one-epoch CIL recipe.
         method_options: ``{method: {keyword: value}}`` extra constructor options.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -68,8 +71,9 @@ def run_benchmark(
     result = {"scenario": scenario, "profile": prof.name, "model": None, "seed": seed,
               "tasks": stream.task_names, "methods": {}}
     for name in methods:
-        config = (replace(train, seed=seed, progress=progress) if train is not None
-                  else prof.train_config(name, seed=seed, progress=progress))
+        base = (train if train is not None
+                else prof.train_config(name, seed=seed, progress=progress, scenario=stream.name))
+        config = replace(base, **(method_train or {}).get(name, {}), seed=seed, progress=progress)
         clip = load_clip(model or prof.model, pretrained=pretrained if model else prof.pretrained, seed=seed,
                          device=config.device)
         result["model"] = clip.identity
@@ -109,6 +113,7 @@ def run_config(config: str | Path | RunConfig, *, methods: Sequence[str] | None 
     seed = seed if seed is not None else (config.seed if config.seed is not None else 0)
     return run_benchmark(config.scenario, methods, profile=config.profile, seed=seed, checkpoint_root=checkpoint_root,
                          progress=progress, model=config.model, pretrained=config.pretrained, train=config.train,
+                         method_train=config.method_train,
                          method_options={name: config.options_for(name) for name in methods})
 
 

@@ -5,6 +5,9 @@ Two levels of routing in MoE-Adapters4CL (Yu et al., CVPR 2024):
 1. **Inside an MoE layer**, a gate picks ``k`` of ``E`` experts per input: noisy top-k gating (Shazeer et
    al. 2017, "Outrageously Large Neural Networks", eqs. 3-5) with a load-balancing loss (eqs. 6-11).
    Each task has its own gate: the "router" of that task. :func:`noisy_top_k_gating`, :func:`balance_loss`.
+   As in the authors' MTIL code (``mtil/clip/model.py``, ``ResidualAttentionBlock.forward``), every training
+   forward computes the balance loss; whether a method adds it to its training loss is the method's choice
+   (:attr:`uniil_lib.adapters.AdapterConfig.balance_in_loss`: only the ``*-balance`` ablations do).
 2. **Across tasks**, something decides which task's router a test input uses:
 
    - task-id routing (:func:`task_id_route`): the task identity is given (task-incremental learning,
@@ -108,18 +111,24 @@ def _prob_in_top_k(clean: torch.Tensor, noisy: torch.Tensor, noise_std: torch.Te
 
 
 def cv_squared(values: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """The squared coefficient of variation ``Var(v) / (mean(v)^2 + eps)`` (population variance); 0 for one value.
+    """The squared coefficient of variation ``Var(v) / (mean(v)^2 + eps)``; 0 for one value.
 
-    Small when ``values`` are even: the load-balancing losses are built from it (Shazeer et al. 2017, eqs. 7, 11).
+    ``Var`` is the *sample* variance (divides by ``n - 1``), as the authors' ``cv_squared`` computes it with
+    ``Tensor.var()`` (``mtil/clip/model.py``, ``ResidualAttentionBlock.cv_squared``); for 22 experts it is
+    22/21 of the population variance. Small when ``values`` are even: the load-balancing losses are built from
+    it (Shazeer et al. 2017, eqs. 7, 11).
     """
     values = values.float()
     if values.numel() <= 1:
         return values.new_zeros(())
-    return values.var(correction=0) / (values.mean() ** 2 + eps)
+    return values.var(correction=1) / (values.mean() ** 2 + eps)
 
 
 def balance_loss(gating: Gating, weight: float = 1e-2) -> torch.Tensor:
-    """``weight * (CV(Importance)^2 + CV(Load)^2)``, Importance = gates summed over the batch (eqs. 6-7, 11)."""
+    """``weight * (CV(Importance)^2 + CV(Load)^2)``, Importance = gates summed over the batch (eqs. 6-7, 11).
+
+    ``weight`` 1e-2 is the authors' factor (``loss *= 1e-2`` in their MTIL block), which computes this value and
+    never adds it to the training loss."""
     return weight * (cv_squared(gating.gates.sum(0)) + cv_squared(gating.load))
 
 
@@ -134,7 +143,9 @@ class RoutingContext:
     Attributes:
         router: the router (task gate) the layers use now; ``None`` switches every MoE adapter off, so the
             model is the frozen CLIP (the zero-shot path of DDAS).
-        aux_losses: balance losses the layers added during the last training forward(s).
+        aux_losses: balance losses the layers computed during the last training forward(s); the method reads
+            them (:meth:`pop_aux_loss`), reports them, and adds them to its loss only in the ``*-balance``
+            ablations.
         records: when not None, each layer stores its ``(B, E)`` gates here under its name (for plots).
         attributes: ``(B, D_a)`` matched-attribute features of the batch being run, for attribute-guided
             gates (MAGE); set with :meth:`matched`.

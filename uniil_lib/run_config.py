@@ -10,6 +10,8 @@
      "model": "ViT-B-16", "pretrained": "openai",  # default: the profile's model
      "train": {"epochs": 15, "lr": 0.001},       # a whole TrainConfig for every method (unset fields take
                                                  #   TrainConfig's defaults); default: the profile's, per method
+     "method_train": {"moe-adapters-cil": {"epochs": 1, "batch_size": 128}},  # TrainConfig fields that replace
+                                                 #   those of "train" (or the profile's) for one method
      "options": {"settings": {"rank": 32}},      # keyword options for every listed method that takes them
      "method_options": {"awpf-fixed": {"lam": 0.6}},  # keyword options for one method
      "notes": {"lr": "where each number comes from"}  # free text, not read
@@ -36,7 +38,11 @@ from .named_scenarios import scenario_names
 from .profiles import profile_names
 from .train_config import TrainConfig
 
-KEYS = ("scenario", "methods", "profile", "model", "pretrained", "train", "options", "method_options", "notes")
+KEYS = ("scenario", "methods", "profile", "model", "pretrained", "train", "method_train", "options", "method_options",
+        "notes")
+# Fields of TrainConfig that are one for the whole run, not per method: the run's seed (train.seed or --seed)
+# and the progress switch (--quiet).
+RUN_WIDE_TRAIN_FIELDS = ("seed", "progress")
 BUILT_BY_THE_RUNNER = ("self", "clip", "scenario", "config")
 
 
@@ -55,6 +61,8 @@ class RunConfig:
             are not given.
         model, pretrained: the model for :func:`uniil_lib.clip.load_clip` (None: the profile's).
         train: the training settings of every method (None: the profile's, with its per-method learning rates).
+        method_train: ``{method: {TrainConfig field: value}}`` replacing fields of ``train`` (or of the profile's
+            settings) for that method only, e.g. the one-epoch CIL recipe of ``moe-adapters-cil``.
         options: raw JSON keyword options for every method that takes them.
         method_options: raw JSON keyword options per method.
         notes: free text.
@@ -67,6 +75,7 @@ class RunConfig:
     model: str | None = None
     pretrained: str | None = None
     train: TrainConfig | None = None
+    method_train: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     notes: Mapping[str, Any] = field(default_factory=dict)
@@ -79,6 +88,11 @@ class RunConfig:
     def seed(self) -> int | None:
         """The training seed the file fixes (None: the runner's default)."""
         return None if self.train is None else self.train.seed
+
+    def train_for(self, name: str, base: TrainConfig) -> TrainConfig:
+        """Method ``name``'s training settings: ``base`` (``train``, or the profile's for ``name``) with the
+        fields ``method_train`` gives that method replaced."""
+        return dataclasses.replace(base, **self.method_train.get(name, {}))
 
     def options_for(self, name: str) -> dict[str, Any]:
         """Method ``name``'s constructor keyword options, typed: the shared ``options`` it takes, then its own."""
@@ -103,6 +117,7 @@ def check_run_config(config: RunConfig) -> None:
             method_class(name)
         except KeyError as error:
             raise RunConfigError(f"{where}: {error.args[0]}") from None
+    check_method_train(config)
     for name, options in config.method_options.items():
         if name not in config.methods:
             raise RunConfigError(f"{where}: method_options for {name!r}, which 'methods' does not list")
@@ -116,6 +131,26 @@ def check_run_config(config: RunConfig) -> None:
         raise RunConfigError(f"{where}: no listed method takes the option(s) {unused} (listed: {list(config.methods)})")
     for name in config.methods:
         config.options_for(name)  # JSON values that cannot become the parameter's type fail here, before a run
+
+
+def check_method_train(config: RunConfig) -> None:
+    """Raise :class:`RunConfigError` for a ``method_train`` entry of a method not listed, a field TrainConfig does
+    not have or that is one for the whole run, or a value TrainConfig refuses."""
+    valid = sorted(f.name for f in dataclasses.fields(TrainConfig) if f.name not in RUN_WIDE_TRAIN_FIELDS)
+    for name, settings in config.method_train.items():
+        where = f"{config.source}: method_train for {name!r}"
+        if name not in config.methods:
+            raise RunConfigError(f"{where}, which 'methods' does not list")
+        if not isinstance(settings, Mapping):
+            raise RunConfigError(f"{where} is {settings!r}; give an object of TrainConfig fields, e.g. {{\"lr\": 0.001}}")
+        unknown = sorted(set(settings) - set(valid))
+        if unknown:
+            raise RunConfigError(f"{where}: unknown or run-wide settings {unknown} (seed and progress are one for "
+                                 f"every method: set them in 'train' or on the command line); valid: {valid}")
+        try:
+            config.train_for(name, config.train or TrainConfig())
+        except (TypeError, ValueError) as error:
+            raise RunConfigError(f"{where}: {error}") from None
 
 
 def method_parameters(name: str) -> dict[str, Any]:
@@ -156,7 +191,8 @@ def load_run_config(path: str | Path) -> RunConfig:
     """Read a run configuration file (see the module docstring).
 
     Raises:
-        RunConfigError: unreadable JSON, unknown keys, names that do not exist, options no method takes.
+        RunConfigError: unreadable JSON, unknown keys, names that do not exist, options no method takes,
+            per-method training settings TrainConfig does not have.
         FileNotFoundError: no such file.
     """
     path = Path(path)
@@ -175,9 +211,14 @@ def load_run_config(path: str | Path) -> RunConfig:
         if set(train) - valid:
             raise RunConfigError(f"{path}: unknown train settings {sorted(set(train) - valid)}; valid: {sorted(valid)}")
         train = TrainConfig(**train)
+    method_train = data.get("method_train", {})
+    if not isinstance(method_train, dict):
+        raise RunConfigError(f"{path}: 'method_train' is an object {{method: {{TrainConfig field: value}}}}")
     return RunConfig(
         scenario=data["scenario"], methods=tuple(data["methods"]), profile=data.get("profile", "full"),
         model=data.get("model"), pretrained=data.get("pretrained"), train=train,
+        method_train=MappingProxyType({name: MappingProxyType(dict(settings)) if isinstance(settings, dict) else settings
+                                       for name, settings in method_train.items()}),
         options=MappingProxyType(dict(data.get("options", {}))),
         method_options=MappingProxyType({k: dict(v) for k, v in data.get("method_options", {}).items()}),
         notes=MappingProxyType(dict(data.get("notes", {}))), source=str(path),

@@ -14,11 +14,13 @@ from .base import ContinualMethod, PixelStore, TrainConfig
 from .finetune import Finetune
 from .linear_probe import LinearProbe
 from .mage import MAGE, MAGENoAttributes, MAGESharedRouter
-from .moe_adapters import MoEAdapters, MoEAdaptersDDAS
+from .moe_adapters import MoEAdapters, MoEAdaptersBalance, MoEAdaptersDDAS, MoEAdaptersDDASBalance
+from .moe_adapters_cil import MoEAdaptersCIL
 from .zeroshot import ZeroShot
 
 _METHODS = MappingProxyType({
     cls.name: cls for cls in (ZeroShot, Finetune, LinearProbe, AdapterMethod, MoEAdapters, MoEAdaptersDDAS,
+                              MoEAdaptersBalance, MoEAdaptersDDASBalance, MoEAdaptersCIL,
                               MAGENoAttributes, MAGE, MAGESharedRouter, LowRankSeq, AWPFFixed, AWPF)
 })
 

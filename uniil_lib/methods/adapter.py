@@ -8,7 +8,9 @@ starts from ("w/o MoE" in the authors' code). :class:`AdapterTuning` holds what 
 
 - **Training** uses CLIP's own objective, cross-entropy over the scaled cosine similarities between the
   image embedding and the class-prompt embeddings of the step's label space (each class's first prompt),
-  with the profile's label smoothing, plus the MoE balance losses when enabled. The CLIP weights stay
+  with the profile's label smoothing. The MoE layers compute the load-balancing loss in every training
+  forward; it is logged per step (:attr:`AdapterTuning.balance_log`) and added to the loss only by the
+  methods whose name says so (``*-balance``; :attr:`AdapterTuning.adds_balance_loss`). The CLIP weights stay
   frozen and in evaluation mode (no dropout in frozen layers, e.g. MiniLM's; our choice); only the
   adapters are in training mode.
 - **Evaluation** uses every prompt of a class (prompt ensemble), like ``finetune``. Each test image
@@ -27,6 +29,7 @@ CPU only the top quarter of each tower, so the fast profile stays fast.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Callable, ClassVar, Sequence
 
 import numpy as np
@@ -55,9 +58,14 @@ def default_adapter_config(device: str, *, moe: bool) -> AdapterConfig:
 class AdapterTuning(ContinualMethod):
     """Frozen CLIP + adapters; the base of ``adapter``, ``moe-adapters`` and ``moe-adapters-ddas``.
 
-    Subclasses choose ``uses_moe`` and override the routing hooks: :meth:`training_route` (the router a
-    step trains), :meth:`routes` (the route of each test image) and :meth:`after_learning` (what happens
-    at the end of a step, e.g. activate-freeze).
+    Subclasses choose ``uses_moe`` and ``adds_balance_loss`` and override the routing hooks:
+    :meth:`training_route` (the router a step trains), :meth:`routes` (the route of each test image) and
+    :meth:`after_learning` (what happens at the end of a step, e.g. activate-freeze).
+
+    Attributes:
+        balance_log: ``{step index: mean over the step's training batches of the summed load-balancing
+            losses of all MoE layers}`` (x ``balance_weight``), whether or not the method adds them to its
+            loss. Not kept in checkpoints: a resumed run logs the steps it trains.
 
     Args:
         clip, scenario, config: as for every method.
@@ -70,14 +78,16 @@ class AdapterTuning(ContinualMethod):
 
     name: ClassVar[str] = "adapter-tuning"
     uses_moe: ClassVar[bool] = False
+    adds_balance_loss: ClassVar[bool] = False
 
     def __init__(self, clip, scenario, config, *, adapters: AdapterConfig | None = None,
                  block_cache: bool | str = "auto", cache_budget_bytes: int = DEFAULT_CACHE_BUDGET):
         super().__init__(clip, scenario, config)
         clip.model.requires_grad_(False)
-        self.adapter_config = adapters or default_adapter_config(config.device, moe=self.uses_moe)
-        if self.adapter_config.moe != self.uses_moe:
-            raise ValueError(f"{self.name} needs AdapterConfig(moe={self.uses_moe})")
+        self.adapter_config = adapters or self.default_adapters(config.device)
+        self._check_adapter_config(self.adapter_config)
+        self.balance_log: dict[int, float] = {}
+        self._balance_sum: list[torch.Tensor] = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.adapters: AttachedAdapters = attach_adapters(clip.model, self.adapter_config)
@@ -88,6 +98,20 @@ class AdapterTuning(ContinualMethod):
         self._text_prefix: tuple[tuple[str, ...], torch.Tensor] | None = None
         self._eval_text: dict[tuple, torch.Tensor] = {}
         self._frozen_text: dict[tuple, torch.Tensor] = {}
+
+    def default_adapters(self, device: str) -> AdapterConfig:
+        """The adapter layout this method uses when none is given (:func:`default_adapter_config`)."""
+        return replace(default_adapter_config(device, moe=self.uses_moe),
+                       balance_in_loss=self.adds_balance_loss and self.uses_moe)
+
+    def _check_adapter_config(self, config: AdapterConfig) -> None:
+        if config.moe != self.uses_moe:
+            raise ValueError(f"{self.name} needs AdapterConfig(moe={self.uses_moe})")
+        if self.uses_moe and config.balance_in_loss != self.adds_balance_loss:
+            raise ValueError(f"{self.name} {'adds' if self.adds_balance_loss else 'does not add'} the load-balancing "
+                             f"loss, but the AdapterConfig says balance_in_loss={config.balance_in_loss}; pass "
+                             f"balance_in_loss={self.adds_balance_loss}, or use the method whose name matches "
+                             "(moe-adapters / moe-adapters-balance, moe-adapters-ddas / moe-adapters-ddas-balance)")
 
     def _build_cache(self, block_cache: bool | str, budget: int) -> FrozenBlockCache | None:
         if block_cache not in (True, False, "auto"):
@@ -191,7 +215,7 @@ class AdapterTuning(ContinualMethod):
         """``(C, D)`` prompt-ensemble class embeddings under ``route`` (cached until the weights change)."""
         key = (route, tuple(class_ids))
         if key not in self._eval_text:
-            prompts = [self.scenario.classes[c].prompts for c in class_ids]
+            prompts = [self.class_prompts(c) for c in class_ids]
             encode = lambda chunk: self.encode_prompts(chunk, reuse_prefix=False)  # noqa: E731
             with self.context.use(None if route == ZERO_SHOT else route):
                 self._eval_text[key] = class_prompt_weights(encode, prompts, batches=self.config.eval_batch_size)
@@ -210,23 +234,38 @@ class AdapterTuning(ContinualMethod):
         inputs, self._train_on_cache = self.image_inputs(step.train, keep=False)
         return inputs, torch.as_tensor(step.train.labels)
 
+    def class_prompts(self, class_id: int) -> tuple[str, ...]:
+        """The prompts of a class: the first one in training, all of them (an ensemble) at evaluation."""
+        return self.scenario.classes[class_id].prompts
+
     def training_loss(self, inputs: torch.Tensor, labels: torch.Tensor, step) -> torch.Tensor:
-        """Cross-entropy (with the profile's label smoothing) + the MoE balance losses of this forward."""
+        """Cross-entropy (with the profile's label smoothing); + the MoE balance losses of this forward only
+        when :attr:`adds_balance_loss` (they are logged in :attr:`balance_log` either way)."""
         self.clip.model.eval()  # frozen CLIP: no dropout; only the adapters train
         self.adapters.train(True)
         class_ids, targets = self.candidate_targets(labels, step)
-        prompts = [self.scenario.classes[c].prompts[0] for c in class_ids]
+        prompts = [self.class_prompts(c)[0] for c in class_ids]
         with self.context.use(self.training_route(step)):
             self.context.pop_aux_loss()  # forget losses of forwards outside training
             image = self.encode_image_inputs(inputs, self._train_on_cache)
             text = self.encode_prompts(prompts, reuse_prefix=True)
             logits = self.clip.logit_scale * image @ text.T
-            return self.cross_entropy(logits, targets) + self.context.pop_aux_loss()
+            loss = self.cross_entropy(logits, targets)
+            balance = self.context.pop_aux_loss()
+        if torch.is_tensor(balance):
+            self._balance_sum.append(balance.detach())
+            if self.adapter_config.balance_in_loss:
+                loss = loss + balance
+        return loss
 
     def learn(self, step) -> None:
         """The shared loop of :class:`~uniil_lib.methods.base.ContinualMethod`, then :meth:`after_learning`."""
         self._eval_text.clear()
+        self._balance_sum = []
         super().learn(step)
+        if self._balance_sum:
+            self.balance_log[step.index] = float(torch.stack(self._balance_sum).mean())
+        self._balance_sum = []
         self._eval_text.clear()
         self._text_prefix = None
         self.after_learning(step)

@@ -14,9 +14,11 @@ class and domain increments (Uni-IL). Everything the abstract does not fix is **
    expert combinations"; MoE-Adapters4CL's balance loss (Shazeer et al.'s CV^2 of importance and load) is
    smallest when every step spreads its images evenly over all 22 experts, the opposite. Spreading also
    defeats activate-freeze, which protects only the 2 experts a step used most, so later steps keep training
-   experts an earlier step still uses. ``moe-adapters-ddas`` keeps the loss, as its paper has it, and
-   ``mage-noattr`` (below) separates this choice from the attributes. What we measured when choosing it:
-   ``docs/results_notes.md`` (MAGE, choice 2).
+   experts an earlier step still uses. The authors' MoE-Adapters4CL code does not add the loss either (it
+   computes and drops it), so ``moe-adapters-ddas`` runs without it too; ``moe-adapters-ddas-balance`` adds it
+   (the ablation of this choice) and ``mage-noattr`` (below) separates this choice from the attributes. MAGE's
+   gates still compute the loss and log it (``balance_log``), never adding it. What we measured when choosing
+   it: ``docs/results_notes.md`` (MAGE, choice 2).
 3. **Routers**: one per step in every layer, as in MoE-Adapters4CL. In the image tower a gate reads
    ``[x_0, s a_cls, s a_dom]`` (:meth:`~uniil_lib.adapters.MoEAdapter.router_input`): ``x_0`` the block's
    token-0 feature (the data feature), ``a_cls`` / ``a_dom`` the matched class and domain attribute features,
@@ -34,13 +36,15 @@ class and domain increments (Uni-IL). Everything the abstract does not fix is **
    label space: all classes seen so far).
 
 ``mage-noattr`` (the ablation) removes the attributes from the gates and the selector and keeps everything
-else, choice 2 included: it is MoE-Adapters4CL with DDAS on CLIP features, without the balance loss. So
-``mage-noattr`` against ``moe-adapters-ddas`` measures choice 2, and ``mage`` against ``mage-noattr`` what the
-attributes add.
+else, choice 2 included: it is MoE-Adapters4CL with DDAS on CLIP features, without the balance loss, which is
+what ``moe-adapters-ddas`` now is as well (the faithful baseline and the ablation coincide; both are kept so
+that the tables name what they compare). ``moe-adapters-ddas-balance`` against ``moe-adapters-ddas`` measures
+choice 2, and ``mage`` against ``mage-noattr`` what the attributes add.
 
 ``mage-shared`` (:class:`MAGESharedRouter`) is the reading we tried first and keep for teaching: ONE router
 per layer for the whole stream (no selector at all), image tower only, attributes matched among the classes
-and domains seen so far, activate-freeze with frozen gate columns, and a **routing memory**: after a step each
+and domains seen so far, activate-freeze with frozen gate columns, the load-balancing loss added (as it was
+measured), and a **routing memory**: after a step each
 layer keeps a diagonal-Gaussian summary of its router inputs and its gate
 (:class:`~uniil_lib.routers.RouteMemory`), and later steps add the KL divergence between old and current
 routing of pseudo inputs drawn from it (:func:`~uniil_lib.routers.routing_drift_loss`). A shared router still
@@ -83,18 +87,21 @@ class RoutedInputs:
 
 
 def mage_adapter_config(device: str, attribute_dim: int) -> AdapterConfig:
-    """MAGE's layout: image tower only (all blocks on a GPU, the top quarter on a CPU), one shared router whose
-    frozen experts keep their gate columns, attribute features of width ``attribute_dim`` in the gate input."""
+    """``mage-shared``'s layout: image tower only (all blocks on a GPU, the top quarter on a CPU), one shared
+    router whose frozen experts keep their gate columns, attribute features of width ``attribute_dim`` in the
+    gate input, and the load-balancing loss added (as when it was measured: the module docstring)."""
     base = default_adapter_config(device, moe=True)
-    return replace(base, text_blocks="none", attribute_dim=attribute_dim, freeze_gate_columns=True)
+    return replace(base, text_blocks="none", attribute_dim=attribute_dim, freeze_gate_columns=True,
+                   balance_in_loss=True)
 
 
 def mage_experts_config(device: str, attribute_dim: int) -> AdapterConfig:
     """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the top blocks of both towers (all on a
-    GPU), image gates widened by ``attribute_dim``, and **no load-balancing loss** (choice 2 of the module
-    docstring: each step's router selects a specific expert combination)."""
+    GPU), image gates widened by ``attribute_dim``, and **no load-balancing loss** in the training loss (choice 2
+    of the module docstring: each step's router selects a specific expert combination; it is still computed
+    and logged)."""
     base = default_adapter_config(device, moe=True)
-    return replace(base, attribute_dim=attribute_dim, balance_weight=0.0)
+    return replace(base, attribute_dim=attribute_dim, balance_in_loss=False)
 
 
 class AttributeMatching:
@@ -184,6 +191,7 @@ class MAGESharedRouter(AttributeMatching, AdapterTuning):
 
     name = "mage-shared"
     uses_moe = True
+    adds_balance_loss = True
     uses_task_id = False
     use_attributes = True
 

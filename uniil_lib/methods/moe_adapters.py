@@ -1,8 +1,9 @@
-"""MoE-Adapters4CL (Yu et al., CVPR 2024): Mixture-of-Experts adapters with one router per task.
+"""MoE-Adapters4CL (Yu et al., CVPR 2024): Mixture-of-Experts adapters with one router per task (its MTIL code).
 
 Every selected block of both CLIP encoders gets an :class:`~uniil_lib.adapters.MoEAdapter` (22 experts,
 noisy top-2 gating). The experts are shared by all tasks; each task adds its own gate (router) in every
-layer. Two methods:
+layer. Two methods, trained as the authors' MTIL code runs (``mtil/src/models/finetune.py`` line 182: the loss
+is the cross-entropy alone; ``mtil/clip/model.py`` lines 481-483: the balance loss is computed and dropped):
 
 - ``moe-adapters``: the router is chosen by the task identity (task-incremental learning, where
   ``scenario.task_id_at_test`` holds). :func:`~uniil_lib.routers.task_id_route` decides what happens
@@ -18,14 +19,21 @@ A step, in order (hooks of :class:`~uniil_lib.methods.adapter.AdapterTuning`):
    that router and every expert not frozen yet (earlier routers and frozen experts stay fixed). DDAS adds
    an (untrained) autoencoder. The trainer calls ``before_step`` again for finished steps when resuming,
    so a checkpoint always finds the routers and autoencoders it holds.
-2. ``learn``: the shared loop; loss = cross-entropy with label smoothing + ``balance_weight`` x the
-   load-balancing losses of all layers (added, unlike the authors' code, whenever ``balance_weight > 0``).
+2. ``learn``: the shared loop; loss = cross-entropy with label smoothing. Every layer computes the
+   load-balancing loss (``1e-2 (CV^2(importance) + CV^2(load))``) and the method logs its mean per step
+   (``balance_log``) without adding it.
 3. ``after_learning`` (end of ``learn``): **activate-freeze**: in every layer the ``freeze_per_task`` (2)
    experts this step's router used most during training are frozen for all later steps. DDAS fits this
    step's autoencoder on the step's frozen training features and calibrates its threshold.
 
 Checkpoints (``state_dict``) hold experts, all routers, the usage counters, the frozen masks and, for
 DDAS, every autoencoder with its threshold.
+
+The ablations ``moe-adapters-balance`` and ``moe-adapters-ddas-balance`` are the same methods with the
+balance loss **added** to the training loss (what this library's baselines did before they followed the
+authors' code; kept because the difference is a measured finding about activate-freeze: see
+:mod:`uniil_lib.methods.mage`, choice 2). The authors' class-incremental setting is another method,
+``moe-adapters-cil`` (:mod:`uniil_lib.methods.moe_adapters_cil`).
 """
 
 from __future__ import annotations
@@ -125,3 +133,17 @@ class MoEAdaptersDDAS(MoEAdapters):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         super().load_state_dict(state)
         self.ddas.load_state_dict({k[len("ddas."):]: v for k, v in state.items() if k.startswith("ddas.")})
+
+
+class MoEAdaptersBalance(MoEAdapters):
+    """``moe-adapters`` with the load-balancing loss added to the training loss (an ablation; module docstring)."""
+
+    name = "moe-adapters-balance"
+    adds_balance_loss = True
+
+
+class MoEAdaptersDDASBalance(MoEAdaptersDDAS):
+    """``moe-adapters-ddas`` with the load-balancing loss added to the training loss (an ablation)."""
+
+    name = "moe-adapters-ddas-balance"
+    adds_balance_loss = True
