@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("data", "data.*")),
     ("models", "CLIP models, their features, adapters, routers and the other parts methods are built from",
      ("clip_model", "imagenet_backbone", "hybrid_vit", "mini_clip", "clip", "features", "shim", "routers",
-      "adapters", "tower_split", "fusion", "attributes", "llm_server")),
+      "adapters", "tower_split", "fusion", "attributes", "attribute_analysis", "llm_server")),
     ("scenarios", "steps and streams, and the named scenarios built from the data",
      ("scenarios", "emoji_scenarios", "named_scenarios")),
     ("methods", "continual-learning methods behind one interface",
