@@ -100,3 +100,17 @@ def test_cpu_profile_is_fast_with_twice_the_images():
                                                                      2 * fast.emoji_test_per_class)
     stream = build_scenario("mtil-offline", profile="cpu", seed=0)
     assert len(stream.steps[0].test) == 2 * len(build_scenario("mtil-offline", profile="fast", seed=0).steps[0].test)
+
+
+def test_paired_comparison_by_hand():
+    from uniil_lib.benchmark import paired_comparison
+
+    results = [_result(seed, {"m": m, "b": b}) for seed, m, b in ((1, 70.0, 66.0), (0, 61.0, 60.0), (2, 64.0, 65.0))]
+    out = paired_comparison(results, "m", "b")
+    assert out["seeds"] == [0, 1, 2] and out["differences"] == [1.0, 4.0, -1.0] and out["wins"] == 2
+    # deviations from the mean 4/3: -1/3, 8/3, -7/3; squares sum to 114/9; sample variance 57/9 = 19/3
+    assert out["mean"] == pytest.approx(4 / 3) and out["std"] == pytest.approx((19 / 3) ** 0.5)
+    assert out["t"] == pytest.approx(4 / 19 ** 0.5)  # (4/3) / (sqrt(19/3) / sqrt(3))
+    assert out["p"] == pytest.approx(0.4565, abs=2e-3)  # t = 0.918 on 2 degrees of freedom
+    with pytest.raises(ValueError, match="no result holds both"):
+        paired_comparison(results, "m", "zz")

@@ -165,6 +165,35 @@ def seed_table(results: Sequence[dict], metrics: Sequence[str] = ("transfer", "a
     return "\n".join(lines)
 
 
+def paired_comparison(results: Sequence[dict], method: str, baseline: str, metric: str = "last") -> dict:
+    """``method`` against ``baseline`` on ``metric``, seed by seed (the results of one benchmark, one per seed).
+
+    Returns ``{"seeds", "differences" (method - baseline, per seed), "mean", "std" (sample), "wins" (seeds where
+    method is ahead), "t" (paired t statistic; NaN for one seed or no spread), "p" (two-sided, Student's t with
+    n - 1 degrees of freedom)}``.
+
+    Raises:
+        ValueError: no result holds both methods, or two results share a seed.
+    """
+    import numpy as np
+    from scipy import stats
+
+    runs = sorted((r for r in results if method in r["methods"] and baseline in r["methods"]), key=lambda r: r["seed"])
+    seeds = [r["seed"] for r in runs]
+    if not runs:
+        raise ValueError(f"no result holds both {method!r} and {baseline!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"repeated seeds {seeds}: pass one result per seed")
+    differences = np.array([r["methods"][method]["metrics"][metric] - r["methods"][baseline]["metrics"][metric]
+                            for r in runs], dtype=float)
+    n = len(differences)
+    std = float(differences.std(ddof=1)) if n > 1 else float("nan")
+    t = float(differences.mean() / (std / np.sqrt(n))) if n > 1 and std > 0 else float("nan")
+    p = float(2 * stats.t.sf(abs(t), n - 1)) if np.isfinite(t) else float("nan")
+    return {"seeds": seeds, "differences": differences.round(4).tolist(), "mean": float(differences.mean()),
+            "std": std, "wins": int((differences > 0).sum()), "t": t, "p": p}
+
+
 def save_result(result: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

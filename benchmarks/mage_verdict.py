@@ -1,0 +1,134 @@
+"""MAGE against the faithful MoE-Adapters baselines, seed by seed (issue 15, item 4): run, save, compare.
+
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 0,1,2                       # run what is missing, report
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 0,1,2 --report-only         # report from the saved JSONs
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 10,11 --role tuning         # tuning seeds, never reported
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --scenarios cil-emoji --methods zeroshot,moe-adapters-cil
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --smoke                   # minutes: check it all runs
+
+For every scenario and seed it runs ``python -m uniil_lib benchmark --scenario S --methods ... --profile P --seed N
+--out FILE --quiet`` in a subprocess, one at a time (torch runs fight over cores), unless FILE already holds
+every method asked for. FILE is ``<out-dir>/<role>-<scenario>-<profile>-seed<N>.json`` (out-dir default
+``docs/measurements/seeds``; role ``faithful`` for reported seeds, ``tuning`` for seeds used to choose settings,
+kept apart so that they are never reported). Set ``OMP_NUM_THREADS`` for the runs as you would for the CLI.
+
+Then, per scenario, it prints the seed table (mean ± sample std of Avg and Last, Last per seed), the paired
+comparison of ``mage`` with ``mage-noattr`` and with ``moe-adapters-ddas`` (per-seed differences, mean, wins,
+paired t and p), and the issue's conditions: ``mage`` Last >= each baseline + 2 on the mean, ahead of both on
+every seed, Avg not below either on the mean.
+
+``--smoke`` runs every scenario's first 2 steps in-process through :func:`uniil_lib.benchmark.run_benchmark`
+with 1 epoch and a few images per class, into a temporary folder: a check that every method runs there, not a
+measurement.
+
+Note: with the balance loss no longer added, ``moe-adapters-ddas`` and ``mage-noattr`` compute the same method
+(:mod:`uniil_lib.methods.mage`, "mage-noattr"); both are run so that each table names what it compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from uniil_lib.benchmark import format_table, paired_comparison, run_benchmark, save_result, seed_table  # noqa: E402
+
+COMMON = ("zeroshot", "moe-adapters", "moe-adapters-ddas", "moe-adapters-balance", "moe-adapters-ddas-balance",
+          "mage-noattr", "mage")
+METHODS = {"uniil-offline": COMMON, "dil-emoji": (*COMMON, "moe-adapters-cil"),
+           "cil-emoji": (*COMMON, "moe-adapters-cil")}
+BASELINES = ("mage-noattr", "moe-adapters-ddas")
+MARGIN = 2.0  # the issue's target: Last at least 2 points above each baseline on the mean
+
+
+def result_path(out_dir: Path, role: str, scenario: str, profile: str, seed: int) -> Path:
+    return out_dir / f"{role}-{scenario}-{profile}-seed{seed}.json"
+
+
+def run_missing(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path) -> None:
+    """Run the benchmark CLI for ``(scenario, seed)`` unless ``path`` already holds every method."""
+    if path.exists() and set(methods) <= set(json.loads(path.read_text())["methods"]):
+        print(f"have {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
+        return
+    command = [sys.executable, "-m", "uniil_lib", "benchmark", "--scenario", scenario, "--methods", ",".join(methods),
+               "--profile", profile, "--seed", str(seed), "--out", str(path), "--quiet"]
+    print("running", " ".join(command[1:]), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def run_smoke(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path) -> None:
+    """The first 2 steps of ``scenario``, 1 epoch, a few images per class, in this process (a check, not a result)."""
+    from dataclasses import replace
+
+    from uniil_lib.named_scenarios import build_scenario
+    from uniil_lib.profiles import get_profile
+
+    base = get_profile(profile)
+    small = replace(base, train_per_class=8, test_per_class=4, emoji_train_per_class=2, emoji_test_per_class=2,
+                    train=replace(base.train, epochs=1))
+    stream = build_scenario(scenario, profile=small, seed=seed).prefix(2)
+    save_result(run_benchmark(stream, methods, profile=small, seed=seed, progress=False), path)
+
+
+def report(scenario: str, results: list[dict]) -> list[str]:
+    """The seed table, the paired comparisons and the issue's conditions for one scenario, as lines."""
+    lines = [f"## {scenario} | profile {results[0]['profile']} | seeds {sorted(r['seed'] for r in results)}"]
+    lines += [seed_table(results, ("avg", "last")) if len(results) > 1 else format_table(results[0], ("avg", "last")), ""]
+    means = {}
+    for baseline in BASELINES:
+        for metric in ("last", "avg"):
+            out = paired_comparison(results, "mage", baseline, metric)
+            means[baseline, metric] = out
+            lines.append(f"mage - {baseline:<18} {metric:<4} per seed {out['differences']}  mean {out['mean']:+.2f} "
+                         f"(sd {out['std']:.2f})  wins {out['wins']}/{len(out['seeds'])}  t {out['t']:.2f}  "
+                         f"p {out['p']:.3f}")
+    conditions = {f"Last >= {b} + {MARGIN:g} on the mean": means[b, "last"]["mean"] >= MARGIN for b in BASELINES}
+    conditions.update({f"Last ahead of {b} on every seed": min(means[b, "last"]["differences"]) > 0
+                       for b in BASELINES})
+    conditions.update({f"Avg not below {b} on the mean": means[b, "avg"]["mean"] >= 0 for b in BASELINES})
+    lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in conditions.items()]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", required=True, help="comma-separated, e.g. 0,1,2")
+    parser.add_argument("--scenarios", default=",".join(METHODS), help="comma-separated scenario names")
+    parser.add_argument("--methods", help="comma-separated; default: the scenario's list in METHODS")
+    parser.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
+    parser.add_argument("--role", default="faithful", choices=["faithful", "tuning"],
+                        help="faithful: reported seeds; tuning: seeds for choosing settings (never reported)")
+    parser.add_argument("--out-dir", default=str(ROOT / "docs" / "measurements" / "seeds"))
+    parser.add_argument("--report-only", action="store_true", help="run nothing; report from the saved files")
+    parser.add_argument("--smoke", action="store_true", help="2 steps, 1 epoch, few images, into a temporary folder")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        import tempfile
+
+        args.out_dir, args.role = tempfile.mkdtemp(prefix="mage-verdict-smoke-"), "smoke"
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
+        methods = args.methods.split(",") if args.methods else list(METHODS.get(scenario, COMMON))
+        paths = [result_path(out_dir, args.role, scenario, args.profile, seed) for seed in seeds]
+        if not args.report_only:
+            run = run_smoke if args.smoke else run_missing
+            for seed, path in zip(seeds, paths):
+                run(scenario, methods, profile=args.profile, seed=seed, path=path)
+        results = [json.loads(p.read_text()) for p in paths if p.exists()]
+        if not results or not all(m in results[0]["methods"] for m in ("mage", *BASELINES)):
+            print(f"## {scenario}: no results with mage, {', '.join(BASELINES)} for seeds {seeds}; run without "
+                  "--report-only (or pass those methods)")
+            continue
+        print("\n".join(report(scenario, results)) + "\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
