@@ -119,12 +119,13 @@ def run_config(config: str | Path | RunConfig, *, methods: Sequence[str] | None 
 
 def format_table(result: dict, metrics: Sequence[str] = TABLE_METRICS) -> str:
     """A plain-text table: one row per method, one column per metric, plus trainable parameters."""
-    header = f"{'method':<20}" + "".join(f"{m:>17}" for m in metrics) + f"{'trainable':>12}{'train s':>9}"
+    width = max([20, *(len(name) + 2 for name in result["methods"])])
+    header = f"{'method':<{width}}" + "".join(f"{m:>17}" for m in metrics) + f"{'trainable':>12}{'train s':>9}"
     lines = [f"{result['scenario']} | profile {result['profile']} | model {result['model']} | seed {result['seed']}",
              header, "-" * len(header)]
     for name, entry in result["methods"].items():
         values = "".join(f"{entry['metrics'][m]:>17.2f}" for m in metrics)
-        lines.append(f"{name:<20}{values}{entry['trainable_params']:>12,}{entry['train_seconds']:>9.1f}")
+        lines.append(f"{name:<{width}}{values}{entry['trainable_params']:>12,}{entry['train_seconds']:>9.1f}")
     return "\n".join(lines)
 
 
