@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/mage_verdict.py --seeds 10,11 --role tuning         # tuning seeds, never reported
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --scenarios cil-emoji --methods zeroshot,moe-adapters-cil
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --smoke                   # minutes: check it all runs
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --attributes --report-only  # what the attributes carry
 
 For every scenario and seed it runs ``python -m uniil_lib benchmark --scenario S --methods ... --profile P --seed N
 --out FILE --quiet`` in a subprocess, one at a time (torch runs fight over cores), unless FILE already holds
@@ -20,6 +21,10 @@ every seed, Avg not below either on the mean.
 ``--smoke`` runs every scenario's first 2 steps in-process through :func:`uniil_lib.benchmark.run_benchmark`
 with 1 epoch and a few images per class, into a temporary folder: a check that every method runs there, not a
 measurement.
+
+``--attributes`` also prints, per scenario (data of the first seed, the profile's model), how often each step's
+test images match their own class's and style's attributes, against chance
+(:func:`uniil_lib.attribute_analysis.attribute_hits`, issue 15 item 5).
 
 Note: with the balance loss no longer added, ``moe-adapters-ddas`` and ``mage-noattr`` compute the same method
 (:mod:`uniil_lib.methods.mage`, "mage-noattr"); both are run so that each table names what it compares.
@@ -75,6 +80,19 @@ def run_smoke(scenario: str, methods: list[str], *, profile: str, seed: int, pat
     save_result(run_benchmark(stream, methods, profile=small, seed=seed, progress=False), path)
 
 
+def attribute_report(scenario: str, *, profile: str, seed: int) -> str:
+    """:func:`uniil_lib.attribute_analysis.attribute_hits` of ``scenario`` with the profile's model, as Markdown."""
+    from uniil_lib.attribute_analysis import attribute_hits, format_hits
+    from uniil_lib.clip import load_clip
+    from uniil_lib.named_scenarios import build_scenario
+    from uniil_lib.profiles import get_profile
+
+    prof = get_profile(profile)
+    clip = load_clip(prof.model, pretrained=prof.pretrained, seed=seed, device=prof.train.device)
+    rows = attribute_hits(clip, build_scenario(scenario, profile=prof, seed=seed))
+    return f"### attributes matched on {scenario} (seed {seed}, model {clip.identity}), in %\n" + format_hits(rows)
+
+
 def report(scenario: str, results: list[dict]) -> list[str]:
     """The seed table, the paired comparisons and the issue's conditions for one scenario, as lines."""
     lines = [f"## {scenario} | profile {results[0]['profile']} | seeds {sorted(r['seed'] for r in results)}"]
@@ -106,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=str(ROOT / "docs" / "measurements" / "seeds"))
     parser.add_argument("--report-only", action="store_true", help="run nothing; report from the saved files")
     parser.add_argument("--smoke", action="store_true", help="2 steps, 1 epoch, few images, into a temporary folder")
+    parser.add_argument("--attributes", action="store_true", help="also print what the matched attributes carry")
     args = parser.parse_args(argv)
     if args.smoke:
         import tempfile
@@ -121,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             run = run_smoke if args.smoke else run_missing
             for seed, path in zip(seeds, paths):
                 run(scenario, methods, profile=args.profile, seed=seed, path=path)
+        if args.attributes:
+            print(attribute_report(scenario, profile=args.profile, seed=seeds[0]) + "\n", flush=True)
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
         if not results or not all(m in results[0]["methods"] for m in ("mage", *BASELINES)):
             print(f"## {scenario}: no results with mage, {', '.join(BASELINES)} for seeds {seeds}; run without "
