@@ -48,6 +48,18 @@ def test_the_awpf_configs_keep_their_settings():
     assert load_run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json").options_for("awpf-fixed")["lam"] == 0.5
 
 
+@pytest.mark.parametrize("path", [REPO / "configs" / "awpf_cifar100_b0inc10.json",
+                                  REPO / "configs" / "awpf_imagenet100_b0inc10.json"], ids=lambda p: p.name)
+def test_the_paper_configs_train_moe_adapters_cil_with_its_cil_recipe(path):
+    """MoE-Adapters4CL's class-incremental anchor beside AWPF, at its CIL code's settings (moe_adapters_cil.py)."""
+    config = load_run_config(path)
+    assert "moe-adapters-cil" in config.methods
+    cil, awpf = config.train_for("moe-adapters-cil", config.train), config.train_for("awpf", config.train)
+    assert (cil.epochs, cil.batch_size, cil.lr, cil.warmup_steps, cil.label_smoothing) == (1, 128, 1e-3, 30, 0.0)
+    assert (cil.seed, cil.device, cil.eval_batch_size) == (0, "cuda", 256), "the fields it does not name are train's"
+    assert awpf == config.train and awpf.epochs == 15, "the other methods keep the config's own settings"
+
+
 def test_options_follow_keyword_options_up_the_class_hierarchy():
     mage = method_parameters("mage")
     assert {"pool", "class_attributes", "ddas", "adapters", "block_cache", "cache_budget_bytes"} <= set(mage)
@@ -72,6 +84,13 @@ def test_a_json_object_becomes_the_parameter_dataclass(tmp_path):
     ({"methods": ["awpf"], "options": {"settings": {"rnak": 4}}}, "run.json: option 'settings' of awpf: unknown AWPF"),
     ({"methods": ["awpf"], "options": {"settings": {"replay": -1}}}, "replay must be >= 0"),
     ({"methods": ["moe-adapters-ddas"], "options": {"ddas": {"hidden": 8}}}, "which a JSON object cannot give"),
+    ({"method_train": {"awpf": {"epochs": 1}}}, "method_train for 'awpf', which 'methods' does not list"),
+    ({"method_train": {"zeroshot": {"epoch": 1}}}, "method_train for 'zeroshot': unknown or run-wide settings \\['epoch'\\]"),
+    ({"method_train": {"zeroshot": {"seed": 1}}}, "unknown or run-wide settings \\['seed'\\].*set them in 'train'"),
+    ({"method_train": {"zeroshot": {"autocast": "fp8"}}}, "method_train for 'zeroshot': autocast must be None or 'bf16'"),
+    ({"method_train": {"zeroshot": {"step_lr": {"a": -1}}}}, "step_lr rates must be positive"),
+    ({"method_train": {"zeroshot": 0.01}}, "method_train for 'zeroshot' is 0.01; give an object"),
+    ({"method_train": ["zeroshot"]}, "'method_train' is an object"),
 ])
 def test_a_config_that_cannot_run_says_why(tmp_path, data, message):
     with pytest.raises((RunConfigError, ValueError), match=message):
@@ -92,6 +111,36 @@ def test_a_tiny_config_runs_end_to_end_through_the_cli(tmp_path, capsys):
     assert result["methods"]["awpf-fixed"]["lambdas"] == [1.0] + [0.25] * (n - 1), "method_options reach the method"
     assert result["methods"]["lowrank-seq"]["trainable_params"] == 2 * 4 * 64, "options reach every method: rank 4"
     assert result["methods"]["zeroshot"]["trainable_params"] == 0
+
+
+@pytest.mark.parametrize("train", [None, {"epochs": 1, "batch_size": 32, "lr": 0.01, "seed": 3}],
+                         ids=["profile-train", "file-train"])
+def test_a_configs_per_method_training_settings_reach_that_methods_train_config(tmp_path, monkeypatch, train):
+    import uniil_lib.benchmark as benchmark
+    from uniil_lib.profiles import get_profile
+
+    built, create_method = {}, benchmark.create_method
+
+    def recording_create_method(name, clip, stream, config, **options):  # the real builder; keeps what it built
+        built[name] = create_method(name, clip, stream, config, **options)
+        return built[name]
+
+    monkeypatch.setattr(benchmark, "create_method", recording_create_method)
+    recipe = {"epochs": 1, "batch_size": 16, "lr": 0.002, "warmup_steps": 2, "label_smoothing": 0.1}
+    extra = {} if train is None else {"train": train}
+    path = write(tmp_path, profile="fast", model="tiny", methods=["linear-probe", "moe-adapters-cil"],
+                 method_train={"moe-adapters-cil": recipe}, **extra)
+    assert main(["benchmark", "--config", str(path), "--seed", "5", "--quiet"]) == 0
+    cil, probe = built["moe-adapters-cil"].config, built["linear-probe"].config
+    assert {key: getattr(cil, key) for key in recipe} == recipe, "method_train reaches the method's TrainConfig"
+    assert (cil.seed, probe.seed) == (5, 5) and not cil.progress, "the run's seed and --quiet hold for every method"
+    fast = get_profile("fast")
+    if train is None:  # the profile's settings for the other method, and for the fields the recipe leaves alone
+        assert probe == fast.train_config("linear-probe", seed=5, progress=False, scenario="mtil-offline")
+        assert (cil.device, cil.eval_batch_size) == (fast.train.device, fast.train.eval_batch_size)
+    else:  # the file's train for the other method, and under the recipe
+        assert (probe.epochs, probe.batch_size, probe.lr, probe.label_smoothing) == (1, 32, 0.01, 0.0)
+        assert cil == TrainConfig(**{**train, **recipe, "seed": 5, "progress": False})
 
 
 def test_the_cli_runs_a_subset_and_refuses_mixed_arguments(tmp_path, capsys):
