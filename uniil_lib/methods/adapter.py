@@ -87,7 +87,7 @@ class AdapterTuning(ContinualMethod):
         self.adapter_config = adapters or self.default_adapters(config.device)
         self._check_adapter_config(self.adapter_config)
         self.balance_log: dict[int, float] = {}
-        self._balance_sum: list[torch.Tensor] = []
+        self._step_balance: list[torch.Tensor] = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.adapters: AttachedAdapters = attach_adapters(clip.model, self.adapter_config)
@@ -253,7 +253,7 @@ class AdapterTuning(ContinualMethod):
             loss = self.cross_entropy(logits, targets)
             balance = self.context.pop_aux_loss()
         if torch.is_tensor(balance):
-            self._balance_sum.append(balance.detach())
+            self._step_balance.append(balance.detach())
             if self.adapter_config.balance_in_loss:
                 loss = loss + balance
         return loss
@@ -261,11 +261,11 @@ class AdapterTuning(ContinualMethod):
     def learn(self, step) -> None:
         """The shared loop of :class:`~uniil_lib.methods.base.ContinualMethod`, then :meth:`after_learning`."""
         self._eval_text.clear()
-        self._balance_sum = []
+        self._step_balance = []
         super().learn(step)
-        if self._balance_sum:
-            self.balance_log[step.index] = float(torch.stack(self._balance_sum).mean())
-        self._balance_sum = []
+        if self._step_balance:
+            self.balance_log[step.index] = float(torch.stack(self._step_balance).mean())
+        self._step_balance = []
         self._eval_text.clear()
         self._text_prefix = None
         self.after_learning(step)
