@@ -64,6 +64,8 @@ except ImportError:  # run as a script from a checkout: make the package importa
 from uniil_lib.data.emoji import (  # noqa: E402
     IMAGE_SIZE, STYLES, EmojiClass, emoji_dir, write_emoji_classes, write_emoji_style,
 )
+from uniil_lib.fileio import atomic_write_text  # noqa: E402
+from uniil_lib.integrity import write_checksums  # noqa: E402
 from uniil_lib.paths import cache_root, data_root  # noqa: E402
 
 KEPT_CATEGORIES = ("Animals & Nature", "Food & Drink", "Travel & Places", "Activities", "Objects")
@@ -465,15 +467,14 @@ def write_outputs(root: Path, classes: list[EmojiClass], per_style: Mapping[str,
     for style, (code_points, images) in per_style.items():
         write_emoji_style(root, style, code_points, images)
     write_emoji_classes(root, classes, styles)
-    (out_dir / "ATTRIBUTION.md").write_text(attribution_text(styles), encoding="utf-8")
+    atomic_write_text(out_dir / "ATTRIBUTION.md", attribution_text(styles))
     names = ["classes.json", "ATTRIBUTION.md", *(f"{s}.npz" for s in styles)]
     for stale in set(previous) - set(names):
         (out_dir / stale).unlink(missing_ok=True)
         tqdm.write(f"removed {stale} (not part of this build)")
-    record = {"format_version": 1, "styles": styles, "svg_renderer": renderer_name,
-              "packages": {p.spec: p.integrity for p in packages},
-              "outputs": {name: sha256_file(out_dir / name) for name in names}}
-    old.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    # Loaders check every file against this record (uniil_lib.integrity.Checksums).
+    write_checksums(out_dir, names, extra={"styles": styles, "svg_renderer": renderer_name,
+                                           "packages": {p.spec: p.integrity for p in packages}})
     return out_dir
 
 

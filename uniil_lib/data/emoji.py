@@ -22,7 +22,9 @@ On-disk format, under ``<data root>/emoji-domains/``:
   unique across classes; ``styles`` lists the styles that draw this class.
 - ``<style>.npz``: ``images`` (uint8, ``(N, 64, 64, 3)``: one base drawing per class, composited on
   white) and ``code_points`` (``(N,)`` strings, in the order of ``classes.json``).
-- ``ATTRIBUTION.md`` and ``checksums.json`` (written by the fetch script).
+- ``ATTRIBUTION.md`` and ``checksums.json`` (written by the fetch script, last). Loaders check
+  ``classes.json`` and every ``<style>.npz`` they read against the sha256 recorded there
+  (:func:`verified_file`); the writers below keep an existing record current.
 
 Train and test images (our choice). Each style holds only ONE drawing per class, so a split of files is
 impossible. Instead each split is made at load time from the base drawings by seeded augmentation
@@ -41,8 +43,7 @@ list of class names, with labels in that list's order.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import zipfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..fileio import CorruptFileError, atomic_write, read_json
+from ..integrity import CHECKSUMS_FILE, Checksums, update_checksums
 from ..paths import data_root
 from .base import ArrayImageSet, DatasetNotFoundError, content_digest
 from .source_spec import SourceSpec
@@ -135,15 +138,36 @@ def _not_found(what: str, root: str | Path | None) -> DatasetNotFoundError:
     )
 
 
+def _rebuild(root: str | Path | None) -> str:
+    return f"Rebuild it with: {FETCH_COMMAND}" + (f" --root {root}" if root is not None else "")
+
+
+def verified_file(root: str | Path | None, name: str) -> Path:
+    """``<root>/emoji-domains/<name>``, checked against the sha256 that ``checksums.json`` records for it.
+
+    Raises:
+        DatasetNotFoundError: the folder has no ``checksums.json`` (the fetch script writes it last, so
+            the build is incomplete).
+        IntegrityError: the file differs from its recorded digest (the message names it and the fix).
+    """
+    folder = emoji_dir(root)
+    record = Checksums.read(folder, fix=_rebuild(root))
+    if record is None:
+        raise DatasetNotFoundError(f"{folder / CHECKSUMS_FILE} is missing: the EmojiDomains build in {folder} is "
+                                   f"incomplete or too old to be checked. {_rebuild(root)}")
+    return record.verify(folder / name)
+
+
 def _read_manifest(root: str | Path | None) -> dict:
     path = emoji_dir(root) / CLASSES_FILE
     if not path.exists():
         raise _not_found(f"class list ({CLASSES_FILE})", root)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format_version") != FORMAT_VERSION:
+    manifest = read_json(verified_file(root, CLASSES_FILE), fix=_rebuild(root))
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
         raise DatasetNotFoundError(
-            f"{path} has format version {manifest.get('format_version')!r}, this uniil_lib reads version "
-            f"{FORMAT_VERSION}. Rebuild it with: {FETCH_COMMAND}"
+            f"{path} has format version {version!r}, this uniil_lib reads version {FORMAT_VERSION}. "
+            f"{_rebuild(root)}"
         )
     return manifest
 
@@ -172,20 +196,6 @@ def aligned_class_names(root: str | Path | None = None) -> list[str]:
     return [c.name for c in load_emoji_classes(root) if styles.issubset(c.styles)]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: no half-written outputs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(tmp_name))
-        os.chmod(tmp_name, 0o644)  # mkstemp makes owner-only files; data files are meant to be shared
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-
-
 def write_emoji_classes(root: str | Path | None, classes: Sequence[EmojiClass], styles: Sequence[str]) -> Path:
     """Write ``classes.json``.
 
@@ -203,7 +213,8 @@ def write_emoji_classes(root: str | Path | None, classes: Sequence[EmojiClass], 
     }
     path = emoji_dir(root) / CLASSES_FILE
     text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    update_checksums(path.parent, [path.name])  # keep an existing record current (the fetch script writes its own)
     return path
 
 
@@ -226,7 +237,8 @@ def write_emoji_style(root: str | Path | None, style: str, code_points: Sequence
         with open(tmp, "wb") as handle:  # a file object: np.savez would otherwise append ".npz"
             np.savez_compressed(handle, images=images, code_points=np.asarray(code_points, dtype=str))
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
+    update_checksums(path.parent, [path.name])
     return path
 
 
@@ -237,8 +249,12 @@ def load_base_drawings(style: str, root: str | Path | None = None) -> tuple[list
     path = style_file(root, style)
     if not path.exists():
         raise _not_found(f"style {style!r} ({path.name})", root)
-    with np.load(path, allow_pickle=False) as data:
-        return [str(c) for c in data["code_points"]], data["images"]
+    verified_file(root, path.name)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [str(c) for c in data["code_points"]], data["images"]
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as error:
+        raise CorruptFileError(f"{path} cannot be read as drawings ({error}). {_rebuild(root)}") from error
 
 
 # ----------------------------------------------------------------------------------------------------
