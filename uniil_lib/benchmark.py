@@ -4,8 +4,15 @@
 runs :func:`uniil_lib.train.run_continual`, and returns a JSON-ready dict::
 
     {"scenario", "profile", "model", "seed", "tasks": [...],
+     "split": {"fingerprint", "expected", "matches"} or None,
      "methods": {NAME: {"matrix": [[...]], "metrics": {...}, "initial": [...],
                         "trainable_params": int, "train_seconds": float, ...what the method reports}}}
+
+``split`` names the held-out EmojiDomains split of scenarios built from it (see
+:func:`uniil_lib.data.emoji_split.split_fingerprint`): a benchmark on another split than the expected one
+(a changed ``classes.json``, a different build) is an error unless ``allow_other_split`` is set, and the
+result then says so. A result is either right or not produced: bad method lists, seeds and output paths
+fail before any training (:func:`check_request`, :func:`check_outputs`).
 
 :func:`run_config` runs a configuration file (:mod:`uniil_lib.run_config`, ``configs/*.json``) through it:
 ``python -m uniil_lib benchmark --config FILE``.
@@ -14,21 +21,89 @@ runs :func:`uniil_lib.train.run_continual`, and returns a JSON-ready dict::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .clip import load_clip
+from .fileio import atomic_write, atomic_write_text, check_input_folder, check_output_file, check_output_folder
 from .methods import create_method, method_class
 from .metrics import all_metrics
-from .named_scenarios import build_scenario
+from .named_scenarios import build_scenario, get_named_scenario
+from .paths import cache_root, data_root
 from .profiles import Profile, get_profile
 from .run_config import RunConfig, load_run_config
 from .scenarios import Scenario
 from .train import run_continual
-from .train_config import TrainConfig
+from .train_config import MAX_SEED, TrainConfig
 
 TABLE_METRICS = ("transfer", "avg", "last", "avg_incremental", "bwt", "forgetting")
+ALLOW_SPLIT_FLAG = "--allow-other-split"
+
+
+class SplitMismatchError(ValueError):
+    """The held-out split on disk is not the one results are reported on (and that was not asked for)."""
+
+
+def check_request(methods: Sequence[str], seed: int) -> None:
+    """Refuse an empty or repeated method list, an unknown method or a seed out of range, before any work.
+
+    Raises:
+        ValueError: no methods, a repeated method, or a seed outside ``[0, MAX_SEED]``.
+        KeyError: an unknown method (the message lists the valid ones).
+    """
+    if not methods:
+        raise ValueError("no methods given; name at least one, e.g. --methods zeroshot,finetune")
+    repeated = sorted({name for name in methods if list(methods).count(name) > 1})
+    if repeated:
+        raise ValueError(f"methods {repeated} are named more than once; name each method once")
+    for name in methods:
+        method_class(name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+
+
+def check_outputs(*, out: str | Path | None = None, plots: str | Path | None = None,
+                  checkpoints: str | Path | None = None) -> None:
+    """Check every path a benchmark writes or reads (outputs, cache and data roots) before any training.
+
+    Raises:
+        PathError: a path that is a file where a folder is needed (or the reverse), or cannot be written.
+    """
+    if out is not None:
+        check_output_file(out, what="--out")
+    if plots is not None:
+        check_output_folder(plots, what="--plots")
+    if checkpoints is not None:
+        check_output_folder(checkpoints, what="--checkpoints")
+    check_output_folder(cache_root(), what="the cache root (UNIIL_CACHE)")
+    check_input_folder(data_root(), what="the data root (UNIIL_DATA)")
+
+
+def split_record(scenario: str, *, allow_other_split: bool = False) -> dict | None:
+    """The held-out split a named scenario uses: ``{"fingerprint", "expected", "matches"}`` (None if it uses
+    none).
+
+    Raises:
+        SplitMismatchError: the split on disk differs from the expected one and ``allow_other_split`` is False.
+    """
+    if not get_named_scenario(scenario).heldout_split:
+        return None
+    from .data.emoji_split import EXPECTED_SPLIT_FINGERPRINT
+    from .emoji_scenarios import heldout_fingerprint
+
+    fingerprint = heldout_fingerprint(data_root())
+    record = {"fingerprint": fingerprint, "expected": EXPECTED_SPLIT_FINGERPRINT,
+              "matches": fingerprint == EXPECTED_SPLIT_FINGERPRINT}
+    if not record["matches"] and not allow_other_split:
+        raise SplitMismatchError(
+            f"the held-out EmojiDomains split in {data_root() / 'emoji-domains'} has fingerprint {fingerprint}, "
+            f"not the expected {EXPECTED_SPLIT_FINGERPRINT}: its classes.json differs from the build results are "
+            "reported on, so pretraining classes may leak into the benchmark. Rebuild it with: python "
+            f"data_scripts/fetch_emoji.py, or pass {ALLOW_SPLIT_FLAG} to run on it anyway (the result records it)"
+        )
+    return record
 
 
 def run_benchmark(
@@ -44,6 +119,7 @@ def run_benchmark(
     train: TrainConfig | None = None,
     method_train: Mapping[str, Mapping[str, Any]] | None = None,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    allow_other_split: bool = False,
 ) -> dict:
     """Run ``methods`` on ``scenario`` with ``profile`` and ``seed``; see the module docstring for the result.
 
@@ -62,14 +138,22 @@ def run_benchmark(
         method_train: ``{method: {TrainConfig field: value}}`` replacing fields of ``train`` (or of the
             profile's settings) for that method, e.g. ``moe-adapters-cil``'s one-epoch CIL recipe.
         method_options: ``{method: {keyword: value}}`` extra constructor options.
+        allow_other_split: run on a held-out split other than the expected one (recorded in the result).
+
+    Raises:
+        ValueError: an empty or repeated method list, or a seed out of range (before any work).
+        SplitMismatchError: another held-out split than the expected one, not allowed.
     """
+    methods = list(methods)
+    check_request(methods, seed)
     prof = get_profile(profile) if isinstance(profile, str) else profile
-    for name in methods:
-        method_class(name)  # fail on a bad name before any work is done
+    if checkpoint_root is not None:
+        check_output_folder(checkpoint_root, what="the checkpoint folder")
+    split = split_record(scenario, allow_other_split=allow_other_split) if isinstance(scenario, str) else None
     stream = build_scenario(scenario, profile=prof, seed=seed) if isinstance(scenario, str) else scenario
     scenario = stream.name
     result = {"scenario": scenario, "profile": prof.name, "model": None, "seed": seed,
-              "tasks": stream.task_names, "methods": {}}
+              "tasks": stream.task_names, "split": split, "methods": {}}
     for name in methods:
         base = (train if train is not None
                 else prof.train_config(name, seed=seed, progress=progress, scenario=stream.name))
@@ -195,18 +279,30 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
             "std": std, "wins": int((differences > 0).sum()), "t": t, "p": p}
 
 
+def json_ready(value):
+    """``value`` with every non-finite float replaced by None: strict JSON (``NaN`` is not JSON; an undefined
+    metric, such as Transfer of a one-step stream, becomes ``null``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
+
+
 def save_result(result: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    return path
+    """Write ``result`` as strict JSON, atomically (a reader never sees half a file)."""
+    return atomic_write_text(path, json.dumps(json_ready(result), indent=1, allow_nan=False))
 
 
 def save_plots(result: dict, folder: str | Path) -> list[Path]:
-    """Write one PNG with the accuracy heatmaps of all methods into ``folder``; returns the paths."""
-    import matplotlib
+    """Write one PNG with the accuracy heatmaps of all methods into ``folder``; returns the paths.
 
-    matplotlib.use("Agg")
+    The matplotlib backend is left as it was (a notebook keeps its inline backend) and the figure is closed.
+    """
+    import matplotlib.pyplot as plt
+
     from .plots import heatmap_grid
 
     folder = Path(folder)
@@ -214,5 +310,8 @@ def save_plots(result: dict, folder: str | Path) -> list[Path]:
     matrices = {name: entry["matrix"] for name, entry in result["methods"].items()}
     fig = heatmap_grid(matrices, result["tasks"], suptitle=f"{result['scenario']} ({result['profile']} profile)")
     path = folder / f"{result['scenario']}-{result['profile']}-seed{result['seed']}-heatmaps.png"
-    fig.savefig(path, dpi=110)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return [path]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.emoji import EMOJI_TEMPLATES, built_styles, load_emoji_classes, load_emoji_style
-from .data.emoji_split import emoji_split
+from .data.emoji_split import emoji_split, split_fingerprint
 from .scenarios import DatasetPart
 
 CIL_STYLE = "twitter"
@@ -36,6 +36,11 @@ def emoji_part(label: str, style: str, classes, profile, root: Path) -> DatasetP
 
 def heldout_classes(root: Path) -> list[str]:
     return list(emoji_split("random", root).heldout_classes)
+
+
+def heldout_fingerprint(root: Path) -> str:
+    """The fingerprint of the split these scenarios draw their classes from (see ``split_fingerprint``)."""
+    return split_fingerprint(emoji_split("random", root), root)
 
 
 def _require_styles(styles, root: Path) -> None:

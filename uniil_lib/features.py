@@ -4,19 +4,26 @@ Frozen-encoder methods (zero-shot, linear probes, DDAS, AWPF) look at the same i
 frozen encoder again and again. :func:`image_features` computes the features once and stores them on disk
 as safetensors, keyed by the model's identity, the data's key and the preprocessing; a second call (in
 the same run or a later one) reads the file instead of running the encoder.
+
+The key derives from content: every dataset source puts a digest of its files or pixels into
+``ImageSet.key``, and a model's identity names its exact weights. A cache file that cannot be read, has the
+wrong shape or holds NaN or infinite values is named in a warning and recomputed. Writes are atomic with
+unique temporary names, so processes may share one cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .clip import ClipModel
 from .data.base import ImageSet
+from .fileio import CorruptFileError, atomic_write, read_safetensors
 from .paths import cache_root
 
 CACHE_FORMAT_VERSION = "1"
@@ -58,7 +65,9 @@ def image_features(
     """
     path = Path(cache_dir or cache_root() / "features") / f"{feature_cache_key(clip, imageset)}.safetensors"
     if use_cache and path.exists():
-        return load_file(path)["features"]
+        cached = _read_cached(path, len(imageset))
+        if cached is not None:
+            return cached
     was_training = clip.model.training
     clip.model.eval()
     chunks = []
@@ -70,8 +79,23 @@ def image_features(
     clip.model.train(was_training)
     features = torch.cat(chunks) if chunks else torch.empty(0, 0)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"features": features.contiguous()}, str(tmp), metadata={"model": clip.identity, "data": imageset.key})
-        tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache file
+        metadata = {"model": clip.identity, "data": imageset.key}
+        atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp), metadata=metadata))
     return features
+
+
+def _read_cached(path: Path, n_images: int) -> torch.Tensor | None:
+    """The cached ``(N, D)`` features, or None (with a warning naming the file) if they cannot be trusted."""
+    try:
+        features = read_safetensors(path, fix="it is recomputed").get("features")
+    except (CorruptFileError, OSError) as error:
+        problem = str(error)
+    else:
+        if features is None or features.ndim != 2 or len(features) != n_images:
+            problem = f"{path} does not hold ({n_images}, D) features"
+        elif not bool(torch.isfinite(features).all()):
+            problem = f"{path} holds NaN or infinite features"
+        else:
+            return features
+    warnings.warn(f"ignoring a bad feature cache file: {problem}; recomputing it", stacklevel=3)
+    return None

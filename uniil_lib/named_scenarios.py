@@ -35,13 +35,15 @@ MTIL_ORDER_I = ("aircraft", "caltech101", "cifar100", "dtd", "eurosat", "flowers
 
 @dataclass(frozen=True)
 class NamedScenario:
-    """A scenario recipe: ``build(profile, seed, root) -> Scenario``."""
+    """A scenario recipe: ``build(profile, seed, root) -> Scenario``; ``heldout_split``: its classes are the
+    held-out EmojiDomains classes (benchmarks record and check that split's fingerprint)."""
 
     name: str
     protocol: str
     offline: bool
     description: str
     build: Callable[[Profile, int, Path], Scenario]
+    heldout_split: bool = False
 
 
 def _subsample(imageset: ImageSet, per_class: int | None, seed: int) -> ImageSet:
@@ -101,13 +103,14 @@ def _mtil(profile: Profile, seed: int, root: Path) -> Scenario:
 def _registry() -> Mapping[str, NamedScenario]:
     entries = [
         NamedScenario("mtil-offline", "task-incremental", True,
-                      "Fashion-MNIST, MNIST-5k, optdigits and two emoji tasks, MTIL-style", _mtil_offline),
+                      "Fashion-MNIST, MNIST-5k, optdigits and two emoji tasks, MTIL-style", _mtil_offline,
+                      heldout_split=True),
         NamedScenario("cil-emoji", "class-incremental", True,
-                      "100 held-out emoji classes in one style, B0 Inc10", _cil_emoji),
+                      "100 held-out emoji classes in one style, B0 Inc10", _cil_emoji, heldout_split=True),
         NamedScenario("dil-emoji", "domain-incremental", True,
-                      "held-out emoji classes, one drawing style per step", _dil_emoji),
+                      "held-out emoji classes, one drawing style per step", _dil_emoji, heldout_split=True),
         NamedScenario("uniil-offline", "uni-il", True,
-                      "task, class and domain increments mixed in one stream", _uniil_offline),
+                      "task, class and domain increments mixed in one stream", _uniil_offline, heldout_split=True),
         NamedScenario("cifar100-b0inc10", "class-incremental", False,
                       "CIFAR-100, 10 steps of 10 classes (needs internet once)", _cifar100),
         NamedScenario("imagenet100-b0inc10", "class-incremental", False,

@@ -33,6 +33,7 @@ held-out 20% of the task's training features, our choice), and a decision per sa
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -264,10 +265,13 @@ def fit_autoencoder(autoencoder: TaskAutoencoder, features: torch.Tensor, *, ite
     for _ in range(iterations):
         batch = features[torch.randint(len(features), (min(batch_size, len(features)),), generator=generator)]
         loss = F.mse_loss(autoencoder(batch), batch)
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"the DDAS autoencoder's reconstruction loss is {losses[-1]} at iteration "
+                                     f"{len(losses)}: its input features hold NaN or infinite values")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
     autoencoder.eval()
     return losses
 

@@ -11,6 +11,9 @@ from typing import Mapping
 
 import torch
 
+# Seeds are used as numpy seeds (at most 2**32 - 1) and, times 1000 plus a step index, as torch seeds.
+MAX_SEED = 2**32 - 1
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -55,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"autocast must be None or 'bf16', got {self.autocast!r}")
         if self.step_lr is not None and not all(rate > 0 for rate in self.step_lr.values()):
             raise ValueError(f"step_lr rates must be positive, got {dict(self.step_lr)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
 
     def lr_for(self, step_name: str) -> float:
         """The peak learning rate of the step named ``step_name``: from ``step_lr`` if set, else ``lr``.

@@ -30,12 +30,18 @@ from typing import Sequence
 
 import numpy as np
 
-from .emoji import EmojiClass, built_styles, load_emoji_classes
+from ..integrity import file_sha256, short_digest
+from .emoji import CLASSES_FILE, EmojiClass, built_styles, emoji_dir, load_emoji_classes
 
 SPLIT_KINDS = ("random", "subcategory")
 HELDOUT_STYLE = "fluent3d"
 N_HELDOUT = 100
 SPLIT_SEED = 0
+# The fingerprint (split_fingerprint) of the default random split of the EmojiDomains build that
+# data_scripts/fetch_emoji.py makes from its pinned packages: the split the shipped mini-CLIP was pretrained
+# around and every reported emoji result uses. Benchmarks refuse another split unless asked
+# (uniil_lib.benchmark.run_benchmark's allow_other_split).
+EXPECTED_SPLIT_FINGERPRINT = "230a5900c2ae"
 
 
 @dataclass(frozen=True)
@@ -118,3 +124,11 @@ def emoji_split(kind: str = "random", root: str | Path | None = None, *, n_heldo
         pretrain_styles=pretrain_styles,
         heldout_styles=heldout_styles,
     )
+
+
+def split_fingerprint(split: EmojiSplit, root: str | Path | None = None) -> str:
+    """12 hex digits naming a split: a digest of its kind, its sorted held-out classes and the sha256 of the
+    ``classes.json`` it was drawn from. Recorded in every benchmark result that uses held-out classes, so
+    that two results on different splits can never be mistaken for comparable ones."""
+    classes_digest = file_sha256(emoji_dir(root) / CLASSES_FILE)
+    return short_digest(split.kind, classes_digest, *sorted(split.heldout_classes))

@@ -20,6 +20,7 @@ MoE-Adapters MTIL recipe), seeded shuffling, a tqdm bar.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import ClassVar, Iterable, Sequence
 
@@ -31,8 +32,12 @@ from tqdm.auto import tqdm
 from ..clip import ClipModel
 from ..features import preprocess_images
 from ..scenarios import Scenario, Step
-# TrainConfig lives in train_config (below the scenarios, so profiles can use it); re-exported here.
-from ..train_config import TrainConfig  # noqa: F401
+# TrainConfig and MAX_SEED live in train_config (below the scenarios, so profiles can use them); re-exported here.
+from ..train_config import MAX_SEED, TrainConfig  # noqa: F401
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the method, step and batch."""
 
 
 class PixelStore:
@@ -134,25 +139,34 @@ class ContinualMethod:
         total = self._total_iterations(len(pixels))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(self.config.warmup_steps, total))
         self.clip.model.train()
-        # Near-zero gradients late in training become denormal floats, which x86 CPUs process up to
-        # 100x slower; flushing them to zero changes no result that matters and keeps steps fast.
-        torch.set_flush_denormal(True)
         # mininterval: at most one redraw every 2 s. Thousands of fast redraws flood a notebook's output channel
         # (nbval then times out waiting for a cell's output, measured in notebook 04).
         bar = tqdm(total=total, desc=f"{self.name} | {step.name}", leave=False, disable=not self.config.progress,
                    mininterval=2.0)
-        for batch_index in _batches(len(pixels), self.config.batch_size, total, seed=self.config.seed + step.index):
-            with self.config.autocast_context():
-                loss = self.training_loss(pixels[batch_index].to(self.config.device),
-                                          labels[batch_index].to(self.config.device), step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        bar.close()
+        batches = _batches(len(pixels), self.config.batch_size, total, seed=self.config.seed + step.index)
+        with flush_denormal(), contextlib.closing(bar):
+            for number, batch_index in enumerate(batches):
+                with self.config.autocast_context():
+                    loss = self.training_loss(pixels[batch_index].to(self.config.device),
+                                              labels[batch_index].to(self.config.device), step)
+                value = loss.item()
+                self._check_loss(value, step, number, total)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
         self.clip.model.eval()
+
+    def _check_loss(self, value: float, step: Step, number: int, total: int) -> None:
+        """Stop at the first non-finite loss: nothing of this step is kept or checkpointed."""
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"{self.name}: the training loss is {value} at batch {number + 1} of {total} of step {step.index} "
+                f"({step.name}); training stopped and nothing of this step was saved. Lower the learning rate, "
+                "or check the inputs (a damaged data or cache file)"
+            )
 
     def _total_iterations(self, n_train: int) -> int:
         if self.config.iterations is not None:
@@ -168,6 +182,28 @@ class ContinualMethod:
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+
+
+def flush_denormal_enabled() -> bool:
+    """Whether the CPU flushes denormal floats to zero now (torch has no getter: a denormal times one is
+    zero exactly when flushing is on)."""
+    return bool((torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() == 0.0)
+
+
+@contextlib.contextmanager
+def flush_denormal():
+    """Flush denormal floats to zero inside the block, and restore the setting found on entry.
+
+    Near-zero gradients late in training become denormal floats, which x86 CPUs process up to 100x slower;
+    flushing them changes no result that matters and keeps steps fast. The setting is process-wide, so a
+    library call must not leave it changed.
+    """
+    before = flush_denormal_enabled()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def _warmup_cosine(warmup: int, total: int):
