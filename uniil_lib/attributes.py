@@ -27,6 +27,8 @@ Our choices:
   any other HTTP error (bad key, unknown model) fails at once.
 - Every answer is cached on disk under ``<cache root>/attributes/<sha256(model, messages)>.json``, so a
   question is never asked twice.
+- Secrets never reach a file or a message: the API key, and the credentials of a base URL such as
+  ``https://user:password@host/v1`` or ``...?api-key=...``, are shown as ``***`` (:func:`redact_url`).
 - Without a key, :func:`attribute_pool` warns and uses the pool shipped in ``uniil_lib/pools/`` (see the
   README there: it was written by an LLM assistant following these same prompts, not fetched via an API).
 - Matching embeds each attribute with the CLIP text encoder inside :data:`ATTRIBUTE_TEMPLATE`
@@ -42,6 +44,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .fileio import atomic_write_text
 from .paths import cache_root
 
 API_KEY_ENV_VAR = "OPENAI_API_KEY"
@@ -202,10 +206,7 @@ class AttributePool:
     def save(self, path: str | Path) -> Path:
         """Write the pool as indented JSON (validated first); returns the path."""
         AttributePool.from_dict(self.to_dict(), origin="the pool to save")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_pool_json(self.to_dict()), encoding="utf-8")
-        return path
+        return atomic_write_text(path, _pool_json(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> "AttributePool":
@@ -304,6 +305,25 @@ def _retry_after(error: Exception) -> float | None:
     return None
 
 
+SECRET_QUERY_KEYS = re.compile(r"key|token|secret|password|passwd|sig|auth", re.IGNORECASE)
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with its credentials shown as ``***``: the ``user:password@`` part and the values of query
+    parameters that look like secrets (``api-key``, ``token``, ...). Everything else is kept, so a message
+    still says which server was asked."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urllib.parse.urlencode([(k, "***" if SECRET_QUERY_KEYS.search(k) else v)
+                                    for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)],
+                                   safe="*")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def _is_transient(status: int) -> bool:
     return status in (408, 409, 429) or status >= 500
 
@@ -339,6 +359,10 @@ class AttributeGenerator:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.base_url = base_url or os.environ.get(BASE_URL_ENV_VAR) or None
+        self.server = redact_url(self.base_url) or "api.openai.com"  # what messages and files may show
+        # Keys of at least 8 characters are secrets (local servers take any key, e.g. "local": not one).
+        key = api_key if len(api_key) >= 8 else None
+        self._secrets = [secret for secret in (key, self.base_url, _userinfo(self.base_url)) if secret]
         self.model = model or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL
         self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "attributes"
         self.max_attempts, self.base_delay, self.max_delay = max_attempts, base_delay, max_delay
@@ -385,8 +409,8 @@ class AttributeGenerator:
                 self.sleep(self._delay(waits, retry_after))
                 waits += 1
         raise AttributeGenerationError(
-            f"no valid attributes from model {self.model!r} at {self.base_url or 'api.openai.com'} after "
-            f"{self.max_attempts} attempts: {' | '.join(problems)}"
+            f"no valid attributes from model {self.model!r} at {self.server} after "
+            f"{self.max_attempts} attempts: {self.redact(' | '.join(problems))}"
         )
 
     def _request(self, messages: Sequence[Mapping[str, str]]) -> str | None:
@@ -405,8 +429,15 @@ class AttributeGenerator:
     def _fatal_message(self, error) -> str:
         hint = {401: f"check {API_KEY_ENV_VAR}", 403: f"check {API_KEY_ENV_VAR} and its permissions",
                 404: f"check the model name ({MODEL_ENV_VAR}) and {BASE_URL_ENV_VAR}"}.get(error.status_code, "")
-        return (f"model {self.model!r} at {self.base_url or 'api.openai.com'} refused the request with HTTP "
-                f"{error.status_code}: {error.message}" + (f" ({hint})" if hint else ""))
+        return (f"model {self.model!r} at {self.server} refused the request with HTTP "
+                f"{error.status_code}: {self.redact(error.message)}" + (f" ({hint})" if hint else ""))
+
+    def redact(self, text: str) -> str:
+        """``text`` with the key, the raw base URL and its credentials replaced by ``***`` (the raw URL
+        first: it contains the credentials)."""
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, self.server if secret == self.base_url else "***")
+        return text
 
     def _read_cache(self, path: Path) -> list[str] | None:
         if not path.exists():
@@ -421,9 +452,13 @@ class AttributeGenerator:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"model": self.model, "messages": list(messages), "attributes": attributes,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)  # atomic: an interrupted run never leaves half a cache file
+        atomic_write_text(path, json.dumps(record, indent=1, ensure_ascii=False))  # never half a cache file
+
+
+def _userinfo(url: str | None) -> str | None:
+    """The ``user:password`` part of a URL, if any (a secret to keep out of messages)."""
+    netloc = urllib.parse.urlsplit(url).netloc if url else ""
+    return netloc.rsplit("@", 1)[0] if "@" in netloc else None
 
 
 def generate_pool(generator: AttributeGenerator, class_names: Iterable[str], domains: Iterable[str] = (), *,
@@ -451,7 +486,7 @@ def generate_pool(generator: AttributeGenerator, class_names: Iterable[str], dom
         bar.update()
     bar.close()
     metadata = {
-        "source": f"generated through an OpenAI-compatible chat API ({generator.base_url or 'api.openai.com'})",
+        "source": f"generated through an OpenAI-compatible chat API ({generator.server})",
         "model": generator.model, "system_prompt": SYSTEM_PROMPT, "class_prompt": CLASS_PROMPT,
         "domain_prompt": DOMAIN_PROMPT, "domain_descriptions": {d: descriptions.get(d, d) for d in domains},
         "date": datetime.date.today().isoformat(),

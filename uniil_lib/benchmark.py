@@ -176,14 +176,15 @@ def run_benchmark(
 
 
 def run_config(config: str | Path | RunConfig, *, methods: Sequence[str] | None = None, seed: int | None = None,
-               checkpoint_root: str | Path | None = None, progress: bool = True) -> dict:
+               checkpoint_root: str | Path | None = None, progress: bool = True,
+               allow_other_split: bool = False) -> dict:
     """Run a configuration file (``configs/*.json``, :mod:`uniil_lib.run_config`) with :func:`run_benchmark`.
 
     Args:
         config: the file, or a loaded :class:`~uniil_lib.run_config.RunConfig`.
         methods: run only these (default: the file's methods).
         seed: overrides the file's training seed (default: the file's, else 0).
-        checkpoint_root, progress: as for :func:`run_benchmark`.
+        checkpoint_root, progress, allow_other_split: as for :func:`run_benchmark`.
 
     Raises:
         RunConfigError: a file that cannot run (names what is wrong).
@@ -197,7 +198,7 @@ def run_config(config: str | Path | RunConfig, *, methods: Sequence[str] | None 
     seed = seed if seed is not None else (config.seed if config.seed is not None else 0)
     return run_benchmark(config.scenario, methods, profile=config.profile, seed=seed, checkpoint_root=checkpoint_root,
                          progress=progress, model=config.model, pretrained=config.pretrained, train=config.train,
-                         method_train=config.method_train,
+                         method_train=config.method_train, allow_other_split=allow_other_split,
                          method_options={name: config.options_for(name) for name in methods})
 
 

@@ -3,18 +3,33 @@
 - ``list [--models]``: scenarios, methods, profiles and models that exist.
 - ``metrics MATRIX.csv``: metrics of an accuracy matrix, as JSON.
 - ``benchmark --scenario NAME --methods a,b --profile fast|full --out results.json [--seed N]
-  [--plots DIR] [--checkpoints DIR]``: methods side by side; prints a table, writes JSON (and plots).
+  [--plots DIR] [--checkpoints DIR] [--allow-other-split]``: methods side by side; prints a table, writes
+  JSON (and plots). Every path is checked before any training.
 - ``benchmark --config configs/FILE.json [--methods a,b] [--seed N] ...``: the same runner, with the scenario,
-  methods, model, training and method options of a run configuration (:mod:`uniil_lib.run_config`).
+  methods, model, training and method options of a run configuration (:mod:`uniil_lib.run_config`); the
+  same checks, and a file that cannot run is named before any work.
 - ``seeds A.json B.json ...``: mean ± std over the seeds of one benchmark's result files (Markdown).
+
+Every error the CLI can meet (bad names and arguments, missing, unreadable or damaged files, diverging
+training) is one line on stderr, ``error: ...``, naming the file where there is one, with exit code 2;
+never a traceback. An interrupted benchmark exits with 130 and says how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
+import struct
 import sys
-from typing import Sequence
+import zipfile
+import zlib
+from typing import Callable, Sequence
+
+# What a run can meet that is the user's to fix (names, arguments, files, data, diverging training); anything
+# else is a bug and keeps its traceback.
+USER_ERRORS = (KeyError, ValueError, OSError, RuntimeError, EOFError, ArithmeticError, ImportError,
+               zipfile.BadZipFile, pickle.UnpicklingError, struct.error, zlib.error)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -36,31 +51,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
+    from .benchmark import json_ready
     from .metrics import all_metrics, read_matrix_csv
 
     matrix, header = read_matrix_csv(args.csv)
     output = all_metrics(matrix)
     if header:
         output = {"tasks": header, **output}
-    print(json.dumps(output, indent=1))
+    print(json.dumps(json_ready(output), indent=1, allow_nan=False))  # an undefined metric is null, never NaN
     return 0
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import format_table, run_benchmark, run_config, save_plots, save_result
+    from .benchmark import check_outputs, format_table, save_plots, save_result
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    if args.config:
-        if args.scenario or args.profile:
-            raise ValueError("--config names the scenario and the profile; drop --scenario and --profile")
-        result = run_config(args.config, methods=methods, seed=args.seed, checkpoint_root=args.checkpoints,
-                            progress=not args.quiet)
-    elif args.scenario and methods:
-        result = run_benchmark(args.scenario, methods, profile=args.profile or "fast", seed=args.seed or 0,
-                               checkpoint_root=args.checkpoints, progress=not args.quiet)
-    else:
-        raise ValueError("benchmark needs --scenario and --methods, or --config FILE (e.g. configs/*.json)")
+    run = _benchmark_run(args)  # names, seeds and the config file are checked here
+    check_outputs(out=args.out, plots=args.plots, checkpoints=args.checkpoints)  # before any training
+    try:
+        result = run()
+    except KeyboardInterrupt:
+        resume = (f"run the same command again to resume from {args.checkpoints}" if args.checkpoints else
+                  "pass --checkpoints DIR to make a run resumable")
+        print(f"error: interrupted; {resume}", file=sys.stderr)
+        return 130
     print(format_table(result))
+    if result["split"] and not result["split"]["matches"]:
+        print(f"note: held-out split {result['split']['fingerprint']} is not the expected "
+              f"{result['split']['expected']} (recorded in the result)", file=sys.stderr)
     if args.out:
         print(f"results written to {save_result(result, args.out)}")
     if args.plots:
@@ -69,25 +86,66 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_seeds(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _benchmark_run(args: argparse.Namespace) -> Callable[[], dict]:
+    """The benchmark the arguments ask for, checked (methods, seed, the config file) and ready to run."""
+    from .benchmark import check_request, run_benchmark, run_config
+    from .run_config import load_run_config
 
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    if args.config:
+        if args.scenario or args.profile:
+            raise ValueError("--config names the scenario and the profile; drop --scenario and --profile")
+        config = load_run_config(args.config)
+        methods = list(config.methods) if methods is None else methods
+        seed = args.seed if args.seed is not None else (config.seed if config.seed is not None else 0)
+        check_request(methods, seed)
+        return lambda: run_config(config, methods=methods, seed=seed, checkpoint_root=args.checkpoints,
+                                  progress=not args.quiet, allow_other_split=args.allow_other_split)
+    if not args.scenario or methods is None:
+        raise ValueError("benchmark needs --scenario and --methods, or --config FILE (e.g. configs/*.json)")
+    seed = 0 if args.seed is None else args.seed
+    check_request(methods, seed)
+    return lambda: run_benchmark(args.scenario, methods, profile=args.profile or "fast", seed=seed,
+                                 checkpoint_root=args.checkpoints, progress=not args.quiet,
+                                 allow_other_split=args.allow_other_split)
+
+
+def _read_result(name: str, metrics: Sequence[str]) -> dict:
+    """One benchmark result JSON, checked to hold every requested metric of every method."""
+    from .fileio import read_json
+
+    fix = "pass files written by benchmark --out"
+    data = read_json(name, fix=fix)
+    if not isinstance(data, dict) or not isinstance(data.get("methods"), dict) or "seed" not in data:
+        raise ValueError(f"{name} is not a benchmark result JSON (no 'seed' and 'methods'); {fix}")
+    for method, entry in data["methods"].items():
+        missing = [m for m in metrics if m not in (entry.get("metrics") or {})]
+        if missing:
+            raise ValueError(f"{name}: method {method!r} has no metrics {missing}; valid metric names are those "
+                             "of the result files (transfer, avg, last, avg_incremental, bwt, forgetting, fwt)")
+    return data
+
+
+def _cmd_seeds(args: argparse.Namespace) -> int:
     from .benchmark import seed_table
 
-    results = []
-    for name in args.results:
-        try:
-            results.append(json.loads(Path(name).read_text()))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{name} is not a benchmark result JSON ({error}); pass files written by "
-                             "benchmark --out") from error
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not metrics:
+        raise ValueError("--metrics names no metric, e.g. --metrics transfer,avg,last")
+    results = [_read_result(name, metrics) for name in args.results]
     print(seed_table(results, metrics))
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line (``error: ...``) and exit code 2 like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m uniil_lib", description="Continual learning with CLIP.")
+    parser = _Parser(prog="python -m uniil_lib", description="Continual learning with CLIP.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="scenarios, methods, profiles, datasets and models")
     listing.add_argument("--models", action="store_true", help="list every open_clip architecture too")
@@ -100,11 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scenario")
     bench.add_argument("--methods", help="comma-separated, e.g. zeroshot,finetune (with --config: a subset)")
     bench.add_argument("--profile", choices=["fast", "cpu", "full"], help="default fast")
-    bench.add_argument("--seed", type=int, help="default 0 (with --config: the file's)")
+    bench.add_argument("--seed", type=int, help="an integer in [0, 2**32 - 1]; default 0 (with --config: the file's)")
     bench.add_argument("--out", help="write the results JSON here")
     bench.add_argument("--plots", help="write accuracy heatmaps (PNG) into this folder")
     bench.add_argument("--checkpoints", help="checkpoint folder; an interrupted run resumes from it")
-    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars (a run may resume with or without)")
+    bench.add_argument("--allow-other-split", action="store_true",
+                       help="run although the held-out emoji split differs from the expected one (recorded)")
     bench.set_defaults(run=_cmd_benchmark)
     seeds = commands.add_parser("seeds", help="mean ± std over seeds of benchmark result files (Markdown)")
     seeds.add_argument("results", nargs="+", help="result JSONs of one scenario and profile, one per seed")
@@ -117,7 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
+    except USER_ERRORS as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
+
+
+def error_line(error: BaseException) -> str:
+    """An exception as one line that names its file: ``"<file>: <reason>"`` for bare OS errors."""
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    elif isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())

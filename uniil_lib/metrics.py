@@ -26,6 +26,7 @@ learned.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -108,25 +109,34 @@ def all_metrics(matrix, *, test_sizes=None, zero_shot=None) -> dict[str, float]:
 
 
 def read_matrix_csv(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
-    """Read an accuracy matrix from CSV; an optional first row of task names is detected and returned.
+    """Read an accuracy matrix (in %) from a UTF-8 CSV file, with or without a byte-order mark.
+
+    A first row whose cells are *all* non-numeric is a header of task names (returned); a first row with
+    some numbers is data, so a typo there is an error rather than a silently dropped row.
 
     Raises:
-        ValueError: the file is empty, has ragged rows, non-numeric cells, or is not square.
+        ValueError: the file is not UTF-8, is empty, has ragged rows, a cell that is not a number, a value
+            that is NaN, infinite or outside [0, 100], or is not square. The message names the file and line.
     """
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    try:
+        # utf-8-sig drops the byte-order mark that spreadsheet programs put before the first cell.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a UTF-8 text file (byte {error.start}: {error.reason}); save it as "
+                         "UTF-8 CSV") from error
     if not rows:
         raise ValueError(f"{path}: the file is empty; expected rows of comma-separated accuracies")
     header = None
-    if not _is_numeric_row(rows[0]):
-        header, rows = [cell.strip() for cell in rows[0]], rows[1:]
-    widths = {len(row) for row in rows}
-    if not rows or len(widths) != 1:
+    if not any(_number(cell) is not None for cell in rows[0][1]):
+        header, rows = [cell.strip() for cell in rows[0][1]], rows[1:]
+    widths = {len(row) for _, row in rows}
+    if not rows:
+        raise ValueError(f"{path}: only a header row; expected rows of comma-separated accuracies below it")
+    if len(widths) != 1:
         raise ValueError(f"{path}: rows have different lengths {sorted(widths)}; every row needs one value per task")
-    for number, row in enumerate(rows, start=2 if header else 1):
-        if not _is_numeric_row(row):
-            raise ValueError(f"{path}: line {number} has a non-numeric cell: {row}")
-    matrix = np.array([[float(cell) for cell in row] for row in rows])
+    matrix = np.array([[_accuracy(cell, path, line) for cell in row] for line, row in rows])
     if matrix.shape[0] != matrix.shape[1]:
         raise ValueError(
             f"{path}: the matrix is {matrix.shape[0]} x {matrix.shape[1]}; it must be square "
@@ -137,9 +147,20 @@ def read_matrix_csv(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
     return matrix, header
 
 
-def _is_numeric_row(row: Sequence[str]) -> bool:
+def _number(cell: str) -> float | None:
     try:
-        [float(cell) for cell in row]
+        return float(cell)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _accuracy(cell: str, path, line: int) -> float:
+    """One cell as an accuracy in %: a finite number in [0, 100], else an error naming file and line."""
+    value = _number(cell)
+    if value is None:
+        raise ValueError(f"{path}: line {line} has a non-numeric cell: {cell!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: line {line} has {cell.strip()!r}; accuracies must be finite numbers")
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{path}: line {line} has {value:g}, outside [0, 100]; accuracies are in %")
+    return value
