@@ -65,7 +65,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import check_outputs, format_table, save_plots, save_result
 
+    from .threads import choose_threads
+
     run = _benchmark_run(args)  # names, seeds and the config file are checked here
+    choose_threads()  # only $UNIIL_THREADS counts here: a command-line run keeps torch's default otherwise
     check_outputs(out=args.out, plots=args.plots, checkpoints=args.checkpoints)  # before any training
     try:
         result = run()
