@@ -11,6 +11,10 @@ Each dataset is downloaded by its torchvision class with ``download=True`` into 
 ``uniil_lib.data.load_dataset(name, split)`` reads (see ``uniil_lib/data/torchvision_sources.py``).
 A dataset whose files are already there is not downloaded again. Stanford Cars can no longer be
 downloaded automatically (its host is gone): the script prints where to put a copy you obtain yourself.
+
+After a download, or when it first finds files placed by hand, the script records the sha256 of every file
+of the dataset in ``<folder>/checksums.json``; the loaders check each file they read against it. After
+changing files on purpose, ``--record`` records them as they are now.
 Some downloads are several GB (Food-101, SUN397); the archives stay next to the unpacked data.
 """
 
@@ -26,7 +30,8 @@ except ImportError:  # run from a checkout: the package sits next to data_script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uniil_lib.data import DatasetNotFoundError, SourceSpec
-from uniil_lib.data.torchvision_sources import torchvision_sources
+from uniil_lib.data.torchvision_sources import ChecksumsMissingError, torchvision_sources
+from uniil_lib.integrity import record_folder
 from uniil_lib.paths import data_root
 
 MANUAL_HELP = """\
@@ -79,6 +84,8 @@ def parse_args(argv: list[str] | None, valid: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help=f"one of: all, {', '.join(valid)}")
     parser.add_argument("--root", type=Path, default=None, help="data root (default: uniil_lib.paths.data_root())")
+    parser.add_argument("--record", action="store_true",
+                        help="record the sha256 of the files as they are now (after changing them on purpose)")
     args = parser.parse_args(argv)
     if args.dataset != "all" and args.dataset not in valid:
         parser.error(f"unknown dataset {args.dataset!r}; valid names: all, {', '.join(valid)}")
@@ -86,13 +93,23 @@ def parse_args(argv: list[str] | None, valid: list[str]) -> argparse.Namespace:
 
 
 def is_present(spec: SourceSpec, root: Path) -> bool:
-    """True if both splits of ``spec`` load from ``root``."""
+    """True if both splits of ``spec`` load from ``root``; files without a ``checksums.json`` get one first."""
     try:
         for split in ("train", "test"):
             spec.load(split, root)
+    except ChecksumsMissingError:
+        record(spec, root)
+        return is_present(spec, root)
     except DatasetNotFoundError:
         return False
     return True
+
+
+def record(spec: SourceSpec, root: Path) -> None:
+    """Record the sha256 of every file of ``spec``'s folder in its ``checksums.json`` (the loaders check them)."""
+    folder = root / spec.extra["folder"]
+    print(f"{spec.name}: recording the sha256 of the files in {folder} ...")
+    record_folder(folder, extra={"dataset": spec.name})
 
 
 def download(spec: SourceSpec, root: Path) -> None:
@@ -109,13 +126,16 @@ def download(spec: SourceSpec, root: Path) -> None:
     dataset_class(root=str(root), download=True)
 
 
-def fetch(spec: SourceSpec, root: Path) -> bool:
+def fetch(spec: SourceSpec, root: Path, *, rerecord: bool = False) -> bool:
     """Make dataset ``spec`` loadable from ``root``; return True on success, printing what happened.
 
     Args:
         spec: the source to fetch.
         root: the data root.
+        rerecord: first record the checksums of the files as they are (``--record``).
     """
+    if rerecord and (root / spec.extra["folder"]).is_dir():
+        record(spec, root)
     if is_present(spec, root):
         print(f"{spec.name}: already in {root / spec.extra['folder']}")
         return True
@@ -146,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     root = (args.root or data_root()).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     names = sorted(specs) if args.dataset == "all" else [args.dataset]
-    failed = [name for name in names if not fetch(specs[name], root)]
+    failed = [name for name in names if not fetch(specs[name], root, rerecord=args.record)]
     if failed:
         print(f"not ready: {', '.join(failed)}")
     return 1 if failed else 0

@@ -21,6 +21,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from uniil_lib.integrity import record_folder
+
 JPEG_TOLERANCE = 6  # max abs pixel error allowed after a solid-colour 8x8 JPEG round trip
 
 
@@ -339,12 +341,23 @@ def write_imagenet100(root: Path) -> Fixture:
     return _fixture(["tench", "goldfish", "great white shark"], items, "imagenet100")
 
 
-def writers() -> Mapping[str, Callable[[Path], Fixture]]:
-    """Registry name -> fixture writer, for every torchvision source."""
-    return MappingProxyType({
+def recorded(write: Callable[[Path], Fixture]) -> Callable[[Path], Fixture]:
+    """``write``, then record the sha256 of the dataset's files in its ``checksums.json``, as the fetch script does."""
+    def write_and_record(root: Path) -> Fixture:
+        fixture = write(root)
+        record_folder(root / fixture.folder)
+        return fixture
+
+    return write_and_record
+
+
+def writers(*, record: bool = True) -> Mapping[str, Callable[[Path], Fixture]]:
+    """Registry name -> fixture writer, for every torchvision source (``record``: with its ``checksums.json``)."""
+    plain = {
         "cifar10": write_cifar10, "cifar100": write_cifar100, "mnist": write_mnist,
         "aircraft": write_aircraft, "caltech101": write_caltech101, "dtd": write_dtd,
         "eurosat": write_eurosat, "flowers102": write_flowers102, "food101": write_food101,
         "oxford-pets": write_oxford_pets, "stanford-cars": write_stanford_cars, "sun397": write_sun397,
         "imagenet100": write_imagenet100,
-    })
+    }
+    return MappingProxyType({name: recorded(write) if record else write for name, write in plain.items()})

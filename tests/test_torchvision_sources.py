@@ -18,6 +18,7 @@ from PIL import Image
 
 from uniil_lib.data import DatasetNotFoundError, ImageSet, get_source, load_dataset, source_names
 from uniil_lib.data.torchvision_sources import seeded_split, torchvision_sources
+from uniil_lib.integrity import record_folder, sha256_text
 
 if __package__:  # tests/ imported as a package
     from .fixtures_tv import Fixture, Item, writers
@@ -90,7 +91,8 @@ def test_each_spec_names_a_real_torchvision_class():
 def test_load_returns_fixture_images_labels_and_names(tmp_path, name, split):
     fixture = writers()[name](tmp_path)
     ds = load_dataset(name, split, root=tmp_path)
-    assert ds.key == f"{name}/{split}"
+    recorded = sha256_text((tmp_path / fixture.folder / "checksums.json").read_bytes())
+    assert ds.key == f"{name}/{split}[{recorded[7:19]}]", "the cache key names the recorded content"
     assert get_source(name).extra["folder"] == fixture.folder
     assert len(ds.class_names) == fixture.n_classes
     assert ds.class_names[: len(fixture.class_names)] == list(fixture.class_names)
@@ -262,9 +264,11 @@ def test_imagenet100_names_a_bad_class_list_line_and_a_missing_class_folder(tmp_
     writers()["imagenet100"](tmp_path)
     names = tmp_path / "imagenet100" / "classnames.txt"
     names.write_text(names.read_text() + "n01491361 tiger shark\n")
+    record_folder(names.parent)  # changed on purpose: recorded again, as fetch_torchvision.py --record does
     with pytest.raises(DatasetNotFoundError, match="1 of the 4 classes.*n01491361"):
         load_dataset("imagenet100", "train", root=tmp_path)
     names.write_text("tench n01440764\n")
+    record_folder(names.parent)
     with pytest.raises(ValueError, match="'<wnid> <class name>'"):
         load_dataset("imagenet100", "train", root=tmp_path)
 

@@ -38,6 +38,12 @@ sets know every label without decoding an image. Layouts, relative to the data r
   ends at the first comma), ``imagenet100/train/<wnid>/*.JPEG`` and ``imagenet100/val/<wnid>/*.JPEG``
   (ILSVRC's val images sorted into class folders). The split is the official one: train and val.
 
+Integrity (our addition): every dataset folder holds a ``checksums.json`` with the sha256 of each of its
+files, written by the fetch script after the download (or, for files placed by hand, when it first finds
+them). Loaders check the list, label and array files they read against it, and every image file when it is
+read (its bytes are read anyway, so hashing them costs little); cache keys carry the record's digest. A
+changed or damaged file is an :class:`~uniil_lib.integrity.IntegrityError` that names it.
+
 Where a dataset has no official test split (``caltech101``, ``eurosat``, ``sun397``) we make one (our
 choice, not the authors'): within each class, a generator seeded with ``(SPLIT_SEED, label)`` shuffles the
 images (sorted by file name) and ``TEST_FRACTION`` = 20% of them become the test split. The split of a
@@ -49,6 +55,7 @@ CIFAR pickles are read with :mod:`pickle`, as torchvision does: only load files 
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import re
@@ -60,6 +67,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from ..fileio import CorruptFileError
+from ..integrity import Checksums, IntegrityError, sha256_text
 from .base import ArrayImageSet, DatasetNotFoundError, FunctionImageSet, ImageSet
 from .offline import DIGIT_CLASSES, DIGIT_TEMPLATES, read_idx
 from .source_spec import SPLITS, SourceSpec
@@ -93,9 +102,28 @@ EUROSAT_NAMES = MappingProxyType({
 # ---------------------------------------------------------------------------------------------------
 
 
+class ChecksumsMissingError(DatasetNotFoundError):
+    """A dataset's files are there but its ``checksums.json`` is not (the fetch script records it)."""
+
+
 def fetch_command(name: str) -> str:
     """The command that downloads dataset ``name``, e.g. ``fetch_command("dtd")``."""
     return FETCH_COMMAND.format(name=name)
+
+
+def _recorded(name: str, base: Path) -> Checksums:
+    """The ``checksums.json`` of dataset ``name``, whose folder under the data root is ``base``.
+
+    Raises:
+        ChecksumsMissingError: there is none (the message names the command that records it).
+    """
+    fix = (f"Fetch it again (delete {base}, then: {fetch_command(name)}), or if you changed it on purpose, "
+           f"record the files as they are with: {fetch_command(name)} --record")
+    record = Checksums.read(base, fix=fix)
+    if record is None:
+        raise ChecksumsMissingError(f"{name}: {base / 'checksums.json'} is missing (the sha256 of every file, which "
+                                    f"loaders check); record it with: {fetch_command(name)}")
+    return record
 
 
 def _check_split(name: str, split: str) -> None:
@@ -138,30 +166,45 @@ def _underscores_to_spaces(name: str) -> str:
 
 @dataclass(frozen=True)
 class ImageFiles:
-    """A picklable ``load(i)`` for :class:`FunctionImageSet`: opens ``paths[i]`` as an RGB image on demand."""
+    """A picklable ``load(i)`` for :class:`FunctionImageSet`: opens ``paths[i]`` as an RGB image on demand,
+    after checking its bytes against ``digests[i]`` (when given)."""
 
     paths: tuple[Path, ...]
+    digests: tuple[str, ...] | None = None
+    fix: str = ""
 
     def __call__(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as image:
-            return image.convert("RGB")
+        path = self.paths[index]
+        data = path.read_bytes()
+        if self.digests is not None and sha256_text(data) != self.digests[index]:
+            raise IntegrityError(f"{path}: sha256 differs from the one recorded in checksums.json: the image was "
+                                 f"changed or damaged. {self.fix}")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for unreadable or truncated images
+            raise CorruptFileError(f"{path} is not a readable image ({error}). {self.fix}") from error
 
 
-def _files_image_set(paths: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], key: str) -> ImageSet:
+def _files_image_set(paths: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], key: str,
+                     record: Checksums) -> ImageSet:
     """A lazily loaded :class:`FunctionImageSet` over image files, with the labels checked against the names.
 
     Args:
         paths: one image file per item.
         labels: one label per item, in ``[0, len(class_names))``.
         class_names: human-readable class names.
-        key: cache key, ``"<name>/<split>"``.
+        key: cache key, ``"<name>/<split>"``; the record's digest is appended.
+        record: the dataset's checksums: every image is checked against it when read.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(paths) != len(labels):
         raise ValueError(f"{key}: {len(paths)} image files but {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise ValueError(f"{key}: labels must lie in [0, {len(class_names)}), got {labels.min()}..{labels.max()}")
-    return FunctionImageSet(load=ImageFiles(tuple(paths)), labels=labels, class_names=list(class_names), key=key)
+    files = ImageFiles(tuple(paths), tuple(record.expected(p) for p in paths), record.fix)
+    return FunctionImageSet(load=files, labels=labels, class_names=list(class_names),
+                            key=f"{key}[{record.digest[7:19]}]")
 
 
 def _list_images(folder: Path, pattern: str = "*") -> list[Path]:
@@ -205,10 +248,12 @@ def seeded_split(labels: Sequence[int], split: str, *, test_fraction: float = TE
 
 
 def _seeded_files_image_set(
-    paths: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], name: str, split: str
+    paths: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], name: str, split: str,
+    record: Checksums,
 ) -> ImageSet:
     keep = seeded_split(labels, split)
-    return _files_image_set([paths[i] for i in keep], np.asarray(labels)[keep], class_names, f"{name}/{split}")
+    return _files_image_set([paths[i] for i in keep], np.asarray(labels)[keep], class_names, f"{name}/{split}",
+                            record)
 
 
 def _loadmat(path: Path) -> dict:
@@ -246,8 +291,11 @@ CIFAR100_LAYOUT = CifarLayout("cifar-100-python", ("train",), ("test",), "meta",
 
 def _unpickle(path: Path) -> dict:
     """Load one CIFAR pickle (written by Python 2, hence latin1); bytes keys become str."""
-    with open(path, "rb") as handle:
-        entry = pickle.load(handle, encoding="latin1")
+    try:
+        with open(path, "rb") as handle:
+            entry = pickle.load(handle, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise CorruptFileError(f"{path} is not a readable CIFAR pickle ({error})") from error
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in entry.items()}
 
 
@@ -264,13 +312,15 @@ def _load_cifar(name: str, layout: CifarLayout, split: str, root: Path) -> Image
     folder = root / layout.folder
     files = layout.train_files if split == "train" else layout.test_files
     _require(name, folder, layout.meta_file, *files)
-    batches = [_unpickle(folder / file) for file in files]
+    record = _recorded(name, folder)
+    batches = [_unpickle(record.verify(folder / file)) for file in files]
     # Each row is 3072 bytes: the 1024 red values, then green, then blue (CHW); we want HWC.
     data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.concatenate([np.asarray(b[layout.labels_key], dtype=np.int64) for b in batches])
-    names = [_underscores_to_spaces(str(n)) for n in _unpickle(folder / layout.meta_file)[layout.names_key]]
-    return ArrayImageSet(np.ascontiguousarray(images), labels, names, key=f"{name}/{split}")
+    meta = _unpickle(record.verify(folder / layout.meta_file))
+    names = [_underscores_to_spaces(str(n)) for n in meta[layout.names_key]]
+    return ArrayImageSet(np.ascontiguousarray(images), labels, names, key=f"{name}/{split}[{record.digest[7:19]}]")
 
 
 def load_cifar10(split: str, root: Path) -> ImageSet:
@@ -297,9 +347,11 @@ def load_mnist(split: str, root: Path) -> ImageSet:
     _check_split("mnist", split)
     folder = root / "MNIST" / "raw"
     prefix = "train" if split == "train" else "t10k"
-    images = read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
-    return ArrayImageSet(images, labels, DIGIT_CLASSES, key=f"mnist/{split}")
+    image_file = _idx_file(folder, f"{prefix}-images-idx3-ubyte")
+    label_file = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
+    record = _recorded("mnist", root / "MNIST")
+    images, labels = read_idx(record.verify(image_file)), read_idx(record.verify(label_file))
+    return ArrayImageSet(images, labels, DIGIT_CLASSES, key=f"mnist/{split}[{record.digest[7:19]}]")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,14 +365,15 @@ def load_aircraft(split: str, root: Path) -> ImageSet:
     folder = root / "fgvc-aircraft-2013b" / "data"
     list_name = f"images_variant_{'trainval' if split == 'train' else 'test'}.txt"
     _require("aircraft", folder, "variants.txt", list_name, "images")
-    classes = _read_lines(folder / "variants.txt")
+    record = _recorded("aircraft", root / "fgvc-aircraft-2013b")
+    classes = _read_lines(record.verify(folder / "variants.txt"))
     index = {variant: label for label, variant in enumerate(classes)}
     paths, labels = [], []
-    for line in _read_lines(folder / list_name):
+    for line in _read_lines(record.verify(folder / list_name)):
         image_id, variant = line.split(" ", 1)
         paths.append(folder / "images" / f"{image_id}.jpg")
         labels.append(_label_of(index, variant, folder / list_name))
-    return _files_image_set(paths, labels, classes, f"aircraft/{split}")
+    return _files_image_set(paths, labels, classes, f"aircraft/{split}", record)
 
 
 def load_dtd(split: str, root: Path) -> ImageSet:
@@ -329,14 +382,15 @@ def load_dtd(split: str, root: Path) -> ImageSet:
     folder = root / "dtd" / "dtd"
     lists = ("train1.txt", "val1.txt") if split == "train" else ("test1.txt",)
     _require("dtd", folder, "images", *(f"labels/{name}" for name in lists))
+    record = _recorded("dtd", root / "dtd")
     classes = _subfolders(folder / "images")
     index = {name: label for label, name in enumerate(classes)}
     paths, labels = [], []
     for list_name in lists:
-        for line in _read_lines(folder / "labels" / list_name):
+        for line in _read_lines(record.verify(folder / "labels" / list_name)):
             paths.append(folder / "images" / line)
             labels.append(_label_of(index, line.split("/")[0], folder / "labels" / list_name))
-    return _files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"dtd/{split}")
+    return _files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"dtd/{split}", record)
 
 
 def _flowers_class_names() -> list[str]:
@@ -351,12 +405,13 @@ def load_flowers102(split: str, root: Path) -> ImageSet:
     _check_split("flowers102", split)
     folder = root / "flowers-102"
     _require("flowers102", folder, "jpg", "imagelabels.mat", "setid.mat")
-    set_ids = _loadmat(folder / "setid.mat")
+    record = _recorded("flowers102", folder)
+    set_ids = _loadmat(record.verify(folder / "setid.mat"))
     keys = ("trnid", "valid") if split == "train" else ("tstid",)
     image_ids = np.concatenate([np.atleast_1d(set_ids[key]) for key in keys]).astype(np.int64)
-    all_labels = np.atleast_1d(_loadmat(folder / "imagelabels.mat")["labels"]).astype(np.int64) - 1
+    all_labels = np.atleast_1d(_loadmat(record.verify(folder / "imagelabels.mat"))["labels"]).astype(np.int64) - 1
     paths = [folder / "jpg" / f"image_{image_id:05d}.jpg" for image_id in image_ids]
-    return _files_image_set(paths, all_labels[image_ids - 1], _flowers_class_names(), f"flowers102/{split}")
+    return _files_image_set(paths, all_labels[image_ids - 1], _flowers_class_names(), f"flowers102/{split}", record)
 
 
 def load_food101(split: str, root: Path) -> ImageSet:
@@ -364,13 +419,14 @@ def load_food101(split: str, root: Path) -> ImageSet:
     _check_split("food101", split)
     folder = root / "food-101"
     _require("food101", folder, "images", f"meta/{split}.json")
-    metadata = json.loads((folder / "meta" / f"{split}.json").read_text(encoding="utf-8"))
+    record = _recorded("food101", folder)
+    metadata = json.loads(record.verify(folder / "meta" / f"{split}.json").read_text(encoding="utf-8"))
     classes = sorted(metadata)
     paths, labels = [], []
     for label, class_name in enumerate(classes):
         paths.extend(folder / "images" / f"{relative}.jpg" for relative in metadata[class_name])
         labels.extend([label] * len(metadata[class_name]))
-    return _files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"food101/{split}")
+    return _files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"food101/{split}", record)
 
 
 def _pet_rows(path: Path) -> list[tuple[str, int]]:
@@ -395,11 +451,12 @@ def load_oxford_pets(split: str, root: Path) -> ImageSet:
     _check_split("oxford-pets", split)
     folder = root / "oxford-iiit-pet"
     _require("oxford-pets", folder, "images", "annotations/trainval.txt", "annotations/test.txt")
-    rows = {name: _pet_rows(folder / "annotations" / f"{name}.txt") for name in ("trainval", "test")}
+    record = _recorded("oxford-pets", folder)
+    rows = {name: _pet_rows(record.verify(folder / "annotations" / f"{name}.txt")) for name in ("trainval", "test")}
     class_names = _pet_breeds(rows["trainval"] + rows["test"], folder / "annotations" / "trainval.txt")
     chosen = rows["trainval" if split == "train" else "test"]
     paths = [folder / "images" / f"{image_id}.jpg" for image_id, _ in chosen]
-    return _files_image_set(paths, [label for _, label in chosen], class_names, f"oxford-pets/{split}")
+    return _files_image_set(paths, [label for _, label in chosen], class_names, f"oxford-pets/{split}", record)
 
 
 def load_stanford_cars(split: str, root: Path) -> ImageSet:
@@ -409,12 +466,13 @@ def load_stanford_cars(split: str, root: Path) -> ImageSet:
     annotations = "devkit/cars_train_annos.mat" if split == "train" else "cars_test_annos_withlabels.mat"
     images = "cars_train" if split == "train" else "cars_test"
     _require("stanford-cars", folder, "devkit/cars_meta.mat", annotations, images)
-    records = np.atleast_1d(_loadmat(folder / annotations)["annotations"])
+    record = _recorded("stanford-cars", folder)
+    records = np.atleast_1d(_loadmat(record.verify(folder / annotations))["annotations"])
     paths = [folder / images / str(record["fname"]) for record in records]
     labels = [int(record["class"]) - 1 for record in records]  # classes are 1-based in the .mat files
-    raw_names = np.atleast_1d(_loadmat(folder / "devkit" / "cars_meta.mat")["class_names"])
+    raw_names = np.atleast_1d(_loadmat(record.verify(folder / "devkit" / "cars_meta.mat"))["class_names"])
     names = [" ".join(str(n).split()) for n in raw_names]
-    return _files_image_set(paths, labels, names, f"stanford-cars/{split}")
+    return _files_image_set(paths, labels, names, f"stanford-cars/{split}", record)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,10 +489,11 @@ def load_caltech101(split: str, root: Path) -> ImageSet:
     _check_split("caltech101", split)
     folder = root / "caltech101" / "101_ObjectCategories"
     _require("caltech101", folder)
+    record = _recorded("caltech101", root / "caltech101")
     categories = [c for c in _subfolders(folder) if c != CALTECH_BACKGROUND]
     paths, labels = _class_folders(folder, categories)
     names = [_caltech_name(c) for c in categories]
-    return _seeded_files_image_set(paths, labels, names, "caltech101", split)
+    return _seeded_files_image_set(paths, labels, names, "caltech101", split, record)
 
 
 def _eurosat_name(folder_name: str) -> str:
@@ -447,9 +506,10 @@ def load_eurosat(split: str, root: Path) -> ImageSet:
     _check_split("eurosat", split)
     folder = root / "eurosat" / "2750"
     _require("eurosat", folder)
+    record = _recorded("eurosat", root / "eurosat")
     classes = _subfolders(folder)
     paths, labels = _class_folders(folder, classes)
-    return _seeded_files_image_set(paths, labels, [_eurosat_name(c) for c in classes], "eurosat", split)
+    return _seeded_files_image_set(paths, labels, [_eurosat_name(c) for c in classes], "eurosat", split, record)
 
 
 def load_sun397(split: str, root: Path) -> ImageSet:
@@ -457,11 +517,12 @@ def load_sun397(split: str, root: Path) -> ImageSet:
     _check_split("sun397", split)
     folder = root / "SUN397"
     _require("sun397", folder, "ClassName.txt")
+    record = _recorded("sun397", folder)
     # Lines look like "/a/abbey" or "/a/apartment_building/outdoor": the class folder below SUN397/.
-    class_dirs = [line.lstrip("/") for line in _read_lines(folder / "ClassName.txt")]
+    class_dirs = [line.lstrip("/") for line in _read_lines(record.verify(folder / "ClassName.txt"))]
     paths, labels = _class_folders(folder, class_dirs, pattern="sun_*")
     names = [_underscores_to_spaces(d.split("/", 1)[-1].replace("/", " ")) for d in class_dirs]
-    return _seeded_files_image_set(paths, labels, names, "sun397", split)
+    return _seeded_files_image_set(paths, labels, names, "sun397", split, record)
 
 
 def load_imagenet100(split: str, root: Path) -> ImageSet:
@@ -470,8 +531,9 @@ def load_imagenet100(split: str, root: Path) -> ImageSet:
     folder = root / "imagenet100"
     split_dir = {"train": "train", "test": "val"}[split]
     _require("imagenet100", folder, "classnames.txt", split_dir)
+    record = _recorded("imagenet100", folder)
     wnids, names = [], []
-    for line in _read_lines(folder / "classnames.txt"):
+    for line in _read_lines(record.verify(folder / "classnames.txt")):
         wnid, _, name = line.partition(" ")
         name = name.split(",")[0].strip()
         if not re.fullmatch(r"n\d{8}", wnid) or not name:
@@ -486,7 +548,7 @@ def load_imagenet100(split: str, root: Path) -> ImageSet:
             f"{folder / split_dir} (first: {missing[0]}). Put each class's images in {split_dir}/<wnid>/; "
             f"see: {fetch_command('imagenet100')}")
     paths, labels = _class_folders(folder / split_dir, wnids)
-    return _files_image_set(paths, labels, names, f"imagenet100/{split}")
+    return _files_image_set(paths, labels, names, f"imagenet100/{split}", record)
 
 
 # ---------------------------------------------------------------------------------------------------
