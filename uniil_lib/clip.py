@@ -30,6 +30,7 @@ import torch.nn.functional as F
 # ClipModel, ClipLoadError and trim_padding live in clip_model (the bottom of the model layer); they are
 # re-exported here, where notebooks and tests import them.
 from .clip_model import ClipLoadError, ClipModel, trim_padding  # noqa: F401
+from .integrity import file_sha256
 from .mini_clip import load_mini_clip
 
 TINY_MODEL_NAME = "tiny"
@@ -130,14 +131,21 @@ def _load_open_clip(name: str, pretrained: str | None, *, seed: int) -> ClipMode
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise ClipLoadError(f"checkpoint file {path} does not exist; pass an existing .safetensors/.pt file")
-        identity = f"{name}/file-{_file_digest(path)}"
+        identity = f"{name}/file-{file_sha256(path)[7:19]}"  # the full content digest, remembered across runs
         pretrained = str(path)
     elif pretrained is not None:
         pretrained = _resolve_hub_weights(name, pretrained)
         identity = f"{name}/{Path(pretrained).name if _looks_like_path(pretrained) else pretrained}"
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        except Exception as error:  # torch.load, safetensors and state-dict errors of a damaged or wrong file
+            if not identity.startswith(f"{name}/file-"):
+                raise
+            raise ClipLoadError(f"{pretrained} cannot be loaded as {name} weights ({type(error).__name__}: "
+                                f"{' '.join(str(error).split())[:200]}); pass an intact checkpoint of this "
+                                "architecture") from error
     tokenizer = open_clip.get_tokenizer(name)
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
@@ -146,16 +154,6 @@ def _load_open_clip(name: str, pretrained: str | None, *, seed: int) -> ClipMode
 
 def _looks_like_path(value: str) -> bool:
     return any(sep in value for sep in ("/", "\\")) or Path(value).suffix in {".safetensors", ".pt", ".bin", ".pth"}
-
-
-def _file_digest(path: Path) -> str:
-    """sha1 of the size and first and last MiB: cheap for 600 MB checkpoints, changes when the file does."""
-    digest = hashlib.sha1(str(path.stat().st_size).encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(1 << 20))
-        handle.seek(max(0, path.stat().st_size - (1 << 20)))
-        digest.update(handle.read())
-    return digest.hexdigest()[:12]
 
 
 def _resolve_hub_weights(name: str, tag: str) -> str:
