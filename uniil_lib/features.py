@@ -6,9 +6,11 @@ as safetensors, keyed by the model's identity, the data's key and the preprocess
 the same run or a later one) reads the file instead of running the encoder.
 
 The key derives from content: every dataset source puts a digest of its files or pixels into
-``ImageSet.key``, and a model's identity names its exact weights. A cache file that cannot be read, has the
-wrong shape or holds NaN or infinite values is named in a warning and recomputed. Writes are atomic with
-unique temporary names, so processes may share one cache.
+``ImageSet.key``, and a model's identity names its exact weights. Each file records the sha256 of its
+features; a cache file that cannot be read, differs from that digest, has the wrong shape or holds NaN or
+infinite values is named in a warning and recomputed. Writes are atomic with unique temporary names, so
+processes may share one cache. An encoder that produces NaN or infinite features is an error (its weights
+are broken), never a cached result.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from tqdm.auto import tqdm
 from .clip import ClipModel
 from .data.base import ImageSet
 from .fileio import CorruptFileError, atomic_write, read_safetensors
+from .integrity import sha256_text
 from .paths import cache_root
 
-CACHE_FORMAT_VERSION = "1"
+CACHE_FORMAT_VERSION = "2"  # 2: files record the sha256 of their features
 
 
 def preprocess_images(imageset: ImageSet, preprocess, *, progress: bool = False) -> torch.Tensor:
@@ -77,17 +80,25 @@ def image_features(
         pixels = torch.stack([clip.preprocess(imageset[i][0]) for i in range(start, stop)])
         chunks.append(clip.encode_images(pixels).float().cpu())
     clip.model.train(was_training)
-    features = torch.cat(chunks) if chunks else torch.empty(0, 0)
+    features = torch.cat(chunks).contiguous() if chunks else torch.empty(0, 0)
+    if not bool(torch.isfinite(features).all()):
+        raise FloatingPointError(f"{clip.identity} produced NaN or infinite features for {imageset.key}: the "
+                                 "model's weights are broken (reload the model)")
     if use_cache:
-        metadata = {"model": clip.identity, "data": imageset.key}
-        atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp), metadata=metadata))
+        metadata = {"model": clip.identity, "data": imageset.key, "sha256": _digest(features)}
+        atomic_write(path, lambda tmp: save_file({"features": features}, str(tmp), metadata=metadata))
     return features
+
+
+def _digest(features: torch.Tensor) -> str:
+    return sha256_text(features.numpy().tobytes())
 
 
 def _read_cached(path: Path, n_images: int) -> torch.Tensor | None:
     """The cached ``(N, D)`` features, or None (with a warning naming the file) if they cannot be trusted."""
     try:
         features = read_safetensors(path, fix="it is recomputed").get("features")
+        recorded = _recorded_digest(path)
     except (CorruptFileError, OSError) as error:
         problem = str(error)
     else:
@@ -95,7 +106,17 @@ def _read_cached(path: Path, n_images: int) -> torch.Tensor | None:
             problem = f"{path} does not hold ({n_images}, D) features"
         elif not bool(torch.isfinite(features).all()):
             problem = f"{path} holds NaN or infinite features"
+        elif recorded != _digest(features):
+            problem = f"{path} differs from the sha256 it records (damaged)"
         else:
             return features
     warnings.warn(f"ignoring a bad feature cache file: {problem}; recomputing it", stacklevel=3)
     return None
+
+
+def _recorded_digest(path: Path) -> str | None:
+    """The features' sha256 stored in the file's safetensors metadata (None in files of older versions)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {}).get("sha256")
