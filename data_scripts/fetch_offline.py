@@ -23,6 +23,7 @@ from pathlib import Path
 
 from uniil_lib.data import DatasetNotFoundError, load_dataset
 from uniil_lib.data.offline import FASHION_MNIST_SYSTEM_DIR
+from uniil_lib.fileio import CorruptFileError
 from uniil_lib.paths import data_root
 
 DATASETS = ("fashion-mnist", "mnist-5k", "optdigits")
@@ -34,6 +35,9 @@ def loads(name: str, root: Path) -> bool:
         load_dataset(name, "test", root=root)
         return True
     except DatasetNotFoundError:
+        return False
+    except CorruptFileError as error:  # there, but damaged or changed: say which file and how to fix it
+        print(f"{name}: {error}")
         return False
 
 

@@ -31,6 +31,7 @@ except ImportError:  # run from a checkout: the package sits next to data_script
 
 from uniil_lib.data import DatasetNotFoundError, SourceSpec
 from uniil_lib.data.torchvision_sources import ChecksumsMissingError, torchvision_sources
+from uniil_lib.fileio import CorruptFileError
 from uniil_lib.integrity import record_folder
 from uniil_lib.paths import data_root
 
@@ -101,6 +102,9 @@ def is_present(spec: SourceSpec, root: Path) -> bool:
         record(spec, root)
         return is_present(spec, root)
     except DatasetNotFoundError:
+        return False
+    except CorruptFileError as error:  # there, but damaged or changed: say which file and how to fix it
+        print(f"{spec.name}: {error}")
         return False
     return True
 

@@ -165,6 +165,7 @@ def test_the_imagenet_config_fails_before_any_weights_load_when_the_data_is_miss
 def test_the_imagenet_config_builds_its_scenario_from_the_imagefolder_layout(tmp_path):
     from PIL import Image
 
+    from uniil_lib.integrity import record_folder
     from uniil_lib.named_scenarios import build_scenario
 
     folder = tmp_path / "imagenet100"
@@ -175,6 +176,7 @@ def test_the_imagenet_config_builds_its_scenario_from_the_imagefolder_layout(tmp
             for j in range(n):
                 Image.new("RGB", (8, 8), (10 * k, 5 * j, 0)).save(folder / split / wnid / f"{wnid}_{j}.JPEG")
     (folder / "classnames.txt").write_text("".join(f"{w} class_{k}, other name\n" for k, w in enumerate(wnids)))
+    record_folder(folder)  # the sha256 record the fetch script writes for files placed by hand
     stream = build_scenario(load_run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json").scenario,
                             profile="fast", root=tmp_path)
     assert len(stream.steps) == 2 and all(len(step.class_ids) == 10 for step in stream.steps)
