@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 # What a run can meet that is the user's to fix (names, arguments, files, data, diverging training); anything
 # else is a bug and keeps its traceback.
-USER_ERRORS = (KeyError, ValueError, OSError, RuntimeError, EOFError, ArithmeticError, ImportError,
+USER_ERRORS = (KeyError, ValueError, OSError, RuntimeError, EOFError, FloatingPointError, ImportError,
                zipfile.BadZipFile, pickle.UnpicklingError, struct.error, zlib.error)
 
 
@@ -64,7 +64,6 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import check_outputs, format_table, save_plots, save_result
-
     from .threads import choose_threads
 
     run = _benchmark_run(args)  # names, seeds and the config file are checked here
