@@ -729,6 +729,86 @@ def test_a_seed_out_of_range_is_refused_by_the_library_too():
         TrainConfig(seed=2**40)
 
 
+# The run-configuration path of the CLI (benchmark --config FILE) gets the same checks.
+def write_config(tmp_path: Path, text: str | bytes | None = None, **data) -> Path:
+    """A run config for cil-emoji with the (patched) fast profile; ``text`` replaces its content."""
+    path = tmp_path / "run.json"
+    content = text if text is not None else json.dumps({"scenario": "cil-emoji", "methods": ["zeroshot"],
+                                                         "profile": "fast", **data})
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PATHS))
+def test_bad_paths_are_refused_before_training_with_a_config(cli_env, capsys, no_training, tmp_path, monkeypatch,
+                                                             case):
+    args, env, needle = BAD_PATHS[case](tmp_path)
+    config = write_config(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    assert_clear(*cli(capsys, "benchmark", "--config", config, "--quiet", *args)[::2], needle)
+
+
+BAD_CONFIGS = {  # (file content or keys, extra CLI arguments, what the one line must say besides the file name)
+    "not JSON": ('{"scenario": "cil-emoji",', [], "is not valid JSON"),
+    "not UTF-8": (b'{"scenario": "\xff\xfe"}', [], "is not valid JSON"),
+    "not an object": ("[1, 2]", [], "a run config is a JSON object"),
+    "a misspelt key": ({"sceanrio": "x"}, [], "unknown keys ['sceanrio']"),
+    "methods as a string": ({"methods": "zeroshot"}, [], "'methods' must be a list"),
+    "a method that is not a name": ({"methods": ["zeroshot", 3]}, [], "'methods' must be a list of method names"),
+    "an unknown method": ({"methods": ["zeroshot", "magic"]}, [], "valid methods: zeroshot"),
+    "a repeated method": ({"methods": ["zeroshot", "zeroshot"]}, [], "['zeroshot'] more than once"),
+    "options as a list": ({"options": [1]}, [], "'options' must be an object"),
+    "method options as a number": ({"method_options": {"zeroshot": 3}}, [], "method_options for 'zeroshot' must be"),
+    "train as a number": ({"train": 5}, [], "'train' must be an object or null"),
+    "a seed out of range in the file": ({"train": {"seed": -1}}, [], "train: seed must be an integer"),
+    "a misspelt per-method setting": ({"method_train": {"zeroshot": {"lr_": 1}}}, [], "unknown or run-wide"),
+    "an unknown scenario": ({"scenario": "nope"}, [], "unknown scenario 'nope'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_a_bad_config_file_is_a_one_line_error_naming_it(cli_env, capsys, no_training, tmp_path, case):
+    content, extra, needle = BAD_CONFIGS[case]
+    config = write_config(tmp_path, **content) if isinstance(content, dict) else write_config(tmp_path, content)
+    assert_clear(*cli(capsys, "benchmark", "--config", config, "--quiet", *extra)[::2], config, needle)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    pytest.param(["--methods", "linear-probe"], "does not list ['linear-probe']", id="a method the file lacks"),
+    pytest.param(["--methods", ","], "no methods given", id="an empty subset"),
+    pytest.param(["--seed", "-3"], "seed must be an integer in [0, 4294967295], got -3", id="a negative seed"),
+    pytest.param(["--scenario", "dil-emoji"], "drop --scenario", id="a scenario beside the file"),
+])
+def test_bad_arguments_beside_a_config_are_one_line_errors(cli_env, capsys, no_training, tmp_path, extra, needle):
+    assert_clear(*cli(capsys, "benchmark", "--config", write_config(tmp_path), "--quiet", *extra)[::2], needle)
+
+
+@pytest.mark.parametrize("kind", ["missing", "a folder"])
+def test_a_config_path_that_is_no_file_is_named(cli_env, capsys, no_training, tmp_path, kind):
+    path = tmp_path / "configs" / "run.json"
+    if kind == "a folder":
+        path.mkdir(parents=True)
+    assert_clear(*cli(capsys, "benchmark", "--config", path, "--quiet")[::2], path)
+
+
+def test_another_split_is_refused_before_training_with_a_config(cli_env, capsys, no_training, tmp_path):
+    write_emoji_classes(cli_env, load_emoji_classes(cli_env)[1:], ["twitter", "google"])  # another split
+    code, _, err = cli(capsys, "benchmark", "--config", write_config(tmp_path), "--quiet")
+    assert_clear(code, err, "--allow-other-split", "fingerprint", "fetch_emoji.py")
+
+
+def test_another_split_runs_with_a_config_when_asked_and_is_recorded(cli_env, capsys, tmp_path):
+    write_emoji_classes(cli_env, load_emoji_classes(cli_env)[1:], ["twitter", "google"])
+    out = tmp_path / "r.json"
+    command = ("benchmark", "--config", write_config(tmp_path), "--quiet", "--allow-other-split", "--out", out)
+    code, _, err = cli(capsys, *command)
+    assert code == 0, err
+    split = json.loads(out.read_text())["split"]
+    assert split["matches"] is False and split["fingerprint"] == split_fingerprint(emoji_split("random", cli_env),
+                                                                                   cli_env)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 6. metrics and seeds
 # ----------------------------------------------------------------------------------------------------------

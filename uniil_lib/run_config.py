@@ -33,11 +33,18 @@ from pathlib import Path
 from types import MappingProxyType, NoneType, UnionType
 from typing import Any, Mapping, Union
 
+from .fileio import CorruptFileError, read_json
 from .methods import method_class
 from .named_scenarios import scenario_names
 from .profiles import profile_names
 from .train_config import TrainConfig
 
+# The JSON types a key's value may have (as Python's json module reads them).
+JSON_KINDS = MappingProxyType({
+    "scenario": (str,), "methods": (list,), "profile": (str,), "model": (str, NoneType), "pretrained": (str, NoneType),
+    "train": (dict, NoneType), "method_train": (dict,), "options": (dict,), "method_options": (dict,), "notes": (dict,),
+})
+JSON_NAMES = MappingProxyType({str: "a string", list: "a list", dict: "an object"})
 KEYS = ("scenario", "methods", "profile", "model", "pretrained", "train", "method_train", "options", "method_options",
         "notes")
 # Fields of TrainConfig that are one for the whole run, not per method: the run's seed (train.seed or --seed)
@@ -112,6 +119,9 @@ def check_run_config(config: RunConfig) -> None:
         raise RunConfigError(f"{where}: unknown profile {config.profile!r}; valid: {', '.join(profile_names())}")
     if not config.methods:
         raise RunConfigError(f"{where}: 'methods' lists no method")
+    repeated = sorted({name for name in config.methods if config.methods.count(name) > 1})
+    if repeated:
+        raise RunConfigError(f"{where}: 'methods' names {repeated} more than once; name each method once")
     for name in config.methods:
         try:
             method_class(name)
@@ -191,35 +201,53 @@ def load_run_config(path: str | Path) -> RunConfig:
     """Read a run configuration file (see the module docstring).
 
     Raises:
-        RunConfigError: unreadable JSON, unknown keys, names that do not exist, options no method takes,
-            per-method training settings TrainConfig does not have.
-        FileNotFoundError: no such file.
+        RunConfigError: unreadable JSON, unknown keys, values of the wrong JSON type, names that do not exist,
+            options no method takes, training settings TrainConfig does not have or refuses. Every message
+            starts with the file's path.
+        FileNotFoundError: no such file (its ``filename`` is the path).
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise RunConfigError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict) or not {"scenario", "methods"} <= set(data):
-        raise RunConfigError(f"{path}: a run config is a JSON object with at least 'scenario' and 'methods'")
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise RunConfigError(f"{path}: unknown keys {unknown}; valid keys: {list(KEYS)}")
+        data = read_json(path, fix="a run config is a JSON object, see configs/*.json")
+    except CorruptFileError as error:
+        raise RunConfigError(str(error)) from None
+    check_shape(data, path)
     train = data.get("train")
     if train is not None:
         valid = {f.name for f in dataclasses.fields(TrainConfig)}
         if set(train) - valid:
             raise RunConfigError(f"{path}: unknown train settings {sorted(set(train) - valid)}; valid: {sorted(valid)}")
-        train = TrainConfig(**train)
-    method_train = data.get("method_train", {})
-    if not isinstance(method_train, dict):
-        raise RunConfigError(f"{path}: 'method_train' is an object {{method: {{TrainConfig field: value}}}}")
+        try:
+            train = TrainConfig(**train)
+        except ValueError as error:
+            raise RunConfigError(f"{path}: train: {error}") from None
     return RunConfig(
         scenario=data["scenario"], methods=tuple(data["methods"]), profile=data.get("profile", "full"),
         model=data.get("model"), pretrained=data.get("pretrained"), train=train,
-        method_train=MappingProxyType({name: MappingProxyType(dict(settings)) if isinstance(settings, dict) else settings
-                                       for name, settings in method_train.items()}),
+        method_train=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in data.get("method_train", {}).items()}),
         options=MappingProxyType(dict(data.get("options", {}))),
         method_options=MappingProxyType({k: dict(v) for k, v in data.get("method_options", {}).items()}),
         notes=MappingProxyType(dict(data.get("notes", {}))), source=str(path),
     )
+
+
+def check_shape(data: Any, path: Path) -> None:
+    """Raise :class:`RunConfigError` (naming ``path``) unless ``data`` is a JSON object with the keys and value
+    types of a run config (see the module docstring)."""
+    if not isinstance(data, dict) or not {"scenario", "methods"} <= set(data):
+        raise RunConfigError(f"{path}: a run config is a JSON object with at least 'scenario' and 'methods'")
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise RunConfigError(f"{path}: unknown keys {unknown}; valid keys: {list(KEYS)}")
+    for key, value in data.items():
+        kinds = JSON_KINDS.get(key, ())
+        if kinds and not isinstance(value, kinds):
+            wanted = " or ".join("null" if kind is NoneType else JSON_NAMES[kind] for kind in kinds)
+            raise RunConfigError(f"{path}: {key!r} must be {wanted}, not {json.dumps(value)[:80]}")
+    if not all(isinstance(name, str) for name in data["methods"]):
+        raise RunConfigError(f"{path}: 'methods' must be a list of method names, e.g. [\"zeroshot\", \"awpf\"]")
+    for key in ("method_train", "method_options"):
+        for name, value in data.get(key, {}).items():
+            if not isinstance(value, dict):
+                raise RunConfigError(f"{path}: {key} for {name!r} must be an object of settings, "
+                                     f"not {json.dumps(value)[:80]}")
