@@ -180,7 +180,9 @@ def build(name, stream, *, lam=0.6, settings=TOY):
         return create_method(name, clip, stream, config)
     if name == "awpf-fixed":
         return AWPFFixed(clip, stream, config, lam=lam, settings=settings)
-    return {"lowrank-seq": LowRankSeq, "awpf": AWPF}[name](clip, stream, config, settings=settings)
+    if name in ("lowrank-seq", "awpf"):
+        return {"lowrank-seq": LowRankSeq, "awpf": AWPF}[name](clip, stream, config, settings=settings)
+    return create_method(name, clip, stream, config, settings=settings)
 
 
 @pytest.mark.parametrize("name", LOW_RANK_METHODS)
@@ -281,3 +283,63 @@ def test_awpf_fixed_refuses_a_checkpoint_with_another_lambda(squares, tmp_path):
     run_continual(build("awpf-fixed", stream, lam=0.6), stream, checkpoint_dir=tmp_path, stop_after=0)
     with pytest.raises(ValueError, match="lam=0.6"):
         run_continual(build("awpf-fixed", stream, lam=0.3), stream, checkpoint_dir=tmp_path)
+
+
+# ----- the ablations of the balance factor and the named fixed factors (issue 20) ----------------------------------
+# lam_0 = 0.5 makes logit(lam_0) = 0, so each factor is a plain sigmoid of the terms it keeps.
+HAND = BalanceConfig(lam_0=0.5, alpha=2.0, beta=3.0)
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@pytest.mark.parametrize("name, expected", [
+    # MMD^2 = 0.25, rho = 0.8: the MMD term is 2 * 0.25 = 0.5, the LDA term 3 * (1 - 0.8) = 0.6.
+    ("awpf", 0.7502601055951177),            # sigmoid(0.5 + 0.6)
+    ("awpf-mmd-only", 0.6224593312018546),   # sigmoid(0.5)
+    ("awpf-lda-only", 0.6456563062257954),   # sigmoid(0.6)
+])
+def test_each_ablation_drops_exactly_one_term_of_the_factor(squares, name, expected):
+    method = create_method(name, load_clip("tiny", tiny_config=SMALL, seed=0), toy_stream(squares),
+                           TrainConfig(progress=False), settings=AWPFSettings(rank=4, balance=HAND))
+    assert balance_factor(0.25, 0.8, method.balance_config()) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("name, kept", [("awpf-mmd-only", "mmd"), ("awpf-lda-only", "lda")])
+def test_ablations_fuse_with_the_factor_of_the_term_they_keep(squares, name, kept):
+    stream = toy_stream(squares)
+    settings = AWPFSettings(rank=4, replay=8, balance=HAND)
+    full, ablation = build("awpf", stream, settings=settings), build(name, stream, settings=settings)
+    run_continual(full, stream)
+    run_continual(ablation, stream)
+    assert ablation.lambdas()[0] == 1.0
+    for k in (1, 2):
+        entry = ablation.history[k]
+        # MMD^2 and rho read frozen features only: the ablation measures what awpf measures.
+        assert (entry["mmd2"], entry["rho"]) == (full.history[k]["mmd2"], full.history[k]["rho"]), k
+        mmd_term, lda_term = 2.0 * entry["mmd2"], 3.0 * (1.0 - entry["rho"])
+        assert min(mmd_term, lda_term) > 1e-3, "both terms must count, or the test could not tell them apart"
+        assert entry["lam"] == pytest.approx(sigmoid(mmd_term if kept == "mmd" else lda_term), abs=1e-12), k
+        assert abs(entry["lam"] - full.history[k]["lam"]) > 1e-4, "the ablation must differ from awpf"
+    report = ablation.run_report()
+    assert report["lambdas"] == ablation.lambdas() and len(report["mmd2"]) == len(report["rho"]) == 3
+    assert math.isnan(report["mmd2"][0]) and report["rho"][1] == ablation.history[1]["rho"]
+
+
+def test_named_fixed_factors_are_awpf_fixed_with_that_factor(squares):
+    from uniil_lib.methods import method_names
+    from uniil_lib.methods.awpf import FIXED_FACTOR_GRID, fixed_factor_method
+    from uniil_lib.run_config import method_parameters
+
+    grid = [name for name in method_names() if name.startswith("awpf-fixed-")]
+    assert grid == [f"awpf-fixed-{lam:.1f}" for lam in FIXED_FACTOR_GRID] and FIXED_FACTOR_GRID[0] == 0.3
+    assert set(method_parameters("awpf-fixed-0.7")) == {"settings"}, "the name fixes the factor: no lam option"
+    stream = toy_stream(squares)
+    method = build("awpf-fixed-0.7", stream, settings=None)
+    assert isinstance(method, AWPFFixed) and method.lam == 0.7 and method.name == "awpf-fixed-0.7"
+    method.settings = TOY
+    run_continual(method, stream)
+    assert method.lambdas() == [1.0, 0.7, 0.7]
+    with pytest.raises(ValueError, match="one decimal"):
+        fixed_factor_method(0.65)

@@ -10,6 +10,10 @@ never the classes a mini-CLIP may have been pretrained on. Our choices:
   *Animals & Nature* classes in ``fluent3d`` style.
 - ``uniil-offline``: held-out classes split in two halves by a seeded shuffle: half A for class increments
   (twitter, 3 steps of 10), half B (30 classes) for domain increments (google -> openmoji -> fluent3d).
+- ``cil-emoji-xstyle``: the 100 held-out classes as in ``cil-emoji``, but each class is *trained* on drawings of
+  some styles and *tested* on drawings of the others (:func:`emoji_xstyle_part`; the named scenario fixes
+  ``XSTYLE_TRAIN`` / ``XSTYLE_TEST``), so a test image is never an augmentation of a drawing trained on: what
+  is measured is generalisation to another drawing of the class, not memorisation of one drawing.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.base import ArrayImageSet, content_digest
 from .data.emoji import EMOJI_TEMPLATES, built_styles, load_emoji_classes, load_emoji_style
 from .data.emoji_split import emoji_split, split_fingerprint
 from .scenarios import DatasetPart
@@ -25,6 +30,11 @@ from .scenarios import DatasetPart
 CIL_STYLE = "twitter"
 DIL_STYLES = ("twitter", "google", "openmoji", "fluent3d")
 MTIL_TASKS = (("emoji-food", "Food & Drink", "google"), ("emoji-animals", "Animals & Nature", "fluent3d"))
+# cil-emoji-xstyle's style assignment (our choice): train on the two flat 64 px styles, test on the outlined
+# OpenMoji and the 3D-rendered Fluent drawings, the two styles farthest from them (and from what the offline
+# mini-CLIP was pretrained on: twitter and google drawings of other classes).
+XSTYLE_TRAIN = ("twitter", "google")
+XSTYLE_TEST = ("openmoji", "fluent3d")
 
 
 def emoji_part(label: str, style: str, classes, profile, root: Path) -> DatasetPart:
@@ -76,3 +86,59 @@ def uniil_emoji_halves(root: Path) -> tuple[list[str], list[str]]:
     held = heldout_classes(root)
     shuffled = [held[i] for i in np.random.default_rng(0).permutation(len(held))]
     return sorted(shuffled[:30]), sorted(shuffled[30:60])
+
+
+def emoji_styles_imageset(styles, split: str, classes, n_per_class: int, root: Path) -> ArrayImageSet:
+    """``n_per_class`` images of each of ``classes``, drawn in ``styles`` and shared among them as evenly as
+    ``n_per_class`` allows (the first ``n_per_class % len(styles)`` styles give one image more); labels in the
+    order of ``classes``.
+
+    Raises:
+        ValueError: no style, a repeated style, or fewer images per class than styles (a style would give none).
+    """
+    styles = tuple(styles)
+    if not styles or len(set(styles)) != len(styles):
+        raise ValueError(f"give one or more distinct styles, got {list(styles)}")
+    if n_per_class < len(styles):
+        raise ValueError(f"{n_per_class} {split} images per class cannot cover the {len(styles)} styles {list(styles)}; "
+                         "give at least one image per class and style")
+    shares = [n_per_class // len(styles) + (k < n_per_class % len(styles)) for k in range(len(styles))]
+    sets = [load_emoji_style(style, split, root, classes, n_per_class=n) for style, n in zip(styles, shares)]
+    images = np.concatenate([s.images for s in sets])
+    labels = np.concatenate([s.labels for s in sets])
+    names = sets[0].class_names
+    digest = content_digest(images, labels, np.asarray(names, dtype=str))
+    return ArrayImageSet(images, labels, names, key=f"emoji-{'+'.join(styles)}/{split}[{digest}]")
+
+
+def emoji_xstyle_part(profile, root: Path, *, train_styles=XSTYLE_TRAIN, test_styles=XSTYLE_TEST) -> DatasetPart:
+    """The 100 held-out classes (in ``cil-emoji``'s order), trained on ``train_styles`` and tested on
+    ``test_styles``, with the profile's emoji images per class (``emoji_train_per_class`` training images per
+    class in all, shared among the training styles; the same for testing).
+
+    Raises:
+        ValueError: an unknown style, or a style both in ``train_styles`` and in ``test_styles``.
+        FileNotFoundError: a style that the EmojiDomains build lacks (names the fetch command).
+    """
+    train_styles, test_styles = tuple(train_styles), tuple(test_styles)
+    unknown = sorted(set(train_styles + test_styles) - set(DIL_STYLES))
+    if unknown:
+        raise ValueError(f"unknown emoji styles {unknown}; valid styles: {', '.join(DIL_STYLES)}")
+    shared = sorted(set(train_styles) & set(test_styles))
+    if shared:
+        raise ValueError(f"styles {shared} are both trained and tested on; a cross-style stream tests on styles "
+                         "it never trains on, so give disjoint train_styles and test_styles")
+    _require_styles(train_styles + test_styles, root)
+    classes = heldout_classes(root)
+    train = emoji_styles_imageset(train_styles, "train", classes, profile.emoji_train_per_class, root)
+    test = emoji_styles_imageset(test_styles, "test", classes, profile.emoji_test_per_class, root)
+    return DatasetPart(xstyle_label(train_styles, test_styles), train, test, EMOJI_TEMPLATES,
+                       f"emoji-{'+'.join(train_styles)}")
+
+
+def xstyle_label(train_styles, test_styles) -> str:
+    """The part's name (and the prefix of its step names): ``emoji-xstyle`` for the named assignment, else
+    ``emoji-<train styles>-to-<test styles>``."""
+    if (tuple(train_styles), tuple(test_styles)) == (XSTYLE_TRAIN, XSTYLE_TEST):
+        return "emoji-xstyle"
+    return f"emoji-{'+'.join(train_styles)}-to-{'+'.join(test_styles)}"

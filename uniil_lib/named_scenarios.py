@@ -4,6 +4,8 @@ Offline (work on a fresh machine here; emoji data via ``python data_scripts/fetc
 
 - ``mtil-offline`` (task-incremental): five datasets in sequence, MTIL-style, task identity at test time.
 - ``cil-emoji`` (class-incremental): 100 held-out emoji classes in one style, B0 Inc10.
+- ``cil-emoji-xstyle`` (class-incremental): the same classes and class order, trained on two styles and tested on
+  the two others (:func:`cil_emoji_xstyle` takes other style assignments).
 - ``dil-emoji`` (domain-incremental): held-out emoji classes, one drawing style per step.
 - ``uniil-offline`` (Uni-IL): task, class and domain increments mixed in one stream.
 
@@ -24,7 +26,8 @@ from typing import Callable, Mapping
 
 from .data import get_source, load_dataset
 from .data.base import ImageSet
-from .emoji_scenarios import emoji_cil_part, emoji_dil_parts, emoji_mtil_parts, emoji_part, uniil_emoji_halves
+from .emoji_scenarios import (XSTYLE_TEST, XSTYLE_TRAIN, emoji_cil_part, emoji_dil_parts, emoji_mtil_parts,
+                              emoji_part, emoji_xstyle_part, uniil_emoji_halves, xstyle_label)
 from .paths import data_root
 from .profiles import Profile, get_profile
 from .scenarios import DatasetPart, Scenario, class_incremental, domain_incremental, task_incremental, uni_il
@@ -68,6 +71,27 @@ def _cil_emoji(profile: Profile, seed: int, root: Path) -> Scenario:
     return class_incremental("cil-emoji", emoji_cil_part(profile, seed, root), increment=10, seed=seed)
 
 
+def cil_emoji_xstyle(*, profile: str | Profile | None = None, seed: int = 0, root: str | Path | None = None,
+                     train_styles=XSTYLE_TRAIN, test_styles=XSTYLE_TEST) -> Scenario:
+    """``cil-emoji``'s stream (the 100 held-out classes, B0 Inc10, the same seeded class order) with each class
+    trained on drawings in ``train_styles`` and tested on drawings in ``test_styles`` (disjoint; see
+    :func:`uniil_lib.emoji_scenarios.emoji_xstyle_part`). The defaults are the named scenario
+    ``cil-emoji-xstyle``; another assignment is named ``cil-emoji-<train>-to-<test>``.
+
+    Raises:
+        ValueError: unknown styles, or a style both trained and tested on.
+    """
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    part = emoji_xstyle_part(prof, Path(root) if root is not None else data_root(), train_styles=train_styles,
+                             test_styles=test_styles)
+    name = "cil-" + xstyle_label(train_styles, test_styles)
+    return class_incremental(name, part, increment=10, seed=seed)
+
+
+def _cil_emoji_xstyle(profile: Profile, seed: int, root: Path) -> Scenario:
+    return cil_emoji_xstyle(profile=profile, seed=seed, root=root)
+
+
 def _dil_emoji(profile: Profile, seed: int, root: Path) -> Scenario:
     return domain_incremental("dil-emoji", emoji_dil_parts(profile, seed, root))
 
@@ -107,6 +131,9 @@ def _registry() -> Mapping[str, NamedScenario]:
                       heldout_split=True),
         NamedScenario("cil-emoji", "class-incremental", True,
                       "100 held-out emoji classes in one style, B0 Inc10", _cil_emoji, heldout_split=True),
+        NamedScenario("cil-emoji-xstyle", "class-incremental", True,
+                      f"cil-emoji's classes, trained on {'+'.join(XSTYLE_TRAIN)}, tested on {'+'.join(XSTYLE_TEST)}",
+                      _cil_emoji_xstyle, heldout_split=True),
         NamedScenario("dil-emoji", "domain-incremental", True,
                       "held-out emoji classes, one drawing style per step", _dil_emoji, heldout_split=True),
         NamedScenario("uniil-offline", "uni-il", True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from .adapter import AdapterMethod
-from .awpf import AWPF, AWPFFixed, LowRankSeq
+from .awpf import AWPF, FIXED_FACTOR_GRID, AWPFFixed, AWPFLDAOnly, AWPFMMDOnly, LowRankSeq, fixed_factor_method
 from .base import ContinualMethod, PixelStore, TrainConfig
 from .finetune import Finetune
 from .linear_probe import LinearProbe
@@ -21,7 +21,8 @@ from .zeroshot import ZeroShot
 _METHODS = MappingProxyType({
     cls.name: cls for cls in (ZeroShot, Finetune, LinearProbe, AdapterMethod, MoEAdapters, MoEAdaptersDDAS,
                               MoEAdaptersBalance, MoEAdaptersDDASBalance, MoEAdaptersCIL,
-                              MAGENoAttributes, MAGE, MAGESharedRouter, LowRankSeq, AWPFFixed, AWPF)
+                              MAGENoAttributes, MAGE, MAGESharedRouter, LowRankSeq, AWPFFixed, AWPF,
+                              AWPFMMDOnly, AWPFLDAOnly, *(fixed_factor_method(lam) for lam in FIXED_FACTOR_GRID))
 })
 
 

@@ -23,7 +23,16 @@ and fast.
   CLIP and there is no previous task for MMD), so ``lam = 1`` there (our choice). MMD compares the new
   task's frozen features with a seeded sample of at most ``memory`` frozen features kept from the previous
   task (features, not images; RAPF keeps per-class feature statistics for the same purpose).
-- ``awpf-fixed``: the same, with a fixed ``lam`` (default 0.6, RAPF's ``mix_bias`` for CIFAR-100).
+- ``awpf-fixed``: the same, with a fixed ``lam`` (default 0.6, RAPF's ``mix_bias`` for CIFAR-100; any other value
+  through the option ``lam``, e.g. a run configuration's ``"method_options": {"awpf-fixed": {"lam": 0.7}}``).
+- ``awpf-fixed-0.3`` ... ``awpf-fixed-0.9`` (:data:`FIXED_FACTOR_GRID`): ``awpf-fixed`` with that factor built in.
+  A run names each method once, and its results, checkpoints and per-seed files are keyed by the method's name,
+  so a grid of fixed factors run side by side (one ``--methods`` list, one run configuration) needs one name per
+  factor; these names are that grid, and the option ``lam`` stays the way to any other value.
+- ``awpf-mmd-only`` and ``awpf-lda-only``: ``awpf`` with one term of the balance factor (A6) removed (``beta = 0``:
+  ``lam_t = sigmoid(logit(lam_0) + alpha MMD^2)``; ``alpha = 0``: ``lam_t = sigmoid(logit(lam_0) + beta (1 - rho))``),
+  everything else kept (the same ``lam_0``, the other weight, the fusion, replay, and both quantities are still
+  measured and recorded): ablations that show what each term carries.
 
 **Replay of class statistics** (from RAPF, on by default, the same for all three methods): after each task
 the frozen-feature mean of each of its classes and a pooled within-class covariance are kept
@@ -42,7 +51,7 @@ semantically close class pairs (its "adaptive representation adjustment"), which
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Sequence
 
 import torch
@@ -326,8 +335,12 @@ class AWPF(LowRankFeatureMethod):
         rho = self.stats.separability()
         if not self.history:
             return 1.0, math.nan, rho
-        lam, shift = dynamic_balance(self.memory, features, rho, self.settings.balance)
+        lam, shift = dynamic_balance(self.memory, features, rho, self.balance_config())
         return lam, shift, rho
+
+    def balance_config(self) -> BalanceConfig:
+        """The weights of the balance factor (A6) this method fuses with (``awpf``: the settings' own)."""
+        return self.settings.balance
 
     @torch.no_grad()
     def fuse(self, step) -> None:
@@ -346,8 +359,11 @@ class AWPF(LowRankFeatureMethod):
         return [entry["lam"] for entry in self.history]
 
     def run_report(self) -> dict:
-        """The balance factors of the run (:meth:`lambdas`), for the benchmark's results."""
-        return {"lambdas": self.lambdas()}
+        """The balance factors of the run (:meth:`lambdas`) and, per finished step, the ``MMD^2`` to the previous
+        task and the separability ``rho`` of the classes seen (NaN where not measured), for the benchmark's
+        results."""
+        return {"lambdas": self.lambdas(), "mmd2": [entry["mmd2"] for entry in self.history],
+                "rho": [entry["rho"] for entry in self.history]}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         history = [[e["lam"], e["mmd2"], e["rho"]] for e in self.history]
@@ -393,3 +409,47 @@ class AWPFFixed(AWPF):
             raise ValueError(f"awpf-fixed: this checkpoint was made with lam={saved}, this method has lam={self.lam}; "
                              "build the method with the same lam, or use a new checkpoint directory")
         super().load_state_dict(state)
+
+
+class AWPFMMDOnly(AWPF):
+    """``awpf`` without the LDA term: ``lam_t = sigmoid(logit(lam_0) + alpha MMD^2)`` (``beta = 0``), everything
+    else as ``awpf`` (the separability is still measured and recorded in :attr:`history`)."""
+
+    name = "awpf-mmd-only"
+
+    def balance_config(self) -> BalanceConfig:
+        return replace(self.settings.balance, beta=0.0)
+
+
+class AWPFLDAOnly(AWPF):
+    """``awpf`` without the MMD term: ``lam_t = sigmoid(logit(lam_0) + beta (1 - rho_{<=t}))`` (``alpha = 0``),
+    everything else as ``awpf`` (the MMD^2 is still measured and recorded in :attr:`history`)."""
+
+    name = "awpf-lda-only"
+
+    def balance_config(self) -> BalanceConfig:
+        return replace(self.settings.balance, alpha=0.0)
+
+
+# The fixed factors a fair comparison tunes over (issue 20: chosen on tuning seeds, then compared on others).
+FIXED_FACTOR_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def fixed_factor_name(lam: float) -> str:
+    """The registered name of ``awpf-fixed`` with factor ``lam`` built in: ``awpf-fixed-0.7``."""
+    return f"awpf-fixed-{lam:.1f}"
+
+
+def fixed_factor_method(lam: float) -> type[AWPFFixed]:
+    """A subclass of :class:`AWPFFixed` with the factor ``lam`` built in, named :func:`fixed_factor_name`;
+    it takes no ``lam`` option (its name says the factor)."""
+    if not 0.0 <= lam <= 1.0 or round(lam, 1) != lam:
+        raise ValueError(f"a named fixed factor has one decimal in [0, 1], got {lam}; for another value use "
+                         "awpf-fixed with the option lam")
+
+    def __init__(self, clip, scenario, config: TrainConfig, *, settings: AWPFSettings | None = None):
+        AWPFFixed.__init__(self, clip, scenario, config, lam=lam, settings=settings)
+
+    doc = f"``awpf-fixed`` with ``lam = {lam:g}`` (one point of :data:`FIXED_FACTOR_GRID`)."
+    return type(f"AWPFFixed{round(lam * 10):02d}", (AWPFFixed,),
+                {"name": fixed_factor_name(lam), "__init__": __init__, "__doc__": doc, "__module__": __name__})
