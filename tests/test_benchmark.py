@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from uniil_lib.cli import main
@@ -112,5 +113,24 @@ def test_paired_comparison_by_hand():
     assert out["mean"] == pytest.approx(4 / 3) and out["std"] == pytest.approx((19 / 3) ** 0.5)
     assert out["t"] == pytest.approx(4 / 19 ** 0.5)  # (4/3) / (sqrt(19/3) / sqrt(3))
     assert out["p"] == pytest.approx(0.4565, abs=2e-3)  # t = 0.918 on 2 degrees of freedom
+    assert out["losses"] == 1 and out["sign_p"] == pytest.approx(1.0)  # 2 of 3 ahead: P(X >= 2) + P(X <= 1) >= 1
     with pytest.raises(ValueError, match="no result holds both"):
         paired_comparison(results, "m", "zz")
+
+
+@pytest.mark.parametrize("differences, sign_p, wilcoxon_p", [
+    ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2 / 64, 2 / 64),   # all six ahead: the most extreme of 2**6 sign patterns
+    ([1.0, 2.0, 3.0, 4.0, 5.0], 2 / 32, 2 / 32),        # five seeds can never give p < 0.05
+    # The tie is dropped; 5 of 6 ahead: sign test 2 * (1 + 6) / 64. The loss -2 has rank 2 among |0.5, 2, 3, 4, 6, 7|,
+    # so W- = 2; rank subsets summing to <= 2: {}, {1}, {2}: P(W- <= 2) = 3/64, two-sided 6/64.
+    ([0.5, 0.0, -2.0, 3.0, 4.0, 6.0, 7.0], 14 / 64, 6 / 64),
+])
+def test_paired_comparison_rank_tests_by_hand(differences, sign_p, wilcoxon_p):
+    from uniil_lib.benchmark import paired_comparison
+
+    results = [_result(seed, {"m": 50.0 + d, "b": 50.0}) for seed, d in enumerate(differences)]
+    out = paired_comparison(results, "m", "b")
+    assert out["sign_p"] == pytest.approx(sign_p, abs=1e-9)
+    assert out["wilcoxon_p"] == pytest.approx(wilcoxon_p, abs=1e-9)
+    tied = paired_comparison([_result(s, {"m": 1.0, "b": 1.0}) for s in range(3)], "m", "b")
+    assert tied["wins"] == tied["losses"] == 0 and np.isnan(tied["sign_p"]) and np.isnan(tied["wilcoxon_p"])

@@ -255,8 +255,12 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
     """``method`` against ``baseline`` on ``metric``, seed by seed (the results of one benchmark, one per seed).
 
     Returns ``{"seeds", "differences" (method - baseline, per seed), "mean", "std" (sample), "wins" (seeds where
-    method is ahead), "t" (paired t statistic; NaN for one seed or no spread), "p" (two-sided, Student's t with
-    n - 1 degrees of freedom)}``.
+    method is ahead), "losses" (behind), "t" (paired t statistic; NaN for one seed or no spread), "p" (two-sided,
+    Student's t with n - 1 degrees of freedom), "sign_p" (two-sided exact sign test: wins against losses under
+    Binomial(wins + losses, 1/2), ties dropped; NaN when every seed ties), "wilcoxon_p" (two-sided Wilcoxon
+    signed-rank test, scipy's default: exact for small samples without ties, zero differences dropped; NaN when
+    every seed ties)}``. With n seeds and no ties neither rank test can go below ``2 / 2**n``: 5 seeds never reach
+    p < 0.05 (0.0625), 6 seeds all one way give 0.031.
 
     Raises:
         ValueError: no result holds both methods, or two results share a seed.
@@ -276,8 +280,12 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
     std = float(differences.std(ddof=1)) if n > 1 else float("nan")
     t = float(differences.mean() / (std / np.sqrt(n))) if n > 1 and std > 0 else float("nan")
     p = float(2 * stats.t.sf(abs(t), n - 1)) if np.isfinite(t) else float("nan")
+    wins, losses = int((differences > 0).sum()), int((differences < 0).sum())
+    untied = wins + losses
+    sign_p = float(stats.binomtest(wins, untied, 0.5).pvalue) if untied else float("nan")
+    wilcoxon_p = float(stats.wilcoxon(differences[differences != 0]).pvalue) if untied else float("nan")
     return {"seeds": seeds, "differences": differences.round(4).tolist(), "mean": float(differences.mean()),
-            "std": std, "wins": int((differences > 0).sum()), "t": t, "p": p}
+            "std": std, "wins": wins, "losses": losses, "t": t, "p": p, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p}
 
 
 def json_ready(value):
