@@ -60,6 +60,21 @@ def test_the_paper_configs_train_moe_adapters_cil_with_its_cil_recipe(path):
     assert awpf == config.train and awpf.epochs == 15, "the other methods keep the config's own settings"
 
 
+@pytest.mark.parametrize("path, rapf", [(REPO / "configs" / "awpf_cifar100_b0inc10.json", 0.6),
+                                        (REPO / "configs" / "awpf_imagenet100_b0inc10.json", 0.5)], ids=["cifar", "in100"])
+def test_the_paper_configs_run_the_fixed_factor_grid_and_the_ablations(path, rapf):
+    """Issue 20: the best-fixed-factor grid and the balance factor's ablations, with awpf's own settings."""
+    config = load_run_config(path)
+    grid = [f"awpf-fixed-{f:.1f}" for f in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+    assert [m for m in config.methods if m.startswith("awpf-fixed-")] == grid
+    assert {"awpf", "awpf-mmd-only", "awpf-lda-only", "lowrank-seq", "moe-adapters-cil"} <= set(config.methods)
+    settings = config.options_for("awpf")["settings"]
+    for name in [*grid, "awpf-mmd-only", "awpf-lda-only"]:
+        assert config.options_for(name) == {"settings": settings}, f"{name} must run with awpf's settings"
+    assert config.options_for("awpf-fixed")["lam"] == rapf and f"awpf-fixed-{rapf}" in grid
+    assert "benchmarks/awpf_verdict.py --config" in config.notes["grid and ablations"]
+
+
 def test_options_follow_keyword_options_up_the_class_hierarchy():
     mage = method_parameters("mage")
     assert {"pool", "class_attributes", "ddas", "adapters", "block_cache", "cache_budget_bytes"} <= set(mage)
@@ -95,6 +110,21 @@ def test_a_json_object_becomes_the_parameter_dataclass(tmp_path):
 def test_a_config_that_cannot_run_says_why(tmp_path, data, message):
     with pytest.raises((RunConfigError, ValueError), match=message):
         load_run_config(write(tmp_path, **data))
+
+
+def test_a_grid_point_and_an_ablation_run_from_a_config_as_the_verdict_script_runs_them(tmp_path, capsys):
+    """``benchmark --config FILE --methods SUBSET --seed N``: the call benchmarks/awpf_verdict.py makes."""
+    path = write(tmp_path, profile="fast", model="tiny", methods=["awpf", "awpf-fixed-0.3", "awpf-lda-only"],
+                 train={"epochs": 1, "batch_size": 32, "lr": 0.01}, options={"settings": {"rank": 4, "replay": 8}})
+    out = tmp_path / "result.json"
+    assert main(["benchmark", "--config", str(path), "--methods", "awpf-fixed-0.3,awpf-lda-only", "--seed", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    n = len(result["tasks"])
+    assert set(result["methods"]) == {"awpf-fixed-0.3", "awpf-lda-only"} and result["seed"] == 4
+    assert result["methods"]["awpf-fixed-0.3"]["lambdas"] == [1.0] + [0.3] * (n - 1)
+    ablation = result["methods"]["awpf-lda-only"]
+    assert ablation["mmd2"][0] is None and len(ablation["rho"]) == n and all(0 < r < 1 for r in ablation["rho"])
 
 
 def test_a_tiny_config_runs_end_to_end_through_the_cli(tmp_path, capsys):
