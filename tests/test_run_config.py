@@ -61,7 +61,8 @@ def test_the_paper_configs_train_moe_adapters_cil_with_its_cil_recipe(path):
 
 
 @pytest.mark.parametrize("path, rapf", [(REPO / "configs" / "awpf_cifar100_b0inc10.json", 0.6),
-                                        (REPO / "configs" / "awpf_imagenet100_b0inc10.json", 0.5)], ids=["cifar", "in100"])
+                                        (REPO / "configs" / "awpf_imagenet100_b0inc10.json", 0.5)],
+                         ids=["cifar100", "imagenet100"])
 def test_the_paper_configs_run_the_fixed_factor_grid_and_the_ablations(path, rapf):
     """Issue 20: the best-fixed-factor grid and the balance factor's ablations, with awpf's own settings."""
     config = load_run_config(path)

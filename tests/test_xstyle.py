@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from uniil_lib.data.emoji import EmojiClass, load_emoji_style, write_emoji_classes, write_emoji_style
-from uniil_lib.emoji_scenarios import XSTYLE_TEST, XSTYLE_TRAIN, emoji_styles_imageset, heldout_classes
+from uniil_lib.emoji_scenarios import (XSTYLE_TEST, XSTYLE_TRAIN, emoji_styles_imageset, heldout_classes,
+                                      style_shares)
 from uniil_lib.integrity import write_checksums
 from uniil_lib.named_scenarios import build_scenario, cil_emoji_xstyle, get_named_scenario
 from uniil_lib.profiles import get_profile
@@ -113,6 +114,8 @@ def test_bad_style_assignments_are_refused(root, train_styles, test_styles, mess
 
 def test_images_are_shared_among_styles_as_evenly_as_possible(root):
     classes = heldout_classes(root)[:3]
+    assert (style_shares(5, 2), style_shares(4, 2), style_shares(12, 1), style_shares(7, 3)) == \
+        ([3, 2], [2, 2], [12], [3, 2, 2])
     mixed = emoji_styles_imageset(("twitter", "google"), "train", classes, 5, root)
     assert len(mixed) == 15 and np.bincount(mixed.labels).tolist() == [5, 5, 5]
     assert np.array_equal(mixed.images[:9], load_emoji_style("twitter", "train", root, classes, n_per_class=3).images)

@@ -30,9 +30,9 @@ from .scenarios import DatasetPart
 CIL_STYLE = "twitter"
 DIL_STYLES = ("twitter", "google", "openmoji", "fluent3d")
 MTIL_TASKS = (("emoji-food", "Food & Drink", "google"), ("emoji-animals", "Animals & Nature", "fluent3d"))
-# cil-emoji-xstyle's style assignment (our choice): train on the two flat 64 px styles, test on the outlined
-# OpenMoji and the 3D-rendered Fluent drawings, the two styles farthest from them (and from what the offline
-# mini-CLIP was pretrained on: twitter and google drawings of other classes).
+# cil-emoji-xstyle's style assignment (our choice): train on the two flat, filled 64 px styles (Twemoji, Noto),
+# test on the two that look least like them, the outlined OpenMoji line art and the Fluent 3D renders (fluent3d
+# is also the style dil-emoji holds out to the end). emoji_xstyle_part takes any other disjoint assignment.
 XSTYLE_TRAIN = ("twitter", "google")
 XSTYLE_TEST = ("openmoji", "fluent3d")
 
@@ -100,15 +100,22 @@ def emoji_styles_imageset(styles, split: str, classes, n_per_class: int, root: P
     if not styles or len(set(styles)) != len(styles):
         raise ValueError(f"give one or more distinct styles, got {list(styles)}")
     if n_per_class < len(styles):
-        raise ValueError(f"{n_per_class} {split} images per class cannot cover the {len(styles)} styles {list(styles)}; "
-                         "give at least one image per class and style")
-    shares = [n_per_class // len(styles) + (k < n_per_class % len(styles)) for k in range(len(styles))]
+        raise ValueError(f"{n_per_class} {split} images per class cannot cover the {len(styles)} styles "
+                         f"{list(styles)}; give at least one image per class and style")
+    shares = style_shares(n_per_class, len(styles))
     sets = [load_emoji_style(style, split, root, classes, n_per_class=n) for style, n in zip(styles, shares)]
     images = np.concatenate([s.images for s in sets])
     labels = np.concatenate([s.labels for s in sets])
     names = sets[0].class_names
     digest = content_digest(images, labels, np.asarray(names, dtype=str))
     return ArrayImageSet(images, labels, names, key=f"emoji-{'+'.join(styles)}/{split}[{digest}]")
+
+
+def style_shares(n_per_class: int, n_styles: int) -> list[int]:
+    """How many of a class's ``n_per_class`` images each of ``n_styles`` styles gives (in style order): as even as
+    possible, the first ``n_per_class % n_styles`` styles one more. :func:`emoji_styles_imageset` stacks the styles
+    in this order, so a set restricted to some classes holds ``share * classes`` images of each style in turn."""
+    return [n_per_class // n_styles + (k < n_per_class % n_styles) for k in range(n_styles)]
 
 
 def emoji_xstyle_part(profile, root: Path, *, train_styles=XSTYLE_TRAIN, test_styles=XSTYLE_TEST) -> DatasetPart:

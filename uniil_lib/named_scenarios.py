@@ -26,8 +26,8 @@ from typing import Callable, Mapping
 
 from .data import get_source, load_dataset
 from .data.base import ImageSet
-from .emoji_scenarios import (XSTYLE_TEST, XSTYLE_TRAIN, emoji_cil_part, emoji_dil_parts, emoji_mtil_parts,
-                              emoji_part, emoji_xstyle_part, uniil_emoji_halves, xstyle_label)
+from .emoji_scenarios import emoji_cil_part, emoji_dil_parts, emoji_mtil_parts, emoji_part, uniil_emoji_halves
+from .emoji_scenarios import XSTYLE_TEST, XSTYLE_TRAIN, emoji_xstyle_part, xstyle_label
 from .paths import data_root
 from .profiles import Profile, get_profile
 from .scenarios import DatasetPart, Scenario, class_incremental, domain_incremental, task_incremental, uni_il
