@@ -146,7 +146,8 @@ def comparison_lines(results: list[dict], best: float) -> list[str]:
     for method, baseline in pairs:
         for metric in ("last", AVG):
             out = paired_comparison(results, method, baseline, metric)
-            lines.append(f"{f'{method} - {baseline}':<{width}} {metric:<4} per seed {out['differences']}  mean "
+            label = "Last" if metric == "last" else "Avg"
+            lines.append(f"{f'{method} - {baseline}':<{width}} {label:<4} per seed {out['differences']}  mean "
                          f"{out['mean']:+.2f} (sd {out['std']:.2f})  ahead {out['wins']} behind {out['losses']} of "
                          f"{len(out['seeds'])}  t-test p {out['p']:.3f}  sign p {out['sign_p']:.3f}  "
                          f"Wilcoxon p {out['wilcoxon_p']:.3f}")
