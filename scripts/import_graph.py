@@ -30,11 +30,12 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 # Lowest layer first: (name, what it holds, module patterns relative to the package; "uniil_lib" is its __init__).
 LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("foundation", "paths, settings, file integrity and pure functions that know nothing of data or models",
-     ("uniil_lib", "paths", "threads", "fileio", "integrity", "shipped", "train_config", "profiles", "metrics", "plots")),
+     ("uniil_lib", "paths", "threads", "fileio", "integrity", "shipped", "train_config", "profiles", "metrics", "plots",
+      "distributed")),
     ("data", "datasets as ImageSets, loaded by name from one data root",
      ("data", "data.*")),
     ("models", "CLIP models, their features, adapters, routers and the other parts methods are built from",
-     ("clip_model", "imagenet_backbone", "hybrid_vit", "mini_clip", "clip", "features", "shim", "routers",
+     ("clip_model", "imagenet_backbone", "hybrid_vit", "mini_clip", "clip", "pixels", "features", "shim", "routers",
       "adapters", "tower_split", "fusion", "attributes", "attribute_analysis", "llm_server")),
     ("scenarios", "steps and streams, and the named scenarios built from the data",
      ("scenarios", "emoji_scenarios", "named_scenarios")),

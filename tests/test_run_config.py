@@ -103,7 +103,7 @@ def test_a_json_object_becomes_the_parameter_dataclass(tmp_path):
     ({"method_train": {"awpf": {"epochs": 1}}}, "method_train for 'awpf', which 'methods' does not list"),
     ({"method_train": {"zeroshot": {"epoch": 1}}}, "method_train for 'zeroshot': unknown or run-wide settings \\['epoch'\\]"),
     ({"method_train": {"zeroshot": {"seed": 1}}}, "unknown or run-wide settings \\['seed'\\].*set them in 'train'"),
-    ({"method_train": {"zeroshot": {"autocast": "fp8"}}}, "method_train for 'zeroshot': autocast must be None or 'bf16'"),
+    ({"method_train": {"zeroshot": {"autocast": "fp8"}}}, "method_train for 'zeroshot': autocast must be one of"),
     ({"method_train": {"zeroshot": {"step_lr": {"a": -1}}}}, "step_lr rates must be positive"),
     ({"method_train": {"zeroshot": 0.01}}, "method_train for 'zeroshot' must be an object of settings, not 0.01"),
     ({"method_train": ["zeroshot"]}, "'method_train' must be an object, not \\[\"zeroshot\"\\]"),

@@ -97,9 +97,12 @@ def test_unknown_method_lists_valid_ones(squares):
 
 
 def test_autocast_setting_is_validated_and_off_on_the_cpu():
-    """bf16 autocast is a CUDA-only setting: a typo fails loudly, and on the CPU training stays fp32."""
+    """Mixed precision is a CUDA-only setting: a typo fails loudly, and on the CPU training stays fp32."""
     with pytest.raises(ValueError, match="autocast"):
-        TrainConfig(autocast="fp16")
-    with TrainConfig(autocast="bf16", device="cpu").autocast_context():
-        assert not torch.is_autocast_enabled("cpu")
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+        TrainConfig(autocast="fp8")
+    for setting in ("auto", "bf16", "fp16"):
+        config = TrainConfig(autocast=setting, device="cpu")
+        assert config.precision() == "fp32" and not config.grad_scaler().is_enabled()
+        with config.autocast_context():
+            assert not torch.is_autocast_enabled("cpu")
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

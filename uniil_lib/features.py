@@ -1,4 +1,4 @@
-"""Turning image sets into tensors: preprocessed pixels and (cached) CLIP image features.
+"""CLIP image features of image sets, cached on disk.
 
 Frozen-encoder methods (zero-shot, linear probes, DDAS, AWPF) look at the same images through the same
 frozen encoder again and again. :func:`image_features` computes the features once and stores them on disk
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,22 +29,26 @@ from .data.base import ImageSet
 from .fileio import CorruptFileError, atomic_write, read_safetensors
 from .integrity import sha256_text
 from .paths import cache_root
+from .pixels import LoaderSettings, PixelSource, sequential_batches
 
 CACHE_FORMAT_VERSION = "2"  # 2: files record the sha256 of their features
 
 
-def preprocess_images(imageset: ImageSet, preprocess, *, progress: bool = False) -> torch.Tensor:
-    """Apply ``preprocess`` to every image: ``ImageSet`` of N images -> ``(N, 3, S, S)`` float tensor."""
-    items = range(len(imageset))
-    if progress:
-        items = tqdm(items, desc=f"preprocess {imageset.key}", leave=False)
-    return torch.stack([preprocess(imageset[i][0]) for i in items])
-
-
 def feature_cache_key(clip: ClipModel, imageset: ImageSet) -> str:
-    """A file-name-safe key that changes when the model, the data or the preprocessing changes."""
-    text = "|".join([CACHE_FORMAT_VERSION, clip.identity, imageset.key, str(len(imageset)), repr(clip.preprocess)])
-    return hashlib.sha1(text.encode()).hexdigest()[:20]
+    """A file-name-safe key that changes when the model, the data, the preprocessing or the precision changes
+    (features encoded under a GPU's mixed precision are cached apart from fp32 ones)."""
+    parts = [CACHE_FORMAT_VERSION, clip.identity, imageset.key, str(len(imageset)), repr(clip.preprocess)]
+    precision = _autocast_in_effect(clip.device)
+    if precision is not None:
+        parts.append(precision)
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+
+
+def _autocast_in_effect(device: torch.device) -> str | None:
+    """``"autocast-<dtype>"`` when a forward on ``device`` would run under autocast now, else None (fp32)."""
+    if device.type != "cuda" or not torch.is_autocast_enabled("cuda"):
+        return None
+    return f"autocast-{torch.get_autocast_dtype('cuda')}"
 
 
 @torch.no_grad()
@@ -55,6 +60,7 @@ def image_features(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    loader: LoaderSettings | None = None,
 ) -> torch.Tensor:
     """L2-normalised image features of a frozen model, ``(N, D)`` float32 on the CPU.
 
@@ -65,6 +71,7 @@ def image_features(
         cache_dir: where cached features live (default ``<cache root>/features``).
         use_cache: False computes afresh and writes nothing.
         progress: show a tqdm bar.
+        loader: how pixels are made (workers; :mod:`uniil_lib.pixels`); default: in this process, batch by batch.
     """
     path = Path(cache_dir or cache_root() / "features") / f"{feature_cache_key(clip, imageset)}.safetensors"
     if use_cache and path.exists():
@@ -74,11 +81,12 @@ def image_features(
     was_training = clip.model.training
     clip.model.eval()
     chunks = []
-    starts = range(0, len(imageset), batch_size)
-    for start in tqdm(starts, desc=f"encode {imageset.key}", leave=False, disable=not progress):
-        stop = min(start + batch_size, len(imageset))
-        pixels = torch.stack([clip.preprocess(imageset[i][0]) for i in range(start, stop)])
-        chunks.append(clip.encode_images(pixels).float().cpu())
+    batches = sequential_batches(len(imageset), batch_size)
+    # No buffer: every image is encoded once, so preprocessing them ahead would only cost memory.
+    settings = replace(loader or LoaderSettings(), buffer_bytes=0)
+    stream = PixelSource(imageset, clip.preprocess).batches(batches, settings)
+    for pixels in tqdm(stream, total=len(batches), desc=f"encode {imageset.key}", leave=False, disable=not progress):
+        chunks.append(clip.encode_images(pixels.to(clip.device, non_blocking=True)).float().cpu())
     clip.model.train(was_training)
     features = torch.cat(chunks).contiguous() if chunks else torch.empty(0, 0)
     if not bool(torch.isfinite(features).all()):

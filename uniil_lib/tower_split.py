@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import Tower
-from .features import preprocess_images
+from .pixels import LoaderSettings, PixelSource, sequential_batches
 from .shim import token_tower, token_tower_problem
 
 DEFAULT_CACHE_BUDGET = 512 * 2**20  # bytes of cached block outputs kept in memory
@@ -122,10 +122,14 @@ class FrozenBlockCache:
         budget_bytes: the most memory kept; an image set that does not fit is computed on the fly
             (:meth:`hidden` returns None and the caller falls back to the full forward).
         batch_size: images per prefix forward.
+        loader: how the pixels of those forwards are made (:mod:`uniil_lib.pixels`); they are never all kept.
     """
 
-    def __init__(self, clip, start: int, *, budget_bytes: int = DEFAULT_CACHE_BUDGET, batch_size: int = 256):
+    def __init__(self, clip, start: int, *, budget_bytes: int = DEFAULT_CACHE_BUDGET, batch_size: int = 256,
+                 loader: LoaderSettings | None = None):
         self.clip, self.start, self.budget_bytes, self.batch_size = clip, start, budget_bytes, batch_size
+        self.loader = LoaderSettings(workers=loader.workers, pin_memory=loader.pin_memory, buffer_bytes=0) \
+            if loader is not None else LoaderSettings(buffer_bytes=0)
         self._kept: dict[str, torch.Tensor] = {}
         self._warned = False
 
@@ -153,12 +157,13 @@ class FrozenBlockCache:
                               f"{imageset.key}; running the full image tower for it", stacklevel=2)
                 self._warned = True
             return None
-        pixels = preprocess_images(imageset, self.clip.preprocess)
+        pixels = PixelSource(imageset, self.clip.preprocess).batches(
+            sequential_batches(len(imageset), self.batch_size), self.loader)
         model, visual = self.clip.model, self.clip.model.visual
         was_training = model.training
         model.eval()
-        chunks = [image_prefix(visual, batch.to(self.clip.device), self.start).float().cpu()
-                  for batch in pixels.split(self.batch_size)]
+        chunks = [image_prefix(visual, batch.to(self.clip.device, non_blocking=True), self.start).float().cpu()
+                  for batch in pixels]
         model.train(was_training)
         hidden = torch.cat(chunks) if chunks else torch.empty(0, *self.token_shape)
         if keep:

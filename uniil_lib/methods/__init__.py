@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from .adapter import AdapterMethod
 from .awpf import AWPF, FIXED_FACTOR_GRID, AWPFFixed, AWPFLDAOnly, AWPFMMDOnly, LowRankSeq, fixed_factor_method
-from .base import ContinualMethod, PixelStore, TrainConfig
+from .base import ContinualMethod, TrainConfig
 from .finetune import Finetune
 from .linear_probe import LinearProbe
 from .mage import MAGE, MAGENoAttributes, MAGESharedRouter
@@ -43,4 +43,4 @@ def create_method(name: str, clip, scenario, config: TrainConfig, **options) -> 
     return method_class(name)(clip, scenario, config, **options)
 
 
-__all__ = ["ContinualMethod", "PixelStore", "TrainConfig", "create_method", "method_class", "method_names"]
+__all__ = ["ContinualMethod", "TrainConfig", "create_method", "method_class", "method_names"]

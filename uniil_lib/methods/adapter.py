@@ -22,8 +22,11 @@ starts from ("w/o MoE" in the authors' code). :class:`AdapterTuning` holds what 
   top blocks. The text tower gets the same treatment for the fixed class prompts of a step. How a tower is
   split is :mod:`uniil_lib.tower_split`; attaching the adapters is :mod:`uniil_lib.adapters`.
 
-Default layout (:func:`default_adapter_config`): the paper's (every block of both towers) on a GPU; on a
-CPU only the top quarter of each tower, so the fast profile stays fast.
+Layout (:func:`default_adapter_config`): where the adapters go is a profile setting,
+:attr:`~uniil_lib.train_config.TrainConfig.adapter_placement`, not a property of the device, so one method name
+builds one model on any hardware: ``"top-quarter"`` (the fast and cpu profiles: the last quarter of each tower,
+so the frozen-block cache skips the rest) or ``"all"`` (every block of both towers, MoE-Adapters4CL's layout: the
+full profile). The benchmark records it with every result (:meth:`AdapterTuning.run_report`).
 """
 
 from __future__ import annotations
@@ -36,22 +39,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..adapters import IMAGE, TEXT, AdapterConfig, AttachedAdapters, attach_adapters
 from ..clip import class_prompt_weights
 from ..clip_model import trim_padding
 from ..features import image_features
+from ..pixels import iterate_batches
 from ..routers import ZERO_SHOT
 from ..tower_split import (DEFAULT_CACHE_BUDGET, FrozenBlockCache, block_input, image_split_problem, image_suffix,
                            run_blocks_from)
 from .base import ContinualMethod
 
 
-def default_adapter_config(device: str, *, moe: bool) -> AdapterConfig:
-    """The paper's layout on a GPU (adapters in every block of both towers); on a CPU the top quarter of each
-    tower (``ceil(L / 4)`` blocks, at least one), so the frozen-block cache can skip the other three quarters."""
-    if str(device).startswith("cuda"):
+def default_adapter_config(placement: str, *, moe: bool) -> AdapterConfig:
+    """The adapters of a placement (:attr:`~uniil_lib.train_config.TrainConfig.adapter_placement`): ``"all"``, the
+    paper's layout (every block of both towers); ``"top-quarter"``, the last quarter of each tower (``ceil(L / 4)``
+    blocks, at least one), so the frozen-block cache can skip the other three quarters."""
+    if placement == "all":
         return AdapterConfig(moe=moe)
-    return AdapterConfig(moe=moe, image_blocks=0.25, text_blocks=0.25)
+    if placement == "top-quarter":
+        return AdapterConfig(moe=moe, image_blocks=0.25, text_blocks=0.25)
+    raise ValueError(f"adapter placement must be 'top-quarter' or 'all', got {placement!r}")
 
 
 # ----- the shared method -------------------------------------------------------------------------------
@@ -84,7 +92,7 @@ class AdapterTuning(ContinualMethod):
                  block_cache: bool | str = "auto", cache_budget_bytes: int = DEFAULT_CACHE_BUDGET):
         super().__init__(clip, scenario, config)
         clip.model.requires_grad_(False)
-        self.adapter_config = adapters or self.default_adapters(config.device)
+        self.adapter_config = adapters or self.default_adapters(config.adapter_placement)
         self._check_adapter_config(self.adapter_config)
         self.balance_log: dict[int, float] = {}
         self._step_balance: list[torch.Tensor] = []
@@ -99,9 +107,9 @@ class AdapterTuning(ContinualMethod):
         self._eval_text: dict[tuple, torch.Tensor] = {}
         self._frozen_text: dict[tuple, torch.Tensor] = {}
 
-    def default_adapters(self, device: str) -> AdapterConfig:
+    def default_adapters(self, placement: str) -> AdapterConfig:
         """The adapter layout this method uses when none is given (:func:`default_adapter_config`)."""
-        return replace(default_adapter_config(device, moe=self.uses_moe),
+        return replace(default_adapter_config(placement, moe=self.uses_moe),
                        balance_in_loss=self.adds_balance_loss and self.uses_moe)
 
     def _check_adapter_config(self, config: AdapterConfig) -> None:
@@ -125,7 +133,8 @@ class AdapterTuning(ContinualMethod):
         start = adapted[0] if adapted else len(self.adapters.towers[IMAGE].blocks)
         if start == 0:
             return None
-        return FrozenBlockCache(self.clip, start, budget_bytes=budget, batch_size=self.config.eval_batch_size)
+        return FrozenBlockCache(self.clip, start, budget_bytes=budget, batch_size=self.config.eval_batch_size,
+                                loader=self.loader)
 
     # ----- routing hooks (subclasses) ----------------------------------------------------------------
     def training_route(self, step) -> int:
@@ -151,18 +160,20 @@ class AdapterTuning(ContinualMethod):
         return None
 
     # ----- images --------------------------------------------------------------------------------------
-    def image_inputs(self, imageset, *, keep: bool) -> tuple[torch.Tensor, bool]:
-        """Cached block inputs ``(N, T, d)`` if the cache holds them, else pixels; and which of the two."""
+    def image_inputs(self, imageset, *, keep: bool) -> tuple[object, bool]:
+        """Cached block inputs ``(N, T, d)`` if the cache holds them, else the image set's
+        :class:`~uniil_lib.pixels.PixelSource` (pixels made batch by batch); and which of the two."""
         if self.cache is not None:
             hidden = self.cache.hidden(imageset, keep=keep)
             if hidden is not None:
                 return hidden, True
-        return self.store.pixels(imageset), False
+        return self.pixels(imageset), False
 
     def encode_image_inputs(self, inputs: torch.Tensor, cached: bool) -> torch.Tensor:
         """Normalised image embeddings ``(B, D)`` from pixels or cached block inputs."""
         if cached:
-            features = image_suffix(self.clip.model.visual, inputs.to(self.clip.device), self.cache.start)
+            features = image_suffix(self.clip.model.visual, inputs.to(self.clip.device, non_blocking=True),
+                                    self.cache.start)
             return F.normalize(features, dim=-1)
         return self.clip.encode_images(inputs)
 
@@ -172,7 +183,7 @@ class AdapterTuning(ContinualMethod):
             raise RuntimeError("plain adapters cannot be switched off; frozen features need an MoE method")
         with self.context.use(None):
             return image_features(self.clip, imageset, batch_size=self.config.eval_batch_size,
-                                  progress=self.config.progress)
+                                  progress=self.config.progress, loader=self.loader)
 
     # ----- text ----------------------------------------------------------------------------------------
     def encode_prompts(self, prompts: Sequence[str], *, reuse_prefix: bool) -> torch.Tensor:
@@ -259,16 +270,38 @@ class AdapterTuning(ContinualMethod):
         return loss
 
     def learn(self, step) -> None:
-        """The shared loop of :class:`~uniil_lib.methods.base.ContinualMethod`, then :meth:`after_learning`."""
+        """The shared loop of :class:`~uniil_lib.methods.base.ContinualMethod`, then :meth:`after_learning`.
+
+        Under ``torchrun`` the step's expert-usage counts of all ranks are summed first, so every rank freezes
+        the experts the whole batch used most (:mod:`uniil_lib.distributed`)."""
         self._eval_text.clear()
         self._step_balance = []
+        usage_before = {layer.name: layer.usage.clone() for layer in self.adapters.moe_layers()}
         super().learn(step)
+        self._sum_usage_over_ranks(usage_before)
         if self._step_balance:
-            self.balance_log[step.index] = float(torch.stack(self._step_balance).mean())
+            world = distributed.current()
+            self.balance_log[step.index] = world.weighted_mean(float(torch.stack(self._step_balance).mean()),
+                                                               1.0 / world.size)
         self._step_balance = []
         self._eval_text.clear()
         self._text_prefix = None
         self.after_learning(step)
+
+    def _sum_usage_over_ranks(self, usage_before: dict[str, torch.Tensor]) -> None:
+        """Add the other ranks' usage counts of this step to every layer's counters (nothing in one process)."""
+        world = distributed.current()
+        if not world.active:
+            return
+        for layer in self.adapters.moe_layers():
+            before = usage_before[layer.name]
+            counted = layer.usage[: len(before)] - before
+            layer.usage[: len(before)] = before + world.sum_(counted.to(layer.usage.device))
+
+    def run_report(self) -> dict:
+        """The adapter layout: the profile's placement and the blocks of each tower that carry adapters."""
+        return {"adapter_placement": self.config.adapter_placement,
+                "adapter_blocks": {tower: self.adapters.blocks_of(tower) for tower in self.adapters.towers}}
 
     # ----- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -280,7 +313,9 @@ class AdapterTuning(ContinualMethod):
         predicted = torch.empty(len(imageset), dtype=torch.long)
         for route in routes.unique().tolist():
             rows = (routes == route).nonzero(as_tuple=True)[0]
-            predicted[rows] = ids[self._route_scores(imageset, rows, class_ids, route).argmax(dim=1).cpu()]
+            with self.config.autocast_context():
+                scores = self._route_scores(imageset, rows, class_ids, route)
+            predicted[rows] = ids[scores.argmax(dim=1).cpu()]
         return predicted.numpy()
 
     def _route_scores(self, imageset, rows: torch.Tensor, class_ids: Sequence[int], route: int) -> torch.Tensor:
@@ -289,11 +324,12 @@ class AdapterTuning(ContinualMethod):
             return self.frozen_features(imageset)[rows].to(text) @ text.T
         inputs, cached = self.image_inputs(imageset, keep=True)
         attributes = self.attribute_features(imageset)
+        parts = [part.tolist() for part in rows.split(self.config.eval_batch_size)]
         scores = []
         with self.context.use(route):
-            for part in rows.split(self.config.eval_batch_size):
+            for part, batch in zip(parts, iterate_batches(inputs, parts, self.loader)):
                 with self.context.matched(None if attributes is None else attributes[part].to(self.clip.device)):
-                    scores.append(self.encode_image_inputs(inputs[part], cached) @ text.T)
+                    scores.append(self.encode_image_inputs(batch, cached) @ text.T)
         return torch.cat(scores)
 
     @torch.no_grad()

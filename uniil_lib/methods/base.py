@@ -5,8 +5,8 @@ classes. Seven hooks, all with working defaults except :meth:`ContinualMethod.tr
 
 - :meth:`before_step` grows structure for a new step (a new router, new head rows). The trainer also
   calls it for every finished step when resuming, so a checkpoint always finds the right shapes.
-- :meth:`step_inputs` gives the training inputs of a step (pixels by default, cached features for
-  frozen-encoder methods).
+- :meth:`step_inputs` gives the training inputs of a step (a :class:`~uniil_lib.pixels.PixelSource` by default,
+  whose pixels are made batch by batch; cached features for frozen-encoder methods).
 - :meth:`trainable_parameters` lists what the optimiser updates in the current step.
 - :meth:`training_loss` is the loss of one batch.
 - :meth:`predict` returns predicted global class ids for a test set (batched; methods with a frozen
@@ -15,22 +15,29 @@ classes. Seven hooks, all with working defaults except :meth:`ContinualMethod.tr
 - :meth:`run_report` says what the benchmark records beside the accuracy matrix (e.g. AWPF's factors).
 
 The training loop itself (:meth:`learn`) is shared: AdamW, linear warm-up then cosine decay (as in the
-MoE-Adapters MTIL recipe), seeded shuffling, a tqdm bar.
+MoE-Adapters MTIL recipe), seeded shuffling (:func:`shuffled_batches`), pixels streamed batch by batch
+(:mod:`uniil_lib.pixels`), the precision the hardware allows (:meth:`TrainConfig.precision`, with a gradient
+scaler in fp16), a tqdm bar. Under ``torchrun`` it is data-parallel (:mod:`uniil_lib.distributed`): every rank
+draws the same global batch, trains on its slice and the gradients are averaged; methods whose inputs are cached
+features (:attr:`ContinualMethod.data_parallel` False) train the whole batch on every rank instead (their steps
+cost microseconds; splitting them would cost more in communication than it saves).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import ClassVar, Iterable, Sequence
+import time
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..clip import ClipModel
-from ..features import preprocess_images
+from ..pixels import PixelSource, iterate_batches, loader_settings, sequential_batches
 from ..scenarios import Scenario, Step
 # TrainConfig and MAX_SEED live in train_config (below the scenarios, so profiles can use them); re-exported here.
 from ..train_config import MAX_SEED, TrainConfig  # noqa: F401
@@ -38,19 +45,6 @@ from ..train_config import MAX_SEED, TrainConfig  # noqa: F401
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message names the method, step and batch."""
-
-
-class PixelStore:
-    """Preprocessed pixels of each image set, computed once per run and kept in memory."""
-
-    def __init__(self, preprocess):
-        self.preprocess = preprocess
-        self._pixels: dict[str, torch.Tensor] = {}
-
-    def pixels(self, imageset) -> torch.Tensor:
-        if imageset.key not in self._pixels:
-            self._pixels[imageset.key] = preprocess_images(imageset, self.preprocess)
-        return self._pixels[imageset.key]
 
 
 class ContinualMethod:
@@ -65,12 +59,14 @@ class ContinualMethod:
     name: ClassVar[str] = "base"
     uses_task_id: ClassVar[bool] = False
     trains: ClassVar[bool] = True
+    data_parallel: ClassVar[bool] = True  # under torchrun, each rank trains a slice of the batch (module docstring)
 
     def __init__(self, clip: ClipModel, scenario: Scenario, config: TrainConfig):
         self.clip = clip
         self.scenario = scenario
         self.config = config
-        self.store = PixelStore(clip.preprocess)
+        self.loader = loader_settings(config)
+        self.iteration_seconds: dict[int, float] = {}
         self.clip.model.to(config.device)
 
     # ----- hooks -------------------------------------------------------------------------------
@@ -85,9 +81,13 @@ class ContinualMethod:
         """Loss of one batch: ``pixels (B,3,S,S)``, ``labels (B,)`` global class ids."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_loss")
 
-    def step_inputs(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training inputs of a step and their global labels; default: preprocessed pixels."""
-        return self.store.pixels(step.train), torch.as_tensor(step.train.labels)
+    def step_inputs(self, step: Step) -> tuple[object, torch.Tensor]:
+        """The training inputs of a step and their global labels; default: its pixels, made batch by batch."""
+        return self.pixels(step.train), torch.as_tensor(step.train.labels)
+
+    def pixels(self, imageset) -> PixelSource:
+        """The preprocessed pixels of ``imageset``, made when a batch asks for them (:mod:`uniil_lib.pixels`)."""
+        return PixelSource(imageset, self.clip.preprocess)
 
     def logits(self, pixels: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
         """``(B, len(class_ids))`` scores of a batch; used by the default :meth:`predict`."""
@@ -116,13 +116,12 @@ class ContinualMethod:
     def predict(self, imageset, class_ids: Sequence[int], task_id: int | None) -> np.ndarray:
         """Predicted global class ids, ``(N,)``, for every image of ``imageset``."""
         self.clip.model.eval()
-        pixels = self.store.pixels(imageset)
         ids = torch.as_tensor(list(class_ids))
         out = []
-        for start in range(0, len(pixels), self.config.eval_batch_size):
-            batch = pixels[start : start + self.config.eval_batch_size].to(self.config.device)
+        batches = sequential_batches(len(imageset), self.config.eval_batch_size)
+        for batch in iterate_batches(self.pixels(imageset), batches, self.loader):
             with self.config.autocast_context():
-                scores = self.logits(batch, class_ids, task_id)
+                scores = self.logits(batch.to(self.config.device, non_blocking=True), class_ids, task_id)
             out.append(ids[scores.argmax(dim=1).cpu()])
         return torch.cat(out).numpy() if out else np.empty(0, dtype=np.int64)
 
@@ -130,34 +129,51 @@ class ContinualMethod:
         """Train on ``step``'s data with the shared loop (AdamW, warm-up + cosine, seeded shuffles)."""
         if not self.trains:
             return
-        pixels, labels = self.step_inputs(step)
+        inputs, labels = self.step_inputs(step)
         params = self.trainable_parameters()
         # fused=True: one kernel for all parameters; on the CPU about 7x faster than the per-tensor loop
         # (measured: 9 ms vs 68 ms per step for the tiny CLIP, whose token embedding gets dense gradients).
         optimizer = torch.optim.AdamW(params, lr=self.config.lr_for(step.name), weight_decay=self.config.weight_decay,
                                       fused=True)
-        total = self._total_iterations(len(pixels))
+        total = self._total_iterations(len(inputs))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(self.config.warmup_steps, total))
+        world = distributed.current()
+        split = self.data_parallel and world.active
+        batches = shuffled_batches(len(inputs), self.config.batch_size, total, seed=self.config.seed + step.index)
+        local = [world.shard(batch) for batch in batches] if split else batches
+        scaler = self.config.grad_scaler()
         self.clip.model.train()
         # mininterval: at most one redraw every 2 s. Thousands of fast redraws flood a notebook's output channel
         # (nbval then times out waiting for a cell's output, measured in notebook 04).
-        bar = tqdm(total=total, desc=f"{self.name} | {step.name}", leave=False, disable=not self.config.progress,
-                   mininterval=2.0)
-        batches = _batches(len(pixels), self.config.batch_size, total, seed=self.config.seed + step.index)
+        bar = tqdm(total=total, desc=f"{self.name} | {step.name}", leave=False,
+                   disable=not self.config.progress or not world.is_main, mininterval=2.0)
+        timer = _IterationTimer()
         with flush_denormal(), contextlib.closing(bar):
-            for number, batch_index in enumerate(batches):
-                with self.config.autocast_context():
-                    loss = self.training_loss(pixels[batch_index].to(self.config.device),
-                                              labels[batch_index].to(self.config.device), step)
-                value = loss.item()
+            for number, (whole, part, batch) in enumerate(zip(batches, local, iterate_batches(inputs, local,
+                                                                                               self.loader))):
+                share = len(part) / len(whole)
+                loss = self._batch_loss(batch, labels[part], step) if part else None
+                value = world.weighted_mean(loss.item() if part else 0.0, share) if split else loss.item()
                 self._check_loss(value, step, number, total)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if part:
+                    scaler.scale(loss).backward()
+                if split:
+                    world.average_gradients(params, share)
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
+                timer.tick()
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        self.iteration_seconds[step.index] = timer.median()
         self.clip.model.eval()
+
+    def _batch_loss(self, batch, labels: torch.Tensor, step: Step) -> torch.Tensor:
+        """The training loss of one batch, moved to the device, under the config's precision."""
+        device = self.config.device
+        with self.config.autocast_context():
+            return self.training_loss(batch.to(device, non_blocking=True), labels.to(device, non_blocking=True), step)
 
     def _check_loss(self, value: float, step: Step, number: int, total: int) -> None:
         """Stop at the first non-finite loss: nothing of this step is kept or checkpointed."""
@@ -216,14 +232,33 @@ def _warmup_cosine(warmup: int, total: int):
     return factor
 
 
-def _batches(n: int, batch_size: int, total: int, *, seed: int) -> Iterable[torch.Tensor]:
-    """``total`` batches of indices, reshuffling with a seeded generator at every epoch boundary."""
+def shuffled_batches(n: int, batch_size: int, total: int, *, seed: int) -> list[list[int]]:
+    """``total`` batches of indices into ``range(n)``, reshuffling with a seeded generator at every epoch boundary
+    (the last batch of an epoch may be smaller)."""
     generator = torch.Generator().manual_seed(seed)
-    produced = 0
-    while produced < total:
-        order = torch.randperm(n, generator=generator)
+    batches: list[list[int]] = []
+    while len(batches) < total:
+        order = torch.randperm(n, generator=generator).tolist()
         for start in range(0, n, batch_size):
-            if produced == total:
-                return
-            yield order[start : start + batch_size]
-            produced += 1
+            if len(batches) == total:
+                break
+            batches.append(order[start : start + batch_size])
+    return batches
+
+
+class _IterationTimer:
+    """Wall time per training iteration (the loss's ``.item()`` waits for the GPU, so each interval is one
+    iteration's work); the median leaves out the first, which pays for warm-up."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.seconds: list[float] = []
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.seconds.append(now - self.last)
+        self.last = now
+
+    def median(self) -> float:
+        kept = self.seconds[1:] or self.seconds
+        return float(np.median(kept)) if kept else float("nan")

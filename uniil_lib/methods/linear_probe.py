@@ -27,13 +27,14 @@ class LinearProbe(FrozenFeatureMethod):
         super().__init__(clip, scenario, config)
         for parameter in self.clip.model.parameters():
             parameter.requires_grad_(False)
-        self.head = torch.nn.Parameter(self.class_embeddings().clone())
+        self.head = torch.nn.Parameter(self.class_embeddings().clone().to(config.device))
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [self.head]
 
     def scores(self, features: torch.Tensor, class_ids: Sequence[int], task_id: int | None) -> torch.Tensor:
-        return features @ self.head.detach()[list(class_ids)].T
+        head = self.head.detach()[list(class_ids)]
+        return (features.to(head.device) @ head.T).cpu()
 
     def training_loss(self, pixels, labels, step) -> torch.Tensor:
         class_ids, targets = self.candidate_targets(labels, step)

@@ -7,8 +7,8 @@ combinations from the data and attribute features; no task identity is needed, s
 class and domain increments (Uni-IL). Everything the abstract does not fix is **our choice**:
 
 1. **Experts** are MoE-Adapters4CL's (:class:`~uniil_lib.adapters.MoEAdapter`: 22 adapter experts, noisy
-   top-2 gating, activate-freeze), beside the selected blocks of both towers (on a CPU the top quarter of
-   each, so the frozen-block cache applies). MAGE builds on MoE-Adapters4CL, as its abstract's "Mixture of
+   top-2 gating, activate-freeze), beside the blocks of the profile's adapter placement in both towers (the
+   top quarter of each in the fast profile, so the frozen-block cache applies; every block in the full one). MAGE builds on MoE-Adapters4CL, as its abstract's "Mixture of
    Experts that fine-tunes CLIP" suggests.
 2. **No load-balancing loss** (:func:`mage_experts_config`). The abstract's routers "learn to select specific
    expert combinations"; MoE-Adapters4CL's balance loss (Shazeer et al.'s CV^2 of importance and load) is
@@ -61,19 +61,21 @@ import torch
 
 from ..adapters import AdapterConfig
 from ..attributes import AttributeBank, AttributePool, load_shipped_pool, scenario_vocabulary
+from ..pixels import LoaderSettings, Streamable, iterate_batches, sequential_batches
 from ..routers import DDAS, ZERO_SHOT, RouteMemory, routing_drift_loss
 from .adapter import AdapterTuning, default_adapter_config
 from .moe_adapters import MoEAdaptersDDAS
 
 
-class RoutedInputs:
+class RoutedInputs(Streamable):
     """Image inputs (pixels or cached block inputs) with their matched-attribute features, indexed together.
 
-    The shared training loop indexes ``inputs[batch]`` and calls ``.to(device)``; this keeps each image's
-    attribute feature next to it without the loop knowing about attributes.
+    The shared training loop asks for batches of indices and calls ``.to(device)`` on each; this keeps each image's
+    attribute feature next to it without the loop knowing about attributes. Pixels stream through their loader
+    (:class:`~uniil_lib.pixels.PixelSource`); cached block inputs and attributes are indexed.
     """
 
-    def __init__(self, images: torch.Tensor, attributes: torch.Tensor | None):
+    def __init__(self, images, attributes: torch.Tensor | None):
         self.images, self.attributes = images, attributes
 
     def __len__(self) -> int:
@@ -82,25 +84,30 @@ class RoutedInputs:
     def __getitem__(self, index) -> "RoutedInputs":
         return RoutedInputs(self.images[index], None if self.attributes is None else self.attributes[index])
 
-    def to(self, device) -> "RoutedInputs":
-        return RoutedInputs(self.images.to(device), None if self.attributes is None else self.attributes.to(device))
+    def batches(self, index_batches, loader: LoaderSettings):
+        for batch, images in zip(index_batches, iterate_batches(self.images, index_batches, loader)):
+            yield RoutedInputs(images, None if self.attributes is None else self.attributes[list(batch)])
+
+    def to(self, device, **options) -> "RoutedInputs":
+        return RoutedInputs(self.images.to(device, **options),
+                            None if self.attributes is None else self.attributes.to(device, **options))
 
 
-def mage_adapter_config(device: str, attribute_dim: int) -> AdapterConfig:
-    """``mage-shared``'s layout: image tower only (all blocks on a GPU, the top quarter on a CPU), one shared
+def mage_adapter_config(placement: str, attribute_dim: int) -> AdapterConfig:
+    """``mage-shared``'s layout: image tower only (the blocks of ``placement``: all, or the top quarter), one shared
     router whose frozen experts keep their gate columns, attribute features of width ``attribute_dim`` in the
     gate input, and the load-balancing loss added (as when it was measured: the module docstring)."""
-    base = default_adapter_config(device, moe=True)
+    base = default_adapter_config(placement, moe=True)
     return replace(base, text_blocks="none", attribute_dim=attribute_dim, freeze_gate_columns=True,
                    balance_in_loss=True)
 
 
-def mage_experts_config(device: str, attribute_dim: int) -> AdapterConfig:
-    """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the top blocks of both towers (all on a
-    GPU), image gates widened by ``attribute_dim``, and **no load-balancing loss** in the training loss (choice 2
+def mage_experts_config(placement: str, attribute_dim: int) -> AdapterConfig:
+    """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the blocks of ``placement`` in both
+    towers (all, or the top quarter), image gates widened by ``attribute_dim``, and **no load-balancing loss** in the training loss (choice 2
     of the module docstring: each step's router selects a specific expert combination; it is still computed
     and logged)."""
-    base = default_adapter_config(device, moe=True)
+    base = default_adapter_config(placement, moe=True)
     return replace(base, attribute_dim=attribute_dim, balance_in_loss=False)
 
 
@@ -199,7 +206,7 @@ class MAGESharedRouter(AttributeMatching, AdapterTuning):
                  domain_attributes: int = 3, route_weight: float = 1.0, route_samples: int = 32,
                  adapters: AdapterConfig | None = None, **options):
         width = clip.encode_texts(["a"]).shape[-1]
-        adapters = adapters or mage_adapter_config(config.device, 2 * width if self.use_attributes else 0)
+        adapters = adapters or mage_adapter_config(config.adapter_placement, 2 * width if self.use_attributes else 0)
         super().__init__(clip, scenario, config, adapters=adapters, **options)
         self.route_weight, self.route_samples = route_weight, route_samples
         self.route_memory: dict[int, dict[str, RouteMemory]] = {}
@@ -238,10 +245,11 @@ class MAGESharedRouter(AttributeMatching, AdapterTuning):
         attributes = self.attribute_features(imageset)
         self.clip.model.eval()
         self.adapters.train(False)
+        parts = sequential_batches(len(inputs), self.config.eval_batch_size)
         with self.context.use(0), self.context.collecting() as seen:
-            for part in torch.arange(len(inputs)).split(self.config.eval_batch_size):
+            for part, batch in zip(parts, iterate_batches(inputs, parts, self.loader)):
                 with self.context.matched(None if attributes is None else attributes[part].to(self.clip.device)):
-                    self.encode_image_inputs(inputs[part], cached)
+                    self.encode_image_inputs(batch, cached)
         layers = {layer.name: layer for layer in self.adapters.moe_layers()}
         return {name: RouteMemory.summarise(torch.cat(chunks), layers[name].gate_weights(0)[0])
                 for name, chunks in seen.items()}
@@ -308,7 +316,7 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
         width = int(clip.encode_texts(["a"]).shape[-1])
         attribute_dim = 2 * width if self.use_attributes else 0
         self.selector_attributes = selector_attributes and self.use_attributes
-        adapters = adapters or mage_experts_config(config.device, attribute_dim)
+        adapters = adapters or mage_experts_config(config.adapter_placement, attribute_dim)
         selector_dim = width + (attribute_dim if self.selector_attributes else 0)
         super().__init__(clip, scenario, config, adapters=adapters, ddas=ddas or DDAS(selector_dim), **options)
         self.init_attributes(clip, scenario, pool, class_attributes, domain_attributes)

@@ -53,8 +53,9 @@ rate 1e-2, no warm-up): one epoch of the fast profile's 12 images per class is o
 too little to learn anything, so the single epoch would measure nothing but the budget.
 
 Where we differ: the library's fixed preprocessing (resize and centre crop) in place of their random crop,
-since the frozen-block cache needs each image to give the same pixels every time; on a CPU the adapters sit in
-the top quarter of each tower (the layout of every adapter method there, for that cache); class order, class
+since the frozen-block cache needs each image to give the same pixels every time; in the fast profile the adapters
+sit in the top quarter of each tower (that profile's adapter placement, for that cache; every block in the full
+profile); class order, class
 names and data come from our scenarios; the
 text embeddings of the classes are computed (with their gate noise) once per evaluation of a step's label space,
 not once per test batch of 64.
@@ -93,8 +94,8 @@ class MoEAdaptersCIL(AdapterTuning):
         self.adapters.add_router()  # the one router, zero-initialised: the method starts as zero-shot CLIP
         self.adapters.set_trainable(0)
 
-    def default_adapters(self, device: str) -> AdapterConfig:
-        return replace(super().default_adapters(device), num_experts=2, top_k=2, freeze_per_task=0,
+    def default_adapters(self, placement: str) -> AdapterConfig:
+        return replace(super().default_adapters(placement), num_experts=2, top_k=2, freeze_per_task=0,
                        gate_noise_at_eval=True)
 
     def before_step(self, step) -> None:

@@ -21,9 +21,13 @@ class FrozenFeatureMethod(ContinualMethod):
     """A method whose image encoder never changes: image features are computed once and cached."""
 
     trains = False
+    data_parallel = False  # its steps read cached features: each rank trains the whole batch (methods.base)
 
     def cached_features(self, imageset) -> torch.Tensor:
-        return image_features(self.clip, imageset, batch_size=self.config.eval_batch_size, progress=self.config.progress)
+        """``(N, D)`` frozen image features of ``imageset`` (the on-disk cache), encoded at the config's precision."""
+        with self.config.autocast_context():
+            return image_features(self.clip, imageset, batch_size=self.config.eval_batch_size,
+                                  progress=self.config.progress, loader=self.loader)
 
     @torch.no_grad()
     def class_embeddings(self) -> torch.Tensor:
