@@ -710,7 +710,7 @@ BAD_ARGS = {
     "a negative seed": (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
     "a seed that overflows": (["--seed", str(2**64)], f"got {2**64}"),
     "a seed that is not a number": (["--seed", "one"], "invalid int value: 'one'"),
-    "an unknown profile": (["--profile", "turbo"], "invalid choice: 'turbo'"),
+    "an unknown profile": (["--profile", "turbo"], "unknown profile 'turbo'; valid profiles: fast"),
     "an unknown scenario": (["--scenario", "nope"], "valid scenarios: mtil-offline"),
 }
 

@@ -6,7 +6,9 @@ runs :func:`uniil_lib.train.run_continual`, and returns a JSON-ready dict::
     {"scenario", "profile", "model", "seed", "tasks": [...],
      "split": {"fingerprint", "expected", "matches"} or None,
      "methods": {NAME: {"matrix": [[...]], "metrics": {...}, "initial": [...],
-                        "trainable_params": int, "train_seconds": float, ...what the method reports}}}
+                        "trainable_params": int, "train_seconds": float, "precision": "fp32" | "bf16" | "fp16",
+                        "device": str, "median_iteration_seconds": {step: s}, "processes": int,
+                        ...what the method reports (adapter methods: "adapter_placement", "adapter_blocks")}}}
 
 ``split`` names the held-out EmojiDomains split of scenarios built from it (see
 :func:`uniil_lib.data.emoji_split.split_fingerprint`): a benchmark on another split than the expected one
@@ -16,6 +18,11 @@ fail before any training (:func:`check_request`, :func:`check_outputs`).
 
 :func:`run_config` runs a configuration file (:mod:`uniil_lib.run_config`, ``configs/*.json``) through it:
 ``python -m uniil_lib benchmark --config FILE``.
+
+**More than one device.** Independent runs (each method with each seed) spread over devices with
+:func:`run_spread` (``benchmark --devices cuda:0,cuda:1 --seeds 0,1,2``): one worker process per device takes the
+next run from a shared queue; each run is exactly what :func:`run_benchmark` does for that method and seed, so the
+results equal a one-device run's. One run on several GPUs at once is ``torchrun`` (:mod:`uniil_lib.distributed`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from . import distributed
 from .clip import load_clip
 from .fileio import atomic_write, atomic_write_text, check_input_folder, check_output_file, check_output_folder
 from .methods import create_method, method_class
@@ -120,6 +128,7 @@ def run_benchmark(
     method_train: Mapping[str, Mapping[str, Any]] | None = None,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     allow_other_split: bool = False,
+    device: str | None = None,
 ) -> dict:
     """Run ``methods`` on ``scenario`` with ``profile`` and ``seed``; see the module docstring for the result.
 
@@ -139,6 +148,7 @@ def run_benchmark(
             profile's settings) for that method, e.g. ``moe-adapters-cil``'s one-epoch CIL recipe.
         method_options: ``{method: {keyword: value}}`` extra constructor options.
         allow_other_split: run on a held-out split other than the expected one (recorded in the result).
+        device: run every method on this device (default: the training settings'), e.g. ``"cuda:1"``.
 
     Raises:
         ValueError: an empty or repeated method list, or a seed out of range (before any work).
@@ -157,22 +167,108 @@ def run_benchmark(
     for name in methods:
         base = (train if train is not None
                 else prof.train_config(name, seed=seed, progress=progress, scenario=stream.name))
-        config = replace(base, **(method_train or {}).get(name, {}), seed=seed, progress=progress)
+        config = replace(base, **(method_train or {}).get(name, {}), seed=seed, progress=progress,
+                         **({"device": device} if device else {}))
         clip = load_clip(model or prof.model, pretrained=pretrained if model else prof.pretrained, seed=seed,
                          device=config.device)
         result["model"] = clip.identity
         method = create_method(name, clip, stream, config, **(method_options or {}).get(name, {}))
         folder = Path(checkpoint_root) / scenario / f"{name}-seed{seed}" if checkpoint_root else None
         run = run_continual(method, stream, checkpoint_dir=folder)
-        result["methods"][name] = {
-            "matrix": run.matrix.round(4).tolist(),
-            "metrics": all_metrics(run.matrix, test_sizes=run.test_sizes, zero_shot=run.initial),
-            "initial": run.initial.round(4).tolist(),
-            "trainable_params": int(run.trainable_params),
-            "train_seconds": round(run.train_seconds, 3),
-            **method.run_report(),
-        }
+        result["methods"][name] = method_entry(method, run)
     return result
+
+
+def method_entry(method, run) -> dict:
+    """What the result records of one method's run (see the module docstring)."""
+    return {
+        "matrix": run.matrix.round(4).tolist(),
+        "metrics": all_metrics(run.matrix, test_sizes=run.test_sizes, zero_shot=run.initial),
+        "initial": run.initial.round(4).tolist(),
+        "trainable_params": int(run.trainable_params),
+        "train_seconds": round(run.train_seconds, 3),
+        "device": str(method.config.device),
+        "precision": method.config.precision(),
+        "processes": distributed.current().size,
+        "median_iteration_seconds": {str(k): round(v, 5) for k, v in method.iteration_seconds.items()},
+        **method.run_report(),
+    }
+
+
+def run_spread(scenario: str | Scenario, methods: Sequence[str], *, seeds: Sequence[int], devices: Sequence[str],
+               profile: str = "fast", **options) -> list[dict]:
+    """Every method with every seed, spread over ``devices`` (one worker process per entry; a device may be named
+    twice to run two jobs on it at once); one result per seed, each what :func:`run_benchmark` gives.
+
+    Args:
+        scenario: a named scenario, or a built :class:`~uniil_lib.scenarios.Scenario` (sent to the workers).
+        methods, seeds: every method runs once per seed.
+        devices: e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``.
+        profile: a profile name or profile file (workers load it themselves).
+        **options: the other keyword arguments of :func:`run_benchmark`.
+
+    Raises:
+        ValueError: no devices, or a profile given as an object; RuntimeError: a run failed (names it).
+    """
+    if not devices:
+        raise ValueError("--devices names no device, e.g. --devices cuda:0,cuda:1")
+    if not isinstance(profile, str):
+        raise ValueError("run_spread needs the profile's name or file (worker processes load it themselves)")
+    seeds = list(dict.fromkeys(seeds))
+    for seed in seeds:
+        check_request(list(methods), seed)
+    jobs = [(seed, name) for seed in seeds for name in methods]
+    entries = _run_jobs(jobs, list(devices), {"scenario": scenario, "profile": profile, **options})
+    results = []
+    for seed in seeds:
+        first = entries[(seed, methods[0])]
+        result = {**first, "methods": {name: entries[(seed, name)]["methods"][name] for name in methods}}
+        results.append(result)
+    return results
+
+
+def _run_jobs(jobs: list[tuple[int, str]], devices: list[str], shared: dict) -> dict:
+    """Run ``(seed, method)`` jobs in one spawned worker per device; ``{(seed, method): its result}``."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    queue, answers = context.Queue(), context.Queue()
+    for job in jobs:
+        queue.put(job)
+    workers = [context.Process(target=_spread_worker, args=(device, queue, answers, shared), daemon=True)
+               for device in devices]
+    for worker in workers:
+        queue.put(None)  # one stop sign per worker
+        worker.start()
+    entries = {}
+    try:
+        for _ in jobs:
+            job, entry, error = answers.get()
+            if error:
+                raise RuntimeError(f"{job[1]} (seed {job[0]}) failed: {error}")
+            entries[job] = entry
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.terminate()
+    return entries
+
+
+def _spread_worker(device: str, queue, answers, shared: dict) -> None:
+    """One device's worker: run jobs from ``queue`` until a stop sign (see :func:`run_spread`)."""
+    import torch
+
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(device))
+    while (job := queue.get()) is not None:
+        seed, name = job
+        try:
+            entry = run_benchmark(shared["scenario"], [name], seed=seed, device=device,
+                                  **{k: v for k, v in shared.items() if k != "scenario"})
+            answers.put((job, entry, None))
+        except Exception as error:  # reported to the parent, which names the run and stops
+            answers.put((job, None, f"{type(error).__name__}: {error}"))
 
 
 def run_config(config: str | Path | RunConfig, *, methods: Sequence[str] | None = None, seed: int | None = None,
@@ -191,15 +287,24 @@ def run_config(config: str | Path | RunConfig, *, methods: Sequence[str] | None 
         DatasetNotFoundError: the scenario's data is not on disk (says how to fetch or place it).
     """
     config = config if isinstance(config, RunConfig) else load_run_config(config)
-    methods = list(methods or config.methods)
+    arguments = config_arguments(config, methods)
+    seed = seed if seed is not None else (config.seed if config.seed is not None else 0)
+    return run_benchmark(seed=seed, checkpoint_root=checkpoint_root, progress=progress,
+                         allow_other_split=allow_other_split, **arguments)
+
+
+def config_arguments(config: RunConfig, methods: Sequence[str] | None = None) -> dict:
+    """The keyword arguments of :func:`run_benchmark` (and :func:`run_spread`) that a run configuration fixes:
+    scenario, methods, profile, model, training and method options (plain dicts, so worker processes can take
+    them)."""
+    methods = list(config.methods) if methods is None else list(methods)
     unknown = [name for name in methods if name not in config.methods]
     if unknown:
         raise ValueError(f"{config.source} does not list {unknown}; it lists {list(config.methods)}")
-    seed = seed if seed is not None else (config.seed if config.seed is not None else 0)
-    return run_benchmark(config.scenario, methods, profile=config.profile, seed=seed, checkpoint_root=checkpoint_root,
-                         progress=progress, model=config.model, pretrained=config.pretrained, train=config.train,
-                         method_train=config.method_train, allow_other_split=allow_other_split,
-                         method_options={name: config.options_for(name) for name in methods})
+    return {"scenario": config.scenario, "methods": methods, "profile": config.profile, "model": config.model,
+            "pretrained": config.pretrained, "train": config.train,
+            "method_train": {name: dict(value) for name, value in config.method_train.items()},
+            "method_options": {name: config.options_for(name) for name in methods}}
 
 
 def format_table(result: dict, metrics: Sequence[str] = TABLE_METRICS) -> str:

@@ -2,12 +2,16 @@
 
 - ``list [--models]``: scenarios, methods, profiles and models that exist.
 - ``metrics MATRIX.csv``: metrics of an accuracy matrix, as JSON.
-- ``benchmark --scenario NAME --methods a,b --profile fast|full --out results.json [--seed N]
+- ``benchmark --scenario NAME --methods a,b --profile fast|cpu|colab|full|FILE.json --out results.json [--seed N]
   [--plots DIR] [--checkpoints DIR] [--allow-other-split]``: methods side by side; prints a table, writes
   JSON (and plots). Every path is checked before any training.
 - ``benchmark --config configs/FILE.json [--methods a,b] [--seed N] ...``: the same runner, with the scenario,
   methods, model, training and method options of a run configuration (:mod:`uniil_lib.run_config`); the
   same checks, and a file that cannot run is named before any work.
+- ``benchmark ... --seeds 0,1,2 --devices cuda:0,cuda:1 --out r-seed{seed}.json``: the runs (each method with
+  each seed) spread over devices, one worker process per device (:func:`uniil_lib.benchmark.run_spread`).
+- ``torchrun --nproc_per_node N -m uniil_lib benchmark ...``: one run, data-parallel over N processes
+  (:mod:`uniil_lib.distributed`); rank 0 prints and writes.
 - ``seeds A.json B.json ...``: mean ± std over the seeds of one benchmark's result files (Markdown).
 
 Every error the CLI can meet (bad names and arguments, missing, unreadable or damaged files, diverging
@@ -63,34 +67,51 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import check_outputs, format_table, save_plots, save_result
+    from .benchmark import check_outputs
+    from .distributed import init_from_environment, launched_by_torchrun, shutdown
     from .threads import choose_threads
 
-    run = _benchmark_run(args)  # names, seeds and the config file are checked here
+    run, device = _benchmark_run(args)  # names, seeds, devices and the config file are checked here
     choose_threads()  # only $UNIIL_THREADS counts here: a command-line run keeps torch's default otherwise
     check_outputs(out=args.out, plots=args.plots, checkpoints=args.checkpoints)  # before any training
+    world = init_from_environment(device)  # under torchrun: join the other ranks (uniil_lib.distributed)
     try:
-        result = run()
+        results = run()
     except KeyboardInterrupt:
         resume = (f"run the same command again to resume from {args.checkpoints}" if args.checkpoints else
                   "pass --checkpoints DIR to make a run resumable")
         print(f"error: interrupted; {resume}", file=sys.stderr)
         return 130
+    finally:
+        if launched_by_torchrun():
+            shutdown()
+    if world.is_main:  # rank 0 alone prints and writes
+        for result in results:
+            _report(result, args)
+    return 0
+
+
+def _report(result: dict, args: argparse.Namespace) -> None:
+    """Print one seed's table and write its JSON and plots."""
+    from .benchmark import format_table, save_plots, save_result
+
     print(format_table(result))
     if result["split"] and not result["split"]["matches"]:
         print(f"note: held-out split {result['split']['fingerprint']} is not the expected "
               f"{result['split']['expected']} (recorded in the result)", file=sys.stderr)
     if args.out:
-        print(f"results written to {save_result(result, args.out)}")
+        print(f"results written to {save_result(result, args.out.replace('{seed}', str(result['seed'])))}")
     if args.plots:
         for path in save_plots(result, args.plots):
             print(f"plot written to {path}")
-    return 0
 
 
-def _benchmark_run(args: argparse.Namespace) -> Callable[[], dict]:
-    """The benchmark the arguments ask for, checked (methods, seed, the config file) and ready to run."""
-    from .benchmark import check_request, run_benchmark, run_config
+def _benchmark_run(args: argparse.Namespace) -> tuple[Callable[[], list[dict]], str]:
+    """The benchmark the arguments ask for, checked (methods, seeds, devices, the config file) and ready to run;
+    and the device its first method trains on (for the process group under torchrun)."""
+    from .benchmark import check_request, config_arguments, run_benchmark, run_spread
+    from .distributed import launched_by_torchrun
+    from .profiles import get_profile
     from .run_config import load_run_config
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
@@ -98,18 +119,47 @@ def _benchmark_run(args: argparse.Namespace) -> Callable[[], dict]:
         if args.scenario or args.profile:
             raise ValueError("--config names the scenario and the profile; drop --scenario and --profile")
         config = load_run_config(args.config)
-        methods = list(config.methods) if methods is None else methods
-        seed = args.seed if args.seed is not None else (config.seed if config.seed is not None else 0)
-        check_request(methods, seed)
-        return lambda: run_config(config, methods=methods, seed=seed, checkpoint_root=args.checkpoints,
-                                  progress=not args.quiet, allow_other_split=args.allow_other_split)
-    if not args.scenario or methods is None:
-        raise ValueError("benchmark needs --scenario and --methods, or --config FILE (e.g. configs/*.json)")
-    seed = 0 if args.seed is None else args.seed
-    check_request(methods, seed)
-    return lambda: run_benchmark(args.scenario, methods, profile=args.profile or "fast", seed=seed,
-                                 checkpoint_root=args.checkpoints, progress=not args.quiet,
-                                 allow_other_split=args.allow_other_split)
+        arguments = config_arguments(config, methods)
+        default_seed = config.seed if config.seed is not None else 0
+    else:
+        if not args.scenario or methods is None:
+            raise ValueError("benchmark needs --scenario and --methods, or --config FILE (e.g. configs/*.json)")
+        arguments = {"scenario": args.scenario, "methods": methods, "profile": args.profile or "fast"}
+        default_seed = 0
+    seeds = _seeds(args, default_seed)
+    for seed in seeds:
+        check_request(arguments["methods"], seed)
+    profile = get_profile(arguments["profile"])  # an unknown profile or a bad profile file fails here
+    device = (arguments.get("train") or profile.train).device
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    if devices is not None and launched_by_torchrun():
+        raise ValueError("--devices spreads independent runs over devices; under torchrun the ranks share one run. "
+                         "Use one or the other")
+    common = {"checkpoint_root": args.checkpoints, "progress": not args.quiet,
+              "allow_other_split": args.allow_other_split, **arguments}
+    if devices is not None:
+        return (lambda: run_spread(seeds=seeds, devices=devices, **common)), device
+    return (lambda: [run_benchmark(seed=seed, **common) for seed in seeds]), device
+
+
+def _seeds(args: argparse.Namespace, default: int) -> list[int]:
+    """The seeds asked for: ``--seeds 0,1,2``, else ``--seed N``, else ``default``; ``--out`` must then name each
+    seed's file (``{seed}`` in the name) when there are several."""
+    if args.seeds is not None and args.seed is not None:
+        raise ValueError("give --seed or --seeds, not both")
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds must be integers separated by commas, e.g. 0,1,2; got {args.seeds!r}") from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seeds must name each seed once, e.g. 0,1,2; got {args.seeds!r}")
+    else:
+        seeds = [default if args.seed is None else args.seed]
+    if len(seeds) > 1 and args.out and "{seed}" not in args.out:
+        raise ValueError(f"--out {args.out} is one file but {len(seeds)} seeds run: put {{seed}} in the name, "
+                         "e.g. --out results/run-seed{seed}.json")
+    return seeds
 
 
 def _read_result(name: str, metrics: Sequence[str]) -> dict:
@@ -159,8 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", help="a run configuration (configs/*.json); replaces --scenario and --profile")
     bench.add_argument("--scenario")
     bench.add_argument("--methods", help="comma-separated, e.g. zeroshot,finetune (with --config: a subset)")
-    bench.add_argument("--profile", choices=["fast", "cpu", "full"], help="default fast")
+    bench.add_argument("--profile", help="fast, cpu, colab, full, or a profile file (some/path.json); default fast")
     bench.add_argument("--seed", type=int, help="an integer in [0, 2**32 - 1]; default 0 (with --config: the file's)")
+    bench.add_argument("--seeds", help="several seeds, e.g. 0,1,2 (one result each: put {seed} in --out)")
+    bench.add_argument("--devices", help="spread the runs (each method with each seed) over these devices, one "
+                                         "worker each, e.g. cuda:0,cuda:1")
     bench.add_argument("--out", help="write the results JSON here")
     bench.add_argument("--plots", help="write accuracy heatmaps (PNG) into this folder")
     bench.add_argument("--checkpoints", help="checkpoint folder; an interrupted run resumes from it")

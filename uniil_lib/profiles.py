@@ -1,30 +1,49 @@
-"""Run profiles: one switch between the fast CPU setting (CI, Binder, a laptop) and the papers' GPU setting.
+"""Run profiles: one switch between the fast CPU setting (CI, Binder, a laptop), a free Colab GPU and the papers'
+GPU setting.
 
 =========  ==============================================  ===============================================
 profile    model                                           data and training
 =========  ==============================================  ===============================================
 ``fast``   ``mini``: the offline pretrained mini-CLIP       a few dozen images per class, a few epochs;
-           (MiniLM text tower + ViT at 48 px)               minutes on 2 CPU cores, under 2 GB of memory
+           (MiniLM text tower + ViT at 48 px)               minutes on 2 CPU cores, under 2 GB of memory;
+                                                           adapters in the top quarter of each tower
 ``cpu``    ``mini``, as ``fast``                           twice ``fast``'s images per class (train and
                                                            test), same recipe: the "fuller CPU profile" of
                                                            the three-seed tables (about twice as long)
+``colab``  ``ViT-B-16`` with OpenAI weights (hub download)  the data and iterations cut so that each notebook
+                                                           runs in about 15 minutes on Colab's free T4
+                                                           (the arithmetic: ``docs/course.md``); adapters in
+                                                           the top quarter of each tower
 ``full``   ``ViT-B-16`` with OpenAI weights (hub download)  all images, 1000 iterations per task, batch 64,
                                                            AdamW + cosine, as in MoE-Adapters' MTIL recipe,
                                                            with its per-dataset learning rates on ``mtil``
                                                            (:data:`MOE_ADAPTERS_MTIL_LR`); ``moe-adapters-cil``
-                                                           with its CIL recipe (one epoch, batch 128)
+                                                           with its CIL recipe (one epoch, batch 128);
+                                                           adapters in every block (the paper's layout)
 =========  ==============================================  ===============================================
 
-Notebooks switch between ``fast`` and ``full``; ``cpu`` is for the command line.
+Notebooks switch between ``fast``, ``colab`` and ``full`` (``UNIIL_PROFILE``); ``cpu`` is for the command line.
+
+**Profile files.** ``get_profile("my_profile.json")`` (and ``UNIIL_PROFILE=my_profile.json``, and ``benchmark
+--profile my_profile.json``) read a profile from a JSON object: a built-in profile to start from (``"base"``,
+default ``"full"``) and the fields to change, e.g. the GPU check's (``scripts/gpu_check.sh``)::
+
+    {"base": "full", "name": "gpu-check", "pretrained": "/models/vit-b-16.safetensors",
+     "train_per_class": 4, "test_per_class": 2, "emoji_train_per_class": 2, "emoji_test_per_class": 1,
+     "train": {"iterations": 3, "warmup_steps": 1}}
+
+The base's per-method and per-step settings are kept; ``train`` replaces fields of the base's training settings.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
+from .fileio import CorruptFileError, read_json
 from .train_config import TrainConfig
 
 PROFILE_ENV_VAR = "UNIIL_PROFILE"
@@ -35,7 +54,7 @@ class Profile:
     """Everything that differs between a quick CPU run and a paper-scale GPU run.
 
     Attributes:
-        name: ``"fast"``, ``"cpu"`` or ``"full"``.
+        name: ``"fast"``, ``"cpu"``, ``"colab"``, ``"full"`` (or a profile file's name).
         model: model name for :func:`uniil_lib.clip.load_clip`.
         pretrained: hub tag or checkpoint path (None for ``tiny`` / ``mini``).
         train_per_class: training images kept per class and step (None: all).
@@ -97,7 +116,7 @@ def _profiles() -> Mapping[str, Profile]:
     fast = Profile(
         name="fast", model="mini", pretrained=None, train_per_class=40, test_per_class=20,
         emoji_train_per_class=12, emoji_test_per_class=4,
-        train=TrainConfig(epochs=12, batch_size=32, lr=1e-3, device="cpu"),
+        train=TrainConfig(epochs=12, batch_size=32, lr=1e-3, device="cpu", adapter_placement="top-quarter"),
         # 12 epochs: enough for fine-tuning to learn a task and visibly forget it; probes and adapters need a
         # larger step size (what we measured: docs/results_notes.md, fast-profile training).
         # MAGE trains the same adapter experts and gates as MoE-Adapters, so it gets their learning rate.
@@ -112,12 +131,32 @@ def _profiles() -> Mapping[str, Profile]:
         name="full", model="ViT-B-16", pretrained="openai", train_per_class=None, test_per_class=None,
         emoji_train_per_class=48, emoji_test_per_class=8,
         train=TrainConfig(iterations=1000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=100,
-                          label_smoothing=0.2, device="cuda", autocast="bf16"),
+                          label_smoothing=0.2, device="cuda", autocast="auto", loader_workers="auto",
+                          adapter_placement="all"),
         method_lr={"finetune": 1e-5},
         method_train={"moe-adapters-cil": MOE_ADAPTERS_CIL_TRAIN},
         step_lr={"mtil": (MTIL_RECIPE_METHODS, MOE_ADAPTERS_MTIL_LR)},
     )
-    return MappingProxyType({"fast": fast, "cpu": cpu, "full": full})
+    # Colab's free T4: the full profile's model and recipe, cut to fit about 15 minutes per notebook (the
+    # projection from measured step times is in docs/course.md). Adapters in the top quarter of each tower: four
+    # times cheaper per step than every block, and the frozen-block cache can skip the other blocks.
+    colab = replace(full, name="colab", train_per_class=COLAB_TRAIN_PER_CLASS, test_per_class=10,
+                    emoji_train_per_class=6, emoji_test_per_class=2,
+                    train=replace(full.train, iterations=COLAB_ITERATIONS, batch_size=32, warmup_steps=3,
+                                  adapter_placement="top-quarter"),
+                    method_train={}, step_lr={})
+    return MappingProxyType({"fast": fast, "cpu": cpu, "colab": colab, "full": full})
+
+
+# The colab profile's cut (docs/course.md, "Colab"): training images per class, iterations per task.
+COLAB_TRAIN_PER_CLASS = 16
+COLAB_ITERATIONS = 20
+PROFILE_FILE_KEYS = ("base", "name", "model", "pretrained", "train_per_class", "test_per_class",
+                     "emoji_train_per_class", "emoji_test_per_class", "train")
+
+
+class ProfileFileError(ValueError):
+    """A profile file that cannot be used; the message names the file and what to change."""
 
 
 def profile_names() -> list[str]:
@@ -125,9 +164,80 @@ def profile_names() -> list[str]:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The profile ``name``; default: ``$UNIIL_PROFILE`` or ``"fast"``. Unknown names list the valid ones."""
+    """The profile ``name`` (or the profile file ``name``, ending in ``.json``: the module docstring); default:
+    ``$UNIIL_PROFILE`` or ``"fast"``. Unknown names list the valid ones.
+
+    Raises:
+        KeyError: an unknown profile name.
+        ProfileFileError: a profile file that cannot be read or used (names the file and the key).
+        FileNotFoundError: no such profile file.
+    """
     name = name or os.environ.get(PROFILE_ENV_VAR, "fast")
+    if str(name).endswith(".json"):
+        return load_profile_file(name)
     profiles = _profiles()
     if name not in profiles:
-        raise KeyError(f"unknown profile {name!r}; valid profiles: {', '.join(profiles)}")
+        raise KeyError(f"unknown profile {name!r}; valid profiles: {', '.join(profiles)} (or a profile file, "
+                       "some/path.json)")
     return profiles[name]
+
+
+def load_profile_file(path: str | Path) -> Profile:
+    """A :class:`Profile` from a JSON file: ``"base"`` (a built-in profile, default ``"full"``) with the file's
+    fields replacing the base's (see the module docstring).
+
+    Raises:
+        ProfileFileError: not a JSON object, an unknown key or base, or a value of the wrong type.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = read_json(path, fix="a profile file is a JSON object such as {\"base\": \"full\", \"train_per_class\": 4}")
+    except CorruptFileError as error:
+        raise ProfileFileError(str(error)) from None
+    if not isinstance(data, dict):
+        raise ProfileFileError(f"{path}: a profile file is a JSON object, e.g. {{\"base\": \"full\"}}")
+    unknown = sorted(set(data) - set(PROFILE_FILE_KEYS))
+    if unknown:
+        raise ProfileFileError(f"{path}: unknown keys {unknown}; valid keys: {list(PROFILE_FILE_KEYS)}")
+    base_name = data.get("base", "full")
+    if base_name not in _profiles():
+        raise ProfileFileError(f"{path}: base {base_name!r} is not a profile; valid: {', '.join(_profiles())}")
+    base = _profiles()[base_name]
+    changes: dict[str, Any] = {"name": _typed_field(data, "name", (str,), path) or path.stem}
+    for key in ("model", "pretrained"):
+        if key in data:
+            changes[key] = _typed_field(data, key, (str, type(None)), path)
+    for key in ("train_per_class", "test_per_class", "emoji_train_per_class", "emoji_test_per_class"):
+        if key in data:
+            changes[key] = _count(data, key, path, optional=key in ("train_per_class", "test_per_class"))
+    return replace(base, **changes, train=_train_changes(base.train, data.get("train", {}), path))
+
+
+def _typed_field(data: dict, key: str, kinds: tuple[type, ...], path: Path) -> Any:
+    value = data.get(key)
+    if key in data and not isinstance(value, kinds):
+        raise ProfileFileError(f"{path}: {key!r} must be a string, not {value!r}")
+    return value
+
+
+def _count(data: dict, key: str, path: Path, *, optional: bool) -> int | None:
+    value = data[key]
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a positive integer or null (all images)" if optional else "a positive integer"
+        raise ProfileFileError(f"{path}: {key!r} must be {allowed}, not {value!r}")
+    return value
+
+
+def _train_changes(base: TrainConfig, train: Any, path: Path) -> TrainConfig:
+    if not isinstance(train, dict):
+        raise ProfileFileError(f"{path}: 'train' must be an object of training settings, not {train!r}")
+    valid = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(train) - valid)
+    if unknown:
+        raise ProfileFileError(f"{path}: unknown train settings {unknown}; valid: {sorted(valid)}")
+    try:
+        return replace(base, **train)
+    except (TypeError, ValueError) as error:
+        raise ProfileFileError(f"{path}: train: {error}") from None

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Union
 from .fileio import CorruptFileError, read_json
 from .methods import method_class
 from .named_scenarios import scenario_names
-from .profiles import profile_names
+from .profiles import ProfileFileError, get_profile, profile_names
 from .train_config import TrainConfig
 
 # The JSON types a key's value may have (as Python's json module reads them).
@@ -64,8 +64,8 @@ class RunConfig:
     Attributes:
         scenario: a named scenario.
         methods: the methods run side by side.
-        profile: ``"fast"``, ``"cpu"`` or ``"full"``: images per class, and the model and training when these
-            are not given.
+        profile: a profile name (``"fast"``, ``"cpu"``, ``"colab"``, ``"full"``) or a profile file
+            (:mod:`uniil_lib.profiles`): images per class, and the model and training when these are not given.
         model, pretrained: the model for :func:`uniil_lib.clip.load_clip` (None: the profile's).
         train: the training settings of every method (None: the profile's, with its per-method learning rates).
         method_train: ``{method: {TrainConfig field: value}}`` replacing fields of ``train`` (or of the profile's
@@ -115,8 +115,14 @@ def check_run_config(config: RunConfig) -> None:
     where = config.source
     if config.scenario not in scenario_names():
         raise RunConfigError(f"{where}: unknown scenario {config.scenario!r}; valid: {', '.join(scenario_names())}")
-    if config.profile not in profile_names():
-        raise RunConfigError(f"{where}: unknown profile {config.profile!r}; valid: {', '.join(profile_names())}")
+    if config.profile.endswith(".json"):
+        try:
+            get_profile(config.profile)
+        except (ProfileFileError, OSError) as error:
+            raise RunConfigError(f"{where}: profile: {error}") from None
+    elif config.profile not in profile_names():
+        raise RunConfigError(f"{where}: unknown profile {config.profile!r}; valid: {', '.join(profile_names())} "
+                             "(or a profile file, some/path.json)")
     if not config.methods:
         raise RunConfigError(f"{where}: 'methods' lists no method")
     repeated = sorted({name for name in config.methods if config.methods.count(name) > 1})

@@ -15,13 +15,17 @@ same final matrix as an uninterrupted run.
 A result is either right or not produced:
 
 - the fingerprint covers what changes results (method, model, scenario and its data keys, seed, training
-  settings) and nothing that does not (:data:`DISPLAY_FIELDS`: progress bars), so ``--quiet`` never blocks a
-  resume, while a mismatch is an error rather than a silent mix of two runs;
+  settings) and nothing that does not (:data:`DISPLAY_FIELDS`: progress bars, loader workers), so ``--quiet`` never
+  blocks a resume, while a mismatch is an error rather than a silent mix of two runs;
 - ``progress.json`` records the sha256 of the step file; a damaged, truncated or missing step file, or one
   holding NaN or infinite weights, is a :class:`CheckpointError` that names it and says how to recompute;
 - a non-finite loss stops training before the step is checkpointed
   (:class:`uniil_lib.methods.base.NonFiniteLossError`), and so do non-finite trained weights after a step
   (:class:`NonFiniteStateError`).
+
+Under ``torchrun`` (:mod:`uniil_lib.distributed`) every rank runs this loop: training is data-parallel inside
+:meth:`~uniil_lib.methods.base.ContinualMethod.learn`, each test set's predictions are split across the ranks and
+gathered (:func:`predict_split`), and rank 0 alone writes the checkpoints while the others wait for it.
 """
 
 from __future__ import annotations
@@ -38,14 +42,16 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from . import distributed
 from .fileio import (CorruptFileError, atomic_write, atomic_write_text, non_finite_entries, read_json,
                      read_safetensors)
 from .integrity import hash_file
 from .methods.base import ContinualMethod
 from .scenarios import Scenario
 
-# TrainConfig fields that change what is shown, never a result: left out of the resume fingerprint.
-DISPLAY_FIELDS = ("progress",)
+# TrainConfig fields that change what is shown or how fast pixels are made, never a result: left out of the resume
+# fingerprint (a run may resume with other loader workers or a quieter bar).
+DISPLAY_FIELDS = ("progress", "loader_workers", "pixel_buffer_bytes")
 # Reading a checkpoint while another process moves on (and removes the step file read) is retried.
 LOAD_ATTEMPTS = 5
 
@@ -91,9 +97,21 @@ def evaluate_row(method: ContinualMethod, scenario: Scenario, after_step: int) -
     row = []
     for j, step in enumerate(scenario.steps):
         class_ids = scenario.eval_class_ids(j, max(after_step, 0) if after_step >= 0 else j)
-        predictions = method.predict(step.test, class_ids, scenario.task_id_for(j))
+        predictions = predict_split(method, step.test, class_ids, scenario.task_id_for(j))
         row.append(100.0 * float(np.mean(predictions == step.test.labels)) if len(step.test) else float("nan"))
     return np.array(row)
+
+
+def predict_split(method: ContinualMethod, imageset, class_ids, task_id: int | None) -> np.ndarray:
+    """``method.predict`` of every image of ``imageset``; under ``torchrun`` each rank predicts a contiguous slice
+    and the slices are gathered in order (every rank returns all predictions)."""
+    world = distributed.current()
+    if not world.active:
+        return method.predict(imageset, class_ids, task_id)
+    rows = world.shard(range(len(imageset)))
+    local = (method.predict(imageset.subset(rows, tag=f"rank {world.rank} of {world.size}"), class_ids, task_id)
+             if rows else np.empty(0, dtype=np.int64))
+    return np.concatenate([np.asarray(part, dtype=np.int64) for part in world.gather(local)])
 
 
 def run_continual(
@@ -122,12 +140,14 @@ def run_continual(
         NonFiniteLossError, NonFiniteStateError: training diverged (nothing of that step is saved).
     """
     n = len(scenario.steps)
-    progress = _Progress(Path(checkpoint_dir), _fingerprint(method, scenario)) if checkpoint_dir else None
+    world = distributed.current()
+    progress = _Progress(Path(checkpoint_dir), _fingerprint(method, scenario), world) if checkpoint_dir else None
     with torch.random.fork_rng(devices=_cuda_devices()):
         rows, seconds = (progress.load(method, scenario) if progress else ([], 0.0))
         initial = np.array(rows[0]) if rows else evaluate_row(method, scenario, -1)
         rows = rows[1:] if rows else []
-        for index in tqdm(range(n), desc=f"{method.name} on {scenario.name}", disable=not method.config.progress):
+        for index in tqdm(range(n), desc=f"{method.name} on {scenario.name}",
+                          disable=not method.config.progress or not world.is_main):
             if index < len(rows):
                 continue  # finished in an earlier run; its state was loaded by progress.load
             step = scenario.steps[index]
@@ -182,9 +202,10 @@ def _fingerprint(method: ContinualMethod, scenario: Scenario) -> str:
 class _Progress:
     """Reads and writes one run's checkpoints (see the module docstring)."""
 
-    def __init__(self, folder: Path, fingerprint: str):
+    def __init__(self, folder: Path, fingerprint: str, world: distributed.World | None = None):
         self.folder = folder
         self.fingerprint = fingerprint
+        self.world = world or distributed.World()
         self.folder.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -258,6 +279,12 @@ class _Progress:
         return state
 
     def save(self, method: ContinualMethod, index: int, rows: list, seconds: float) -> None:
+        """Write the step's weights and progress record (rank 0 only; the other ranks wait until it is written)."""
+        if self.world.is_main:
+            self._write(method, index, rows, seconds)
+        self.world.barrier()
+
+    def _write(self, method: ContinualMethod, index: int, rows: list, seconds: float) -> None:
         state = {k: v.detach().cpu().contiguous().clone() for k, v in method.state_dict().items()}
         digests = []
 
