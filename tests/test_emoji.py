@@ -267,6 +267,86 @@ def test_verify_integrity(tmp_path):
         fetch.verify_integrity(path, good)
 
 
+@pytest.fixture
+def registry(tmp_path):
+    """A local npm-registry stand-in on 127.0.0.1: serves the files put in ``files`` at their registry paths."""
+    import http.server
+    import threading
+
+    files: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", files
+    server.shutdown()
+    server.server_close()
+
+
+def _package_tarball() -> bytes:
+    """A small npm-style tarball: ``package/package.json`` and one drawing."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in (("package/package.json", b'{"name": "@test/emoji", "version": "1.0.0"}'),
+                           ("package/assets/1f408.png", _png_bytes(np.full((8, 8, 4), 255, np.uint8)))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _integrity(data: bytes) -> str:
+    import base64
+    import hashlib
+
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode("ascii")
+
+
+def test_registry_tarball_urls_follow_npm():
+    package = fetch.NpmPackage("@lobehub/fluent-emoji-3d", "1.1.0", "sha512-x")
+    assert fetch.registry_tarball_url(package) == \
+        "https://registry.npmjs.org/@lobehub/fluent-emoji-3d/-/fluent-emoji-3d-1.1.0.tgz"
+    assert fetch.registry_tarball_url(fetch.TWITTER, "http://mirror/") == \
+        "http://mirror/emoji-datasource-twitter/-/emoji-datasource-twitter-16.0.0.tgz"
+
+
+def test_without_npm_the_tarball_comes_over_http_and_is_verified(tmp_path, monkeypatch, registry):
+    """No npm on PATH (Colab): the pinned tarball is downloaded from the registry and its sha512 checked."""
+    url, files = registry
+    data = _package_tarball()
+    package = fetch.NpmPackage("@test/emoji", "1.0.0", _integrity(data))
+    files["/@test/emoji/-/emoji-1.0.0.tgz"] = data
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
+    path = fetch.fetch_package(fetch.require_npm, package, tmp_path / "downloads", url)
+    assert path == tmp_path / "downloads" / "test-emoji-1.0.0.tgz" and path.read_bytes() == data
+    assert [name for name, _ in fetch.iter_tar_files(path, lambda n: n.endswith(".png"))] == ["package/assets/1f408.png"]
+
+
+def test_a_download_that_fails_its_pinned_hash_is_refused_and_not_kept(tmp_path, monkeypatch, registry):
+    url, files = registry
+    data = _package_tarball()
+    package = fetch.NpmPackage("@test/emoji", "1.0.0", _integrity(data + b"tampered"))
+    files["/@test/emoji/-/emoji-1.0.0.tgz"] = data
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
+    with pytest.raises(fetch.ChecksumMismatchError, match=r"emoji-1\.0\.0\.tgz does not match its pinned checksum"):
+        fetch.fetch_package(fetch.require_npm, package, tmp_path / "downloads", url)
+    assert list((tmp_path / "downloads").iterdir()) == [], "a bad download must leave nothing behind"
+    missing = fetch.NpmPackage("@test/absent", "1.0.0", _integrity(data))
+    with pytest.raises(RuntimeError, match="cannot download .*absent-1.0.0.tgz"):
+        fetch.fetch_package(fetch.require_npm, missing, tmp_path / "downloads", url)
+
+
 def test_require_npm_says_how_to_install(monkeypatch):
     monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install npm"):
