@@ -341,6 +341,32 @@ def write_imagenet100(root: Path) -> Fixture:
     return _fixture(["tench", "goldfish", "great white shark"], items, "imagenet100")
 
 
+DOMAINNET_CLASSES = ("The_Eiffel_Tower", "aircraft_carrier", "apple", "zigzag")  # folder names, label order
+
+
+def write_domainnet(root: Path, domains: Sequence[str] = ("clipart", "infograph", "painting", "quickdraw", "real",
+                                                          "sketch")) -> dict[str, Fixture]:
+    """``domainnet``: per domain, 4 classes x (2 train + 1 test) JPEGs in ``<domain>/<class>/<domain>_<k>_<n>.jpg`` and
+    the official list files ``<domain>_{train,test}.txt`` (``<domain>/<class>/<file>.jpg <label>``), checksums
+    recorded. ``"apple"`` is also a CIFAR-100 fixture class (the ``uniil`` stream must leave it out)."""
+    folder = root / "domainnet"
+    fixtures = {}
+    for d, domain in enumerate(domains):
+        items: dict[str, list[Item]] = {"train": [], "test": []}
+        lines: dict[str, list[str]] = {"train": [], "test": []}
+        for label, class_dir in enumerate(DOMAINNET_CLASSES):
+            for j, split in enumerate(("train", "train", "test")):
+                relative = f"{domain}/{class_dir}/{domain}_{label:03d}_{j:06d}.jpg"
+                items[split].append(_jpeg_item(folder / relative, (5 * d + 3 * label + j) % 36, label))
+                lines[split].append(f"{relative} {label}")
+        for split, rows in lines.items():
+            (folder / f"{domain}_{split}.txt").write_text("".join(f"{row}\n" for row in rows))
+        names = [name.replace("_", " ") for name in DOMAINNET_CLASSES]
+        fixtures[domain] = _fixture(names, items, "domainnet")
+    record_folder(folder)
+    return fixtures
+
+
 def recorded(write: Callable[[Path], Fixture]) -> Callable[[Path], Fixture]:
     """``write``, then record the sha256 of the dataset's files in its ``checksums.json``, as the fetch script does."""
     def write_and_record(root: Path) -> Fixture:

@@ -13,6 +13,9 @@ Online (need internet once, through ``data_scripts``): ``cifar100-b0inc10`` (cla
 ``mtil`` (the 11-dataset MTIL order I of ZSCL). ``imagenet100-b0inc10`` (class-incremental) reads ImageNet-100
 from files you place yourself (``python data_scripts/fetch_torchvision.py --dataset imagenet100`` says how).
 
+``uniil`` (online too) is the paper-scale Uni-IL stream: CIFAR-100 class increments, DomainNet domain increments
+and MTIL task increments, interleaved (:func:`uniil_stream_parts`; the exact definition is in the README).
+
 Every builder subsamples by the profile (``train_per_class``, ``test_per_class``) with a seeded generator,
 so a seed fixes the data as well as the training.
 """
@@ -24,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+import numpy as np
+
 from .data import get_source, load_dataset
 from .data.base import ImageSet
 from .emoji_scenarios import emoji_cil_part, emoji_dil_parts, emoji_mtil_parts, emoji_part, uniil_emoji_halves
@@ -31,6 +36,7 @@ from .emoji_scenarios import XSTYLE_TEST, XSTYLE_TRAIN, emoji_xstyle_part, xstyl
 from .paths import data_root
 from .profiles import Profile, get_profile
 from .scenarios import DatasetPart, Scenario, class_incremental, domain_incremental, task_incremental, uni_il
+from .scenarios import relabel
 
 MTIL_ORDER_I = ("aircraft", "caltech101", "cifar100", "dtd", "eurosat", "flowers102", "food101", "mnist",
                 "oxford-pets", "stanford-cars", "sun397")
@@ -124,6 +130,61 @@ def _mtil(profile: Profile, seed: int, root: Path) -> Scenario:
     return task_incremental("mtil", [dataset_part(n, profile, seed, root) for n in MTIL_ORDER_I])
 
 
+# ----- uniil: the paper-scale Uni-IL stream ------------------------------------------------------------------
+UNIIL_CIFAR_STEPS = 5  # CIFAR-100 in 5 class increments (20 classes each)
+UNIIL_DOMAIN_ORDER = ("real", "clipart", "painting", "sketch", "infograph", "quickdraw")
+UNIIL_DOMAINNET_CLASSES = 50
+UNIIL_MTIL_TASKS = ("aircraft", "dtd", "mnist", "oxford-pets")
+
+
+def uniil_domainnet_classes(names: list[str], taken: set[str], n: int = UNIIL_DOMAINNET_CLASSES) -> list[str]:
+    """The DomainNet classes of ``uniil``: ``n`` of ``names`` whose lower-case name is not in ``taken`` (the other
+    parts' classes, so that no two classes of the stream share a name), chosen by a shuffle seeded with 0 (fixed,
+    whatever the run's seed), in alphabetical order."""
+    free = [name for name in names if name.lower() not in taken]
+    shuffled = [free[i] for i in np.random.default_rng(0).permutation(len(free))]
+    return sorted(shuffled[:n])
+
+
+def round_robin(lengths: list[int]) -> list[int]:
+    """A stream order taking one step of each part in turn until each is used up: ``[2, 3, 1] -> [0, 1, 2, 0, 1, 1]``."""
+    order, used = [], [0] * len(lengths)
+    while len(order) < sum(lengths):
+        for part, length in enumerate(lengths):
+            if used[part] < length:
+                order.append(part)
+                used[part] += 1
+    return order
+
+
+def _restrict(part: DatasetPart, names: list[str], tag: str) -> DatasetPart:
+    """``part`` with only the classes ``names`` (relabelled 0..k-1 in that order)."""
+    index = {name: label for label, name in enumerate(part.train.class_names)}
+    label_map = {index[name]: new for new, name in enumerate(names)}
+    return DatasetPart(part.name, relabel(part.train, label_map, names, tag=f"{tag}:train"),
+                       relabel(part.test, label_map, names, tag=f"{tag}:test"), part.templates, part.domain)
+
+
+def uniil_stream_parts(profile: Profile, seed: int, root: Path) -> list[Scenario]:
+    """The three parts of ``uniil``: CIFAR-100 in :data:`UNIIL_CIFAR_STEPS` class increments (seeded class order),
+    DomainNet's :data:`UNIIL_DOMAIN_ORDER` domains over the classes of :func:`uniil_domainnet_classes`, and the MTIL
+    tasks :data:`UNIIL_MTIL_TASKS` (whose class names no other part uses)."""
+    cifar_part = dataset_part("cifar100", profile, seed, root)
+    increment = -(-len(cifar_part.train.class_names) // UNIIL_CIFAR_STEPS)
+    cifar = class_incremental("cifar100", cifar_part, increment=increment, seed=seed)
+    tasks = task_incremental("mtil-tasks", [dataset_part(name, profile, seed, root) for name in UNIIL_MTIL_TASKS])
+    domains = [dataset_part(f"domainnet-{domain}", profile, seed, root) for domain in UNIIL_DOMAIN_ORDER]
+    taken = {spec.name.lower() for spec in cifar.classes + tasks.classes}
+    chosen = uniil_domainnet_classes(list(domains[0].train.class_names), taken)
+    restricted = [_restrict(part, chosen, "uniil classes") for part in domains]
+    return [cifar, domain_incremental("domainnet", restricted), tasks]
+
+
+def _uniil(profile: Profile, seed: int, root: Path) -> Scenario:
+    parts = uniil_stream_parts(profile, seed, root)
+    return uni_il("uniil", parts, order=round_robin([len(part.steps) for part in parts]))
+
+
 def _registry() -> Mapping[str, NamedScenario]:
     entries = [
         NamedScenario("mtil-offline", "task-incremental", True,
@@ -144,6 +205,8 @@ def _registry() -> Mapping[str, NamedScenario]:
                       "ImageNet-100, 10 steps of 10 classes (ImageNet placed by hand)", _imagenet100),
         NamedScenario("mtil", "task-incremental", False,
                       "the 11 MTIL datasets in ZSCL's order I (needs internet once)", _mtil),
+        NamedScenario("uniil", "uni-il", False,
+                      "CIFAR-100 classes, DomainNet domains and MTIL tasks in one stream (needs internet once)", _uniil),
     ]
     return MappingProxyType({entry.name: entry for entry in entries})
 

@@ -2,8 +2,8 @@
 
 A source is a :class:`~uniil_lib.data.source_spec.SourceSpec`: how to load a split, whether it works offline,
 which data_scripts command fetches it, and the zero-shot prompt templates that suit its images. Sources are
-grouped by where they come from (``offline``, ``emoji``, ``torchvision``); each group's module lists its own
-specs, and this module only gathers them into one read-only mapping.
+grouped by where they come from (``offline``, ``emoji``, ``torchvision``, ``domainnet``); each group's module lists its
+own specs, and this module only gathers them into one read-only mapping.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Mapping
 
 from ..paths import data_root
 from .base import ImageSet
+from .domainnet import domainnet_sources
 from .emoji import emoji_sources
 from .offline import offline_sources
 # SourceSpec and SPLITS live in source_spec, which the source modules import; re-exported here.
@@ -23,7 +24,7 @@ from .torchvision_sources import torchvision_sources
 
 def _all_specs() -> Mapping[str, SourceSpec]:
     specs: dict[str, SourceSpec] = {}
-    for spec in [*offline_sources(), *emoji_sources(), *torchvision_sources()]:
+    for spec in [*offline_sources(), *emoji_sources(), *torchvision_sources(), *domainnet_sources()]:
         if spec.name in specs:
             raise RuntimeError(f"two dataset sources are both named {spec.name!r}")
         specs[spec.name] = spec

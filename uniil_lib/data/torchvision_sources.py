@@ -148,7 +148,7 @@ def _require(name: str, folder: Path, *relative: str) -> None:
             )
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
     """The non-empty lines of a text file, stripped; ``#`` comment lines are skipped."""
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line and not line.startswith("#")]
@@ -186,7 +186,7 @@ class ImageFiles:
             raise CorruptFileError(f"{path} is not a readable image ({error}). {self.fix}") from error
 
 
-def _files_image_set(paths: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], key: str,
+def files_image_set(paths: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], key: str,
                      record: Checksums) -> ImageSet:
     """A lazily loaded :class:`FunctionImageSet` over image files, with the labels checked against the names.
 
@@ -252,7 +252,7 @@ def _seeded_files_image_set(
     record: Checksums,
 ) -> ImageSet:
     keep = seeded_split(labels, split)
-    return _files_image_set([paths[i] for i in keep], np.asarray(labels)[keep], class_names, f"{name}/{split}",
+    return files_image_set([paths[i] for i in keep], np.asarray(labels)[keep], class_names, f"{name}/{split}",
                             record)
 
 
@@ -366,14 +366,14 @@ def load_aircraft(split: str, root: Path) -> ImageSet:
     list_name = f"images_variant_{'trainval' if split == 'train' else 'test'}.txt"
     _require("aircraft", folder, "variants.txt", list_name, "images")
     record = _recorded("aircraft", root / "fgvc-aircraft-2013b")
-    classes = _read_lines(record.verify(folder / "variants.txt"))
+    classes = read_lines(record.verify(folder / "variants.txt"))
     index = {variant: label for label, variant in enumerate(classes)}
     paths, labels = [], []
-    for line in _read_lines(record.verify(folder / list_name)):
+    for line in read_lines(record.verify(folder / list_name)):
         image_id, variant = line.split(" ", 1)
         paths.append(folder / "images" / f"{image_id}.jpg")
         labels.append(_label_of(index, variant, folder / list_name))
-    return _files_image_set(paths, labels, classes, f"aircraft/{split}", record)
+    return files_image_set(paths, labels, classes, f"aircraft/{split}", record)
 
 
 def load_dtd(split: str, root: Path) -> ImageSet:
@@ -387,10 +387,10 @@ def load_dtd(split: str, root: Path) -> ImageSet:
     index = {name: label for label, name in enumerate(classes)}
     paths, labels = [], []
     for list_name in lists:
-        for line in _read_lines(record.verify(folder / "labels" / list_name)):
+        for line in read_lines(record.verify(folder / "labels" / list_name)):
             paths.append(folder / "images" / line)
             labels.append(_label_of(index, line.split("/")[0], folder / "labels" / list_name))
-    return _files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"dtd/{split}", record)
+    return files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"dtd/{split}", record)
 
 
 def _flowers_class_names() -> list[str]:
@@ -411,7 +411,7 @@ def load_flowers102(split: str, root: Path) -> ImageSet:
     image_ids = np.concatenate([np.atleast_1d(set_ids[key]) for key in keys]).astype(np.int64)
     all_labels = np.atleast_1d(_loadmat(record.verify(folder / "imagelabels.mat"))["labels"]).astype(np.int64) - 1
     paths = [folder / "jpg" / f"image_{image_id:05d}.jpg" for image_id in image_ids]
-    return _files_image_set(paths, all_labels[image_ids - 1], _flowers_class_names(), f"flowers102/{split}", record)
+    return files_image_set(paths, all_labels[image_ids - 1], _flowers_class_names(), f"flowers102/{split}", record)
 
 
 def load_food101(split: str, root: Path) -> ImageSet:
@@ -426,13 +426,13 @@ def load_food101(split: str, root: Path) -> ImageSet:
     for label, class_name in enumerate(classes):
         paths.extend(folder / "images" / f"{relative}.jpg" for relative in metadata[class_name])
         labels.extend([label] * len(metadata[class_name]))
-    return _files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"food101/{split}", record)
+    return files_image_set(paths, labels, [_underscores_to_spaces(c) for c in classes], f"food101/{split}", record)
 
 
 def _pet_rows(path: Path) -> list[tuple[str, int]]:
     """``(image id, 0-based class)`` per line of an Oxford-IIIT Pet list (``id class species breed``)."""
     rows = []
-    for line in _read_lines(path):
+    for line in read_lines(path):
         image_id, class_id = line.split()[:2]
         rows.append((image_id, int(class_id) - 1))
     return rows
@@ -456,7 +456,7 @@ def load_oxford_pets(split: str, root: Path) -> ImageSet:
     class_names = _pet_breeds(rows["trainval"] + rows["test"], folder / "annotations" / "trainval.txt")
     chosen = rows["trainval" if split == "train" else "test"]
     paths = [folder / "images" / f"{image_id}.jpg" for image_id, _ in chosen]
-    return _files_image_set(paths, [label for _, label in chosen], class_names, f"oxford-pets/{split}", record)
+    return files_image_set(paths, [label for _, label in chosen], class_names, f"oxford-pets/{split}", record)
 
 
 def load_stanford_cars(split: str, root: Path) -> ImageSet:
@@ -472,7 +472,7 @@ def load_stanford_cars(split: str, root: Path) -> ImageSet:
     labels = [int(record["class"]) - 1 for record in records]  # classes are 1-based in the .mat files
     raw_names = np.atleast_1d(_loadmat(record.verify(folder / "devkit" / "cars_meta.mat"))["class_names"])
     names = [" ".join(str(n).split()) for n in raw_names]
-    return _files_image_set(paths, labels, names, f"stanford-cars/{split}", record)
+    return files_image_set(paths, labels, names, f"stanford-cars/{split}", record)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -519,7 +519,7 @@ def load_sun397(split: str, root: Path) -> ImageSet:
     _require("sun397", folder, "ClassName.txt")
     record = _recorded("sun397", folder)
     # Lines look like "/a/abbey" or "/a/apartment_building/outdoor": the class folder below SUN397/.
-    class_dirs = [line.lstrip("/") for line in _read_lines(record.verify(folder / "ClassName.txt"))]
+    class_dirs = [line.lstrip("/") for line in read_lines(record.verify(folder / "ClassName.txt"))]
     paths, labels = _class_folders(folder, class_dirs, pattern="sun_*")
     names = [_underscores_to_spaces(d.split("/", 1)[-1].replace("/", " ")) for d in class_dirs]
     return _seeded_files_image_set(paths, labels, names, "sun397", split, record)
@@ -533,7 +533,7 @@ def load_imagenet100(split: str, root: Path) -> ImageSet:
     _require("imagenet100", folder, "classnames.txt", split_dir)
     record = _recorded("imagenet100", folder)
     wnids, names = [], []
-    for line in _read_lines(record.verify(folder / "classnames.txt")):
+    for line in read_lines(record.verify(folder / "classnames.txt")):
         wnid, _, name = line.partition(" ")
         name = name.split(",")[0].strip()
         if not re.fullmatch(r"n\d{8}", wnid) or not name:
@@ -548,7 +548,7 @@ def load_imagenet100(split: str, root: Path) -> ImageSet:
             f"{folder / split_dir} (first: {missing[0]}). Put each class's images in {split_dir}/<wnid>/; "
             f"see: {fetch_command('imagenet100')}")
     paths, labels = _class_folders(folder / split_dir, wnids)
-    return _files_image_set(paths, labels, names, f"imagenet100/{split}", record)
+    return files_image_set(paths, labels, names, f"imagenet100/{split}", record)
 
 
 # ---------------------------------------------------------------------------------------------------
