@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from uniil_lib import clip as clip_module
 from uniil_lib.clip import ClipLoadError, load_clip, zero_shot_weights
-from uniil_lib.features import image_features
+from uniil_lib.features import feature_cache_key, image_features
 
 
 def test_tiny_model_is_seeded_and_encodes():
@@ -76,6 +76,29 @@ def test_vit_b32_saved_to_safetensors_loads_back_identically(tmp_path):
         assert torch.equal(original.encode_images(pixels), reloaded.encode_images(pixels))
         assert torch.equal(original.encode_texts(texts), reloaded.encode_texts(texts))
     assert reloaded.identity.startswith("ViT-B-32/file-")
+
+
+def test_feature_cache_stays_within_its_disk_budget(squares, isolated_cache, monkeypatch):
+    """The files used longest ago go first; a file read counts as used; the file just written stays."""
+    import os
+
+    model = load_clip("tiny")
+    folder = isolated_cache / "features"
+    sets = [squares(3, 4, seed=k) for k in range(3)]
+    for k, data in enumerate(sets):
+        image_features(model, data, progress=False)
+        path = folder / f"{feature_cache_key(model, data)}.safetensors"
+        os.utime(path, (1000 + k, 1000 + k))  # written long ago, in this order
+    one = max(p.stat().st_size for p in folder.glob("*.safetensors"))
+    image_features(model, sets[0], progress=False)  # read: set 0 is now the most recently used
+    monkeypatch.setenv("UNIIL_FEATURE_CACHE_BYTES", str(2 * one))
+    image_features(model, squares(3, 4, seed=9), progress=False)  # a fourth file: two must go
+    names = {p.name for p in folder.glob("*.safetensors")}
+    keys = [f"{feature_cache_key(model, data)}.safetensors" for data in (*sets, squares(3, 4, seed=9))]
+    assert names == {keys[0], keys[3]}, "kept: the one just read and the one just written"
+    monkeypatch.setenv("UNIIL_FEATURE_CACHE_BYTES", "lots")
+    with pytest.raises(ValueError, match="UNIIL_FEATURE_CACHE_BYTES must be a number of bytes"):
+        image_features(model, squares(3, 4, seed=10), progress=False)
 
 
 def test_feature_cache_is_written_and_read(squares, isolated_cache, monkeypatch):

@@ -60,3 +60,38 @@ def test_weights_version_moves_with_in_place_updates_only():
     assert after_step > start
     layer.load_state_dict({k: v.clone() for k, v in layer.state_dict().items()})
     assert weights_version(layer.parameters()) > after_step
+
+
+@pytest.mark.parametrize("adapted", [False, True], ids=["plain", "with MoE adapters in every text block"])
+def test_a_causal_text_tower_run_up_to_the_last_end_token_gives_the_same_embeddings(adapted):
+    """open_clip's text tower still pools at the end token under a causal mask: positions after the longest prompt's
+    end change nothing, so the short forward equals the 16-position one (float rounding aside)."""
+    from uniil_lib.adapters import AdapterConfig, attach_adapters
+    from uniil_lib.clip_model import encode_text
+    from uniil_lib.shim import causal_text_length, encode_text_prefix
+
+    clip = load_clip("tiny", tiny_config=SMALL, seed=0)
+    if adapted:
+        attached = attach_adapters(clip.model, AdapterConfig(num_experts=4, top_k=2, bottleneck=8, image_blocks="none"))
+        attached.add_router()
+        with torch.no_grad():
+            for p in attached.parameters():
+                p.normal_(0, 0.1)
+    tokens = clip.tokenizer(["a cat.", "a photo of a small red square."])
+    length = causal_text_length(clip.model, tokens)
+    assert length == int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]
+    with torch.no_grad():
+        full = clip.model.encode_text(tokens)
+        assert torch.allclose(encode_text_prefix(clip.model, tokens, length), full, atol=1e-6)
+        assert torch.allclose(encode_text(clip.model, tokens), full, atol=1e-6)
+        cut_too_short = encode_text_prefix(clip.model, tokens, length - 1)
+    assert not torch.allclose(cut_too_short, full, atol=1e-3), "one position fewer loses the longest prompt's end"
+
+
+def test_towers_that_are_not_causal_open_clip_text_towers_keep_every_position():
+    from uniil_lib.shim import causal_text_length
+
+    clip = load_clip("tiny", tiny_config=SMALL, seed=0)
+    clip.model.text_pool_type = "first"
+    assert causal_text_length(clip.model, clip.tokenizer(["a cat."])) is None
+    assert causal_text_length(torch.nn.Linear(2, 2), torch.zeros(1, 5, dtype=torch.long)) is None

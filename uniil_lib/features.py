@@ -5,6 +5,10 @@ frozen encoder again and again. :func:`image_features` computes the features onc
 as safetensors, keyed by the model's identity, the data's key and the preprocessing; a second call (in
 the same run or a later one) reads the file instead of running the encoder.
 
+The cache stays under a byte budget on disk (:func:`keep_within_budget`: ``$UNIIL_FEATURE_CACHE_BYTES``, default
+:data:`DEFAULT_DISK_BUDGET`): after a write, the files used longest ago are deleted until the folder fits (reading
+a file counts as using it). A deleted file is recomputed when it is needed again.
+
 The key derives from content: every dataset source puts a digest of its files or pixels into
 ``ImageSet.key``, and a model's identity names its exact weights. Each file records the sha256 of its
 features; a cache file that cannot be read, differs from that digest, has the wrong shape or holds NaN or
@@ -16,6 +20,7 @@ are broken), never a cached result.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +37,8 @@ from .paths import cache_root
 from .pixels import LoaderSettings, PixelSource, sequential_batches
 
 CACHE_FORMAT_VERSION = "2"  # 2: files record the sha256 of their features
+DISK_BUDGET_ENV_VAR = "UNIIL_FEATURE_CACHE_BYTES"
+DEFAULT_DISK_BUDGET = 20 * 2**30  # bytes of cached features kept on disk (MTIL's features of one model: about 0.5 GB)
 
 
 def feature_cache_key(clip: ClipModel, imageset: ImageSet) -> str:
@@ -77,6 +84,7 @@ def image_features(
     if use_cache and path.exists():
         cached = _read_cached(path, len(imageset))
         if cached is not None:
+            path.touch()  # used now: the budget deletes the files used longest ago first
             return cached
     was_training = clip.model.training
     clip.model.eval()
@@ -95,7 +103,46 @@ def image_features(
     if use_cache:
         metadata = {"model": clip.identity, "data": imageset.key, "sha256": _digest(features)}
         atomic_write(path, lambda tmp: save_file({"features": features}, str(tmp), metadata=metadata))
+        keep_within_budget(path.parent, keep=path)
     return features
+
+
+def disk_budget() -> int:
+    """The feature cache's byte budget on disk: ``$UNIIL_FEATURE_CACHE_BYTES`` or :data:`DEFAULT_DISK_BUDGET`.
+
+    Raises:
+        ValueError: the variable is set but is not a non-negative integer.
+    """
+    value = os.environ.get(DISK_BUDGET_ENV_VAR)
+    if value is None:
+        return DEFAULT_DISK_BUDGET
+    if not value.strip().isdigit():
+        raise ValueError(f"{DISK_BUDGET_ENV_VAR} must be a number of bytes (e.g. 10000000000), got {value!r}")
+    return int(value)
+
+
+def keep_within_budget(folder: Path, *, keep: Path | None = None, budget: int | None = None) -> list[Path]:
+    """Delete the feature files of ``folder`` used longest ago (oldest modification time) until the rest fit in
+    ``budget`` bytes (default :func:`disk_budget`); ``keep`` (the file just written) is never deleted. Files another
+    process deletes meanwhile are skipped. Returns the deleted files."""
+    budget = disk_budget() if budget is None else budget
+    files = []
+    for path in Path(folder).glob("*.safetensors"):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        files.append((info.st_mtime_ns, info.st_size, path))
+    total, deleted = sum(size for _, size, _ in files), []
+    for _, size, path in sorted(files, key=lambda entry: entry[0]):
+        if total <= budget:
+            break
+        if keep is not None and path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        deleted.append(path)
+    return deleted
 
 
 def _digest(features: torch.Tensor) -> str:

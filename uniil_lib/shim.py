@@ -10,6 +10,13 @@ library upgrade that moves them fails there, with a message, instead of deep ins
 - torch's ``Tensor._version``, the counter every in-place update bumps: how :func:`weights_version` tells that
   weights changed (the fine-tuning method keeps its evaluation text embeddings until they do).
 
+**Short prompts** (:func:`causal_text_length`, :func:`encode_text_prefix`): open_clip's ``CLIP.encode_text`` always
+runs all 77 token positions, though a class prompt ends after about 10 and, under the causal mask, the positions
+after a prompt's end token change nothing the pooled end token sees. Running only the positions up to the longest
+prompt's end is exact and several times cheaper in time and in the memory a training step keeps for the backward
+pass; it needs the text tower's parts (token embedding, positional embedding, causal mask, final norm, pooling,
+projection), which open_clip keeps as attributes, not as a function.
+
 **The token-tower protocol** (:class:`TokenImageTower`). An image tower made of open_clip residual blocks that
 says, in public, how to get its tokens in and its embedding out:
 
@@ -139,6 +146,31 @@ def token_tower(visual: nn.Module) -> TokenImageTower:
     if problem:
         raise ValueError(problem)
     return OpenClipViTTokens(visual)
+
+
+def causal_text_length(model: nn.Module, tokens: torch.Tensor) -> int | None:
+    """How many token positions of ``tokens`` ``(N, 77)`` decide ``model.encode_text(tokens)``: up to the longest
+    prompt's end token, for an open_clip ``CLIP`` whose text tower is causal and pools at the end token (argmax of
+    the token ids); None for any other model (then all positions are needed)."""
+    if not isinstance(model, open_clip.CLIP) or getattr(model, "text_pool_type", None) != "argmax":
+        return None
+    if getattr(model, "attn_mask", None) is None or tokens.ndim != 2 or tokens.shape[1] < 2:
+        return None
+    return int(tokens.argmax(dim=-1).max()) + 1
+
+
+def encode_text_prefix(model: nn.Module, tokens: torch.Tensor, length: int) -> torch.Tensor:
+    """``model.encode_text(tokens)`` computed on the first ``length`` positions only (positional embedding and causal
+    mask cut to match): the same embeddings when ``length`` is :func:`causal_text_length`'s, unnormalised."""
+    cast = model.transformer.get_cast_dtype()
+    kept = tokens[:, :length]
+    x = model.token_embedding(kept).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    pooled = x[torch.arange(x.shape[0], device=x.device), kept.argmax(dim=-1)]
+    projection = model.text_projection
+    if projection is None:
+        return pooled
+    return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
 
 def weights_version(parameters: Iterable[torch.Tensor]) -> int:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from .. import distributed
 from ..adapters import IMAGE, TEXT, AdapterConfig, AttachedAdapters, attach_adapters
 from ..clip import class_prompt_weights
-from ..clip_model import trim_padding
+from ..clip_model import encode_text, trim_padding
 from ..features import image_features
 from ..pixels import iterate_batches
 from ..routers import ZERO_SHOT
@@ -197,14 +197,14 @@ class AdapterTuning(ContinualMethod):
             return self._frozen_prompts(tuple(prompts))
         tokens = self.tokenize(prompts)
         if not (reuse_prefix and self.text_prefix_cache) or adapted[0] == 0:
-            return F.normalize(self.clip.model.encode_text(tokens), dim=-1)
+            return F.normalize(encode_text(self.clip.model, tokens), dim=-1)
         key = tuple(prompts)
         if self._text_prefix is None or self._text_prefix[0] != key:
             with torch.no_grad():
-                hidden = block_input(tower, adapted[0], lambda: self.clip.model.encode_text(tokens))
+                hidden = block_input(tower, adapted[0], lambda: encode_text(self.clip.model, tokens))
             self._text_prefix = (key, hidden)
         with run_blocks_from(tower, adapted[0], self._text_prefix[1]):
-            return F.normalize(self.clip.model.encode_text(tokens), dim=-1)
+            return F.normalize(encode_text(self.clip.model, tokens), dim=-1)
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         """Token ids on the model's device; trailing all-padding columns dropped for a BERT text tower."""
@@ -218,7 +218,7 @@ class AdapterTuning(ContinualMethod):
     def _frozen_prompts(self, prompts: tuple[str, ...]) -> torch.Tensor:
         # No text adapters: the text tower is frozen and its embeddings never change.
         if prompts not in self._frozen_text:
-            self._frozen_text[prompts] = F.normalize(self.clip.model.encode_text(self.tokenize(prompts)), dim=-1)
+            self._frozen_text[prompts] = F.normalize(encode_text(self.clip.model, self.tokenize(prompts)), dim=-1)
         return self._frozen_text[prompts]
 
     @torch.no_grad()
