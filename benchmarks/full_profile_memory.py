@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="finetune")
     parser.add_argument("--model", default="ViT-B-16")
     parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--test-per-class", type=int, default=1)
     parser.add_argument("--train-per-class", type=int, default=None, help="default: all training images")
     parser.add_argument("--steps", type=int, default=None, help="only the first STEPS steps (default: all)")

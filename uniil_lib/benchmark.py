@@ -230,6 +230,7 @@ def run_spread(scenario: str | Scenario, methods: Sequence[str], *, seeds: Seque
 def _run_jobs(jobs: list[tuple[int, str]], devices: list[str], shared: dict) -> dict:
     """Run ``(seed, method)`` jobs in one spawned worker per device; ``{(seed, method): its result}``."""
     import multiprocessing
+    from queue import Empty
 
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     queue, answers = context.Queue(), context.Queue()
@@ -242,8 +243,15 @@ def _run_jobs(jobs: list[tuple[int, str]], devices: list[str], shared: dict) -> 
         worker.start()
     entries = {}
     try:
-        for _ in jobs:
-            job, entry, error = answers.get()
+        while len(entries) < len(jobs):
+            try:
+                job, entry, error = answers.get(timeout=10)
+            except Empty:
+                if not any(worker.is_alive() for worker in workers):
+                    missing = [job for job in jobs if job not in entries]
+                    raise RuntimeError(f"every device worker stopped before finishing {missing} (killed, or out of "
+                                       "memory?); run those methods and seeds again") from None
+                continue
             if error:
                 raise RuntimeError(f"{job[1]} (seed {job[0]}) failed: {error}")
             entries[job] = entry

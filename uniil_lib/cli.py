@@ -28,7 +28,7 @@ import struct
 import sys
 import zipfile
 import zlib
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 # What a run can meet that is the user's to fix (names, arguments, files, data, diverging training); anything
 # else is a bug and keeps its traceback.
@@ -76,7 +76,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     check_outputs(out=args.out, plots=args.plots, checkpoints=args.checkpoints)  # before any training
     world = init_from_environment(device)  # under torchrun: join the other ranks (uniil_lib.distributed)
     try:
-        results = run()
+        for result in run():  # one result per seed, reported as soon as it is there
+            if world.is_main:  # rank 0 alone prints and writes
+                _report(result, args)
     except KeyboardInterrupt:
         resume = (f"run the same command again to resume from {args.checkpoints}" if args.checkpoints else
                   "pass --checkpoints DIR to make a run resumable")
@@ -85,9 +87,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     finally:
         if launched_by_torchrun():
             shutdown()
-    if world.is_main:  # rank 0 alone prints and writes
-        for result in results:
-            _report(result, args)
     return 0
 
 
@@ -106,7 +105,7 @@ def _report(result: dict, args: argparse.Namespace) -> None:
             print(f"plot written to {path}")
 
 
-def _benchmark_run(args: argparse.Namespace) -> tuple[Callable[[], list[dict]], str]:
+def _benchmark_run(args: argparse.Namespace) -> tuple[Callable[[], Iterable[dict]], str]:
     """The benchmark the arguments ask for, checked (methods, seeds, devices, the config file) and ready to run;
     and the device its first method trains on (for the process group under torchrun)."""
     from .benchmark import check_request, config_arguments, run_benchmark, run_spread
@@ -139,7 +138,7 @@ def _benchmark_run(args: argparse.Namespace) -> tuple[Callable[[], list[dict]], 
               "allow_other_split": args.allow_other_split, **arguments}
     if devices is not None:
         return (lambda: run_spread(seeds=seeds, devices=devices, **common)), device
-    return (lambda: [run_benchmark(seed=seed, **common) for seed in seeds]), device
+    return (lambda: (run_benchmark(seed=seed, **common) for seed in seeds)), device
 
 
 def _seeds(args: argparse.Namespace, default: int) -> list[int]:

@@ -158,6 +158,8 @@ class ContinualMethod:
                 optimizer.zero_grad(set_to_none=True)
                 if part:
                     scaler.scale(loss).backward()
+                else:  # a rank without images in this batch: no gradient, but its scaler must hold a scale too
+                    scaler.scale(torch.zeros((), device=self.config.device))
                 if split:
                     world.average_gradients(params, share)
                 scaler.step(optimizer)
