@@ -104,3 +104,16 @@ def test_training_with_workers_gives_the_same_weights(squares):
         weights.append([p.detach().clone() for p in method.clip.model.parameters()])
     for other in weights[1:]:
         assert all(torch.equal(a, b) for a, b in zip(weights[0], other))
+
+
+def test_making_pixels_draws_no_random_number_from_torch(squares):
+    """A DataLoader starting would otherwise draw its workers' seed from torch's global generator, shifting the
+    dropout and gate noise of the training step that follows (the fast profile's seeded results would change)."""
+    imageset, _ = big_imageset(20)
+    source = PixelSource(imageset, load_clip("tiny", tiny_config=SMALL).preprocess)
+    for loader in (LoaderSettings(), LoaderSettings(buffer_bytes=0)):
+        torch.manual_seed(5)
+        list(source.batches([[1, 2], [3]], loader))
+        after = torch.rand(3)
+        torch.manual_seed(5)
+        assert torch.equal(after, torch.rand(3)), loader

@@ -147,7 +147,8 @@ def uniil_domainnet_classes(names: list[str], taken: set[str], n: int = UNIIL_DO
 
 
 def round_robin(lengths: list[int]) -> list[int]:
-    """A stream order taking one step of each part in turn until each is used up: ``[2, 3, 1] -> [0, 1, 2, 0, 1, 1]``."""
+    """A stream order taking one step of each part in turn until each is used up:
+    ``[2, 3, 1] -> [0, 1, 2, 0, 1, 1]``."""
     order, used = [], [0] * len(lengths)
     while len(order) < sum(lengths):
         for part, length in enumerate(lengths):
@@ -206,7 +207,8 @@ def _registry() -> Mapping[str, NamedScenario]:
         NamedScenario("mtil", "task-incremental", False,
                       "the 11 MTIL datasets in ZSCL's order I (needs internet once)", _mtil),
         NamedScenario("uniil", "uni-il", False,
-                      "CIFAR-100 classes, DomainNet domains and MTIL tasks in one stream (needs internet once)", _uniil),
+                      "CIFAR-100 classes, DomainNet domains and MTIL tasks in one stream (needs internet once)",
+                      _uniil),
     ]
     return MappingProxyType({entry.name: entry for entry in entries})
 

@@ -182,7 +182,10 @@ def make_loader(dataset: Dataset, index_batches: list[list[int]], loader: Loader
     if workers:
         methods = multiprocessing.get_all_start_methods()
         options = {"multiprocessing_context": "fork" if "fork" in methods else None, "prefetch_factor": 2}
-    return DataLoader(dataset, batch_sampler=index_batches, num_workers=workers,
+    # A DataLoader draws its workers' base seed from its generator when it starts; without one of its own it would
+    # draw from torch's global generator and move every random number the training step draws after it (dropout,
+    # gate noise): results would depend on whether a loader ran. Workers draw no random numbers here.
+    return DataLoader(dataset, batch_sampler=index_batches, num_workers=workers, generator=torch.Generator(),
                       pin_memory=loader.pin_memory and torch.cuda.is_available(), **options)
 
 

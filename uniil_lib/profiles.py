@@ -192,7 +192,7 @@ def load_profile_file(path: str | Path) -> Profile:
     """
     path = Path(path).expanduser()
     try:
-        data = read_json(path, fix="a profile file is a JSON object such as {\"base\": \"full\", \"train_per_class\": 4}")
+        data = read_json(path, fix='a profile file is a JSON object such as {"base": "full", "train_per_class": 4}')
     except CorruptFileError as error:
         raise ProfileFileError(str(error)) from None
     if not isinstance(data, dict):

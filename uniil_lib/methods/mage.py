@@ -8,8 +8,8 @@ class and domain increments (Uni-IL). Everything the abstract does not fix is **
 
 1. **Experts** are MoE-Adapters4CL's (:class:`~uniil_lib.adapters.MoEAdapter`: 22 adapter experts, noisy
    top-2 gating, activate-freeze), beside the blocks of the profile's adapter placement in both towers (the
-   top quarter of each in the fast profile, so the frozen-block cache applies; every block in the full one). MAGE builds on MoE-Adapters4CL, as its abstract's "Mixture of
-   Experts that fine-tunes CLIP" suggests.
+   top quarter of each in the fast profile, so the frozen-block cache applies; every block in the full one).
+   MAGE builds on MoE-Adapters4CL, as its abstract's "Mixture of Experts that fine-tunes CLIP" suggests.
 2. **No load-balancing loss** (:func:`mage_experts_config`). The abstract's routers "learn to select specific
    expert combinations"; MoE-Adapters4CL's balance loss (Shazeer et al.'s CV^2 of importance and load) is
    smallest when every step spreads its images evenly over all 22 experts, the opposite. Spreading also
@@ -104,9 +104,9 @@ def mage_adapter_config(placement: str, attribute_dim: int) -> AdapterConfig:
 
 def mage_experts_config(placement: str, attribute_dim: int) -> AdapterConfig:
     """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the blocks of ``placement`` in both
-    towers (all, or the top quarter), image gates widened by ``attribute_dim``, and **no load-balancing loss** in the training loss (choice 2
-    of the module docstring: each step's router selects a specific expert combination; it is still computed
-    and logged)."""
+    towers (all, or the top quarter), image gates widened by ``attribute_dim``, and **no load-balancing loss** in
+    the training loss (choice 2 of the module docstring: each step's router selects a specific expert combination;
+    it is still computed and logged)."""
     base = default_adapter_config(placement, moe=True)
     return replace(base, attribute_dim=attribute_dim, balance_in_loss=False)
 
