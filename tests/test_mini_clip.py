@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from uniil_lib import mini_clip
 from uniil_lib.clip import ClipLoadError, load_clip
-from uniil_lib.mini_clip import TEXT_BACKBONE_PREFIX, WEIGHTS_FILE, load_mini_clip, weights_digest
+from uniil_lib.mini_clip import IMAGE_STEM_PREFIX, TEXT_BACKBONE_PREFIX, WEIGHTS_FILE, load_mini_clip, weights_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_loads_offline_with_shipped_weights(mini):
     assert WEIGHTS_FILE.is_file(), f"the package must ship {WEIGHTS_FILE}"
     assert WEIGHTS_FILE.stat().st_size <= 30 * 2**20, "the shipped weights must stay under 30 MB"
     assert mini.identity == f"mini-{weights_digest(WEIGHTS_FILE)}", "identity must name the weights digest"
-    assert mini.image_size == mini.model.visual.image_size[0]
+    assert mini.image_size == mini.model.visual.image_size == 128
     assert not mini.model.training, "load_clip returns an eval-mode model"
 
 
@@ -68,11 +68,55 @@ def test_text_tower_is_the_real_minilm(mini):
     assert F.cosine_similarity(cat, kitten, dim=0) > F.cosine_similarity(cat, airplane, dim=0) + 0.1
 
 
-def test_weights_file_holds_only_what_the_package_does_not():
+def test_weights_file_holds_only_what_the_packages_do_not():
     keys = load_file(str(WEIGHTS_FILE)).keys()
     assert not [k for k in keys if k.startswith(TEXT_BACKBONE_PREFIX)], "MiniLM comes from its package"
-    assert {"logit_scale", "text.proj.weight"} <= set(keys)
-    assert any(k.startswith("visual.") for k in keys)
+    assert not [k for k in keys if k.startswith(IMAGE_STEM_PREFIX)], "EfficientNet-Lite0 comes from its package"
+    assert {"logit_scale", "text.proj.weight", "visual.token_proj.weight", "visual.proj"} <= set(keys)
+
+
+def test_image_stem_is_the_packaged_imagenet_cnn(mini):
+    from uniil_lib.imagenet_backbone import package_state_dict
+
+    package = package_state_dict()
+    ours = mini.model.visual.stem.cnn.state_dict()
+    assert torch.equal(ours["conv_head.weight"], package["_conv_head.weight"])
+    assert torch.equal(ours["classifier.weight"], package["_fc.weight"])
+    assert not any(p.requires_grad for p in mini.model.visual.stem.parameters())
+
+
+def test_image_tower_splits_at_every_block(mini):
+    """The hybrid tower follows the protocol the adapters and the frozen-block cache use (tower_split)."""
+    from uniil_lib.tower_split import image_prefix, image_suffix
+
+    visual = mini.model.visual
+    pixels = torch.randn(2, 3, mini.image_size, mini.image_size, generator=torch.Generator().manual_seed(0))
+    whole = visual(pixels)
+    for start in range(len(visual.transformer.resblocks) + 1):
+        hidden = image_prefix(visual, pixels, start)
+        assert hidden.shape == (2, *visual.token_shape)
+        assert torch.allclose(image_suffix(visual, hidden, start), whole, atol=1e-5), f"split at block {start}"
+
+
+def test_stem_cache_runs_the_cnn_once_per_image(tmp_path):
+    from uniil_lib.hybrid_vit import StemFeatureCache
+
+    clip = load_mini_clip()
+    clip.model.visual.stem_cache = cache = StemFeatureCache(tmp_path / "stem")
+    pixels = torch.randn(3, 3, clip.image_size, clip.image_size, generator=torch.Generator().manual_seed(2))
+    first = clip.encode_images(pixels)
+    assert (cache.hits, cache.misses) == (0, 3)
+    again = clip.encode_images(pixels[[2, 0]])
+    assert (cache.hits, cache.misses) == (2, 3), "cached images must not run the CNN again"
+    assert torch.allclose(again, first[[2, 0]], atol=1e-3), "the cache keeps float16: equal to 1e-3"
+    files = sorted(tmp_path.glob("stem/*/*.npy"))
+    assert len(files) == 3, "one file per image on disk"
+    fresh = StemFeatureCache(tmp_path / "stem")  # another process: reads the files
+    clip.model.visual.stem_cache = fresh
+    assert torch.allclose(clip.encode_images(pixels), first, atol=1e-6) and fresh.misses == 0
+    files[0].write_bytes(b"not an npy file")
+    clip.model.visual.stem_cache = StemFeatureCache(tmp_path / "stem")
+    assert torch.allclose(clip.encode_images(pixels), first, atol=1e-6), "a damaged entry is recomputed"
 
 
 def test_zero_shot_on_heldout_emoji_beats_chance(mini):
@@ -114,14 +158,46 @@ def test_missing_text_package_says_how_to_install(monkeypatch):
         mini_clip.text_model_dir()
 
 
+def _script(monkeypatch, name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "data_scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up while building
+    monkeypatch.syspath_prepend(str(REPO / "data_scripts"))
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_pretraining_augmentation_is_seeded_and_shaped(monkeypatch):
-    spec = importlib.util.spec_from_file_location("pretrain_mini_clip", REPO / "data_scripts" / "pretrain_mini_clip.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # dataclasses look their module up while building
-    spec.loader.exec_module(script)
-    bases = script.resize_bases(np.full((2, 64, 64, 3), 255, dtype=np.uint8), 48)
-    first = script.augment(bases, torch.Generator().manual_seed(1))
-    again = script.augment(bases, torch.Generator().manual_seed(1))
-    assert first.shape == (2, 3, 48, 48) and torch.equal(first, again)
+    data = _script(monkeypatch, "pretrain_data")
+    bases = data.resize_bases(np.full((2, 64, 64, 3), 255, dtype=np.uint8), 128)
+    first = data.augment(bases, torch.Generator().manual_seed(1))
+    again = data.augment(bases, torch.Generator().manual_seed(1))
+    other = data.augment(bases, torch.Generator().manual_seed(2))
+    assert first.shape == (2, 3, 128, 128) and torch.equal(first, again) and not torch.equal(first, other)
+    script = _script(monkeypatch, "pretrain_mini_clip")
     captions = script.class_captions("cat face", "Animals & Nature", "animal-mammal")
     assert all("cat face" in c for c in captions) and any("a mammal" in c for c in captions)
+
+
+def test_pretraining_data_is_deterministic_and_respects_the_split(monkeypatch):
+    """Both image parts, made twice from the same seed, give the same stem features; no held-out class is used."""
+    from uniil_lib.data.emoji_split import emoji_split
+    from uniil_lib.imagenet_backbone import FrozenCNNStem, load_efficientnet_lite0
+
+    data = _script(monkeypatch, "pretrain_data")
+    recipe = data.DataRecipe(augmentations=1, rendered_items=6, image_size=64)
+    try:
+        classes, styles = data.emoji_pretrain_classes(recipe)
+    except FileNotFoundError as error:
+        pytest.fail(f"EmojiDomains is not built (python data_scripts/fetch_emoji.py): {error}")
+    held = set(emoji_split("random").heldout_classes)
+    assert not held & {c.name for c in classes} and "fluent3d" not in styles
+    assert not held & set(data.rendered_words(recipe)), "rendered words must not name held-out classes"
+    stem = FrozenCNNStem(load_efficientnet_lite0())
+    monkeypatch.setattr(data, "emoji_pretrain_classes", lambda r, root=None: (classes[:5], styles))
+    first, second = data.build_emoji_part(recipe, stem), data.build_emoji_part(recipe, stem)
+    assert first.trunk.shape == (5 * len(styles), 320, 2, 2) and torch.equal(first.trunk, second.trunk)
+    text_a, text_b = data.build_text_part(recipe, stem), data.build_text_part(recipe, stem)
+    assert torch.equal(text_a.trunk, text_b.trunk) and text_a.labels["text"] == text_b.labels["text"]
+    other = data.build_text_part(data.DataRecipe(augmentations=1, rendered_items=6, image_size=64, seed=1), stem)
+    assert not torch.equal(other.trunk, text_a.trunk)

@@ -27,8 +27,6 @@ a content-addressed cache is exact and needs no change in the code that feeds im
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ import open_clip
 import torch
 import torch.nn as nn
 
+from .fileio import atomic_write
 from .imagenet_backbone import FEATURE_CHANNELS, STRIDE, FrozenCNNStem
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of stem features kept in memory per tower
@@ -126,16 +125,7 @@ class StemFeatureCache:
         self._remember(key, value)
         if self.folder is None:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, value.numpy(), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._path(key), lambda tmp: _save_npy(tmp, value.numpy()))
 
     def features(self, pixels: torch.Tensor, stem: nn.Module) -> torch.Tensor:
         """``stem(pixels)`` for a batch, computing only the images not cached: ``(B, C, g, g)`` float32."""
@@ -150,6 +140,11 @@ class StemFeatureCache:
                 self.put(keys[i], value)
                 found[i] = value.detach().to("cpu", torch.float16)
         return torch.stack(found).to(device=pixels.device, dtype=torch.float32)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to a temporary file's name
+        np.save(handle, array, allow_pickle=False)
 
 
 class HybridVisionTower(nn.Module):

@@ -1,0 +1,238 @@
+"""The mini-CLIP's pretraining data (version 2), made offline from registry packages, seeded.
+
+Three parts, each a tensor of frozen-stem features plus what the captions need:
+
+1. **EmojiDomains** (npm packages, ``python data_scripts/fetch_emoji.py``): the PRETRAIN classes of
+   ``emoji_split(split)`` in the PRETRAIN styles (twitter, google, openmoji), ``augmentations`` copies of
+   each class's one drawing: random affine, background, colour jitter and grey scale (as version 1), plus
+   inversion (light drawing on dark) and low resolution (shrunk to 28 px and scaled back), so the model
+   meets the looks of small grey-scale photos without seeing any evaluation set.
+2. **Rendered text** (Debian font packages, :mod:`uniil_lib.data.rendered_text`): digits, numbers and words
+   with captions. Words come from MiniLM's own vocabulary (whole alphabetic words of 3-10 letters), minus
+   every word of a held-out emoji class name and of a Fashion-MNIST class name.
+3. **ImageNet** (the EfficientNet-Lite0 package): the 1000 class names and the pretrained classifier, used
+   in the loss (``pretrain_mini_clip.py``); no ImageNet image is needed or used.
+
+Held out, never read here: the held-out emoji classes, the fluent3d style, Fashion-MNIST, MNIST, optdigits.
+
+The frozen stem's *trunk* (:meth:`~uniil_lib.imagenet_backbone.FrozenCNNStem.trunk`, 320 channels) runs
+once per image; its output (float16) is cached under the cache root by the digest of everything that
+decides it (split, seed, counts, image size, fonts), so a second run and a resumed run start at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from uniil_lib.data.emoji import load_base_drawings, load_emoji_classes  # noqa: E402
+from uniil_lib.data.emoji_split import emoji_split  # noqa: E402
+from uniil_lib.data.offline import FASHION_MNIST_CLASSES  # noqa: E402
+from uniil_lib.data.rendered_text import find_fonts, font_manifest, render_item  # noqa: E402
+from uniil_lib.imagenet_backbone import PIXEL_MEAN, PIXEL_STD, FrozenCNNStem  # noqa: E402
+from uniil_lib.mini_clip import text_model_dir  # noqa: E402
+from uniil_lib.paths import cache_root  # noqa: E402
+
+MEAN = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """Every number that decides the pretraining data (part of the cache key and of mini_clip.json)."""
+
+    split: str = "random"
+    seed: int = 0
+    image_size: int = 128
+    augmentations: int = 16  # augmented copies per (class, style) drawing
+    rendered_items: int = 12000  # rendered digits, numbers and words
+
+
+@dataclass
+class StemData:
+    """Cached trunk features of one part, and per-image labels."""
+
+    trunk: torch.Tensor  # (N, 320, g, g) float16
+    labels: dict  # part-specific per-image labels (lists or tensors)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batched, seeded augmentation of emoji drawings (torch)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _uniform(gen: torch.Generator, n: int, low: float, high: float, *shape: int) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, *shape, generator=gen)
+
+
+def resize_bases(images: np.ndarray, size: int) -> torch.Tensor:
+    """``(N, 64, 64, 3)`` uint8 -> ``(N, 3, S, S)`` float in [0, 1], antialiased like the eval transform."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def random_affine(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rotate (±25°), zoom (0.7-1.15), shear, shift (±12 %) and flip; uncovered pixels are white."""
+    n = len(x)
+    angle = torch.deg2rad(_uniform(gen, n, -25, 25))
+    scale = _uniform(gen, n, 0.7, 1.15)
+    shear = _uniform(gen, n, -0.15, 0.15)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    shift = _uniform(gen, n, -0.12, 0.12, 2)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # affine_grid maps OUTPUT coordinates to INPUT coordinates, so this is the inverse transform.
+    theta = torch.stack([torch.stack([cos * flip, -sin + shear, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Sample the "ink" (1 - x) with zero padding so that the border fills with white.
+    return 1 - F.grid_sample(1 - x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_background(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Half the images get a random solid background colour, the other half a multiplicative tint."""
+    n = len(x)
+    whiteness = ((x.min(dim=1, keepdim=True).values - 0.90) / 0.08).clamp(0, 1)  # 1 on the white background
+    colour = torch.rand(n, 3, 1, 1, generator=gen)
+    tint = _uniform(gen, n, 0.7, 1.0, 3, 1, 1)
+    solid = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
+    return torch.where(solid, x * (1 - whiteness) + colour * whiteness, x * tint)
+
+
+def colour_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation jitter; 10 % grey scale; light Gaussian pixel noise."""
+    n = len(x)
+    x = x * _uniform(gen, n, 0.7, 1.3, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * _uniform(gen, n, 0.7, 1.3, 1, 1, 1) + mean
+    gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    saturation = _uniform(gen, n, 0.5, 1.5, 1, 1, 1) * (torch.rand(n, 1, 1, 1, generator=gen) > 0.1)
+    x = (x - gray) * saturation + gray
+    x = x + 0.02 * torch.rand(n, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    return x.clamp(0, 1)
+
+
+def invert_and_shrink(x: torch.Tensor, gen: torch.Generator, *, invert: float = 0.15,
+                      shrink: float = 0.25) -> torch.Tensor:
+    """Invert a share of the images (light on dark); shrink another share to 28 px and scale it back."""
+    inverted = torch.rand(len(x), 1, 1, 1, generator=gen) < invert
+    x = torch.where(inverted, 1 - x, x)
+    small = torch.rand(len(x), generator=gen) < shrink
+    if small.any():
+        low = F.interpolate(x[small], size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+        x = x.clone()
+        x[small] = F.interpolate(low, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+    return x
+
+
+def augment(bases: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``(B, 3, S, S)`` drawings in [0, 1] -> augmented drawings in [0, 1] (the generator alone decides)."""
+    x = colour_jitter(random_background(random_affine(bases, gen), gen), gen)
+    return invert_and_shrink(x, gen)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] pixels -> the EfficientNet-Lite input ``(255 x - 127) / 128``."""
+    return (x - MEAN) / STD
+
+
+# ----------------------------------------------------------------------------------------------------
+# The three parts
+# ----------------------------------------------------------------------------------------------------
+
+
+def run_trunk(stem: FrozenCNNStem, pixels01: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Trunk features (float16) of ``[0, 1]`` pixels, in batches."""
+    return torch.cat([stem.trunk(normalise(pixels01[i:i + batch_size])).half()
+                      for i in range(0, len(pixels01), batch_size)])
+
+
+def emoji_pretrain_classes(recipe: DataRecipe, root: Path | None = None):
+    """The pretraining classes (EmojiClass records) and styles of ``recipe.split``."""
+    split = emoji_split(recipe.split, root)
+    by_name = {c.name: c for c in load_emoji_classes(root)}
+    return [by_name[name] for name in split.pretrain_classes], tuple(split.pretrain_styles)
+
+
+def emoji_images(recipe: DataRecipe, k: int, style_index: int, bases: torch.Tensor) -> torch.Tensor:
+    """Augmentation ``k`` of every class in style ``style_index``: one seeded generator per (k, style)."""
+    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 1000 * k + style_index)
+    return augment(bases[:, style_index], gen)
+
+
+def build_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
+    """Trunk features of every augmentation: rows ordered (k, style, class)."""
+    classes, styles = emoji_pretrain_classes(recipe, root)
+    per_style = []
+    for style in styles:
+        code_points, images = load_base_drawings(style, root)
+        row = {cp: i for i, cp in enumerate(code_points)}
+        per_style.append(resize_bases(images[[row[c.code_point] for c in classes]], recipe.image_size))
+    bases = torch.stack(per_style, 1)  # (C, styles, 3, S, S)
+    chunks = []
+    for k in tqdm(range(recipe.augmentations), desc="emoji augmentations -> stem", leave=False):
+        for s in range(len(styles)):
+            chunks.append(run_trunk(stem, emoji_images(recipe, k, s, bases)))
+    n_cls = len(classes)
+    grid = torch.arange(recipe.augmentations * len(styles) * n_cls)
+    return StemData(torch.cat(chunks), {"class": grid % n_cls, "style": (grid // n_cls) % len(styles),
+                                        "class_names": [c.name for c in classes], "styles": list(styles)})
+
+
+def rendered_words(recipe: DataRecipe, root: Path | None = None) -> list[str]:
+    """MiniLM vocabulary words (alphabetic, 3-10 letters) that name no held-out class or Fashion-MNIST class."""
+    split = emoji_split(recipe.split, root)
+    banned = {w for name in split.heldout_classes for w in name.replace("-", " ").split()}
+    banned |= {w for name in FASHION_MNIST_CLASSES for w in name.replace("-", " ").split()}
+    banned |= {w + "s" for w in banned}
+    vocab = (text_model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    return [w for w in vocab if w.isascii() and w.isalpha() and 3 <= len(w) <= 10 and w not in banned]
+
+
+def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
+    """Trunk features of the rendered digits, numbers and words, with their text and captions."""
+    fonts, words = find_fonts(), rendered_words(recipe, root)
+    items = [render_item(i, seed=recipe.seed, fonts=fonts, words=words)
+             for i in tqdm(range(recipe.rendered_items), desc="render text", leave=False)]
+    pixels = torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2).float() / 255
+    if pixels.shape[-1] != recipe.image_size:
+        pixels = F.interpolate(pixels, size=(recipe.image_size,) * 2, mode="bicubic", antialias=True).clamp(0, 1)
+    return StemData(run_trunk(stem, pixels), {"text": [it.text for it in items], "kind": [it.kind for it in items],
+                                              "captions": [list(it.captions) for it in items],
+                                              "fonts": font_manifest(fonts)})
+
+
+def data_digest(recipe: DataRecipe, part: str) -> str:
+    """Cache key of one part: the recipe, the part's name and the fonts (for the rendered text)."""
+    extra = [p.name for p in find_fonts()] if part == "text" else []
+    text = json.dumps([asdict(recipe), part, extra], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def load_or_build(part: str, recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
+    """One part from the cache, or built (and cached): ``part`` is ``"emoji"`` or ``"text"``."""
+    from uniil_lib.fileio import atomic_write
+
+    builders = {"emoji": build_emoji_part, "text": build_text_part}
+    path = cache_root() / "mini_clip_pretrain" / f"{part}-{data_digest(recipe, part)}.pt"
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            return StemData(saved["trunk"], saved["labels"])
+        except Exception as error:  # a damaged cache file is rebuilt
+            print(f"rebuilding {path}: {error}")
+    data = builders[part](recipe, stem, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: torch.save({"trunk": data.trunk, "labels": data.labels}, handle))
+    return data
