@@ -56,7 +56,7 @@ class DataRecipe:
     split: str = "random"
     seed: int = 0
     image_size: int = 128
-    augmentations: int = 16  # augmented copies per (class, style) drawing
+    augmentations: int = 12  # augmented copies per (class, style) drawing
     rendered_items: int = 12000  # rendered digits, numbers and words
 
 

@@ -104,9 +104,9 @@ class Recipe:
     """Every number that decides the trained weights (stored in mini_clip.json)."""
 
     data: DataRecipe = field(default_factory=DataRecipe)
-    steps: int = 3000
-    batch_size: int = 256  # emoji images (distinct classes) per step
-    text_batch_size: int = 96  # rendered-text images per step
+    steps: int = 1500
+    batch_size: int = 192  # emoji images (distinct classes) per step
+    text_batch_size: int = 64  # rendered-text images per step
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 100

@@ -39,7 +39,7 @@ import torch.nn as nn
 from .fileio import atomic_write
 from .imagenet_backbone import FEATURE_CHANNELS, STRIDE, FrozenCNNStem
 
-DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of stem features kept in memory per tower
+DEFAULT_MEMORY_BUDGET = 128 * 2**20  # bytes of trunk features kept in memory per tower (10 KiB per 128-px image)
 
 
 @dataclass(frozen=True)
