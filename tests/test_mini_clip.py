@@ -146,6 +146,7 @@ def test_missing_weights_name_the_pretraining_script(tmp_path):
 def test_weights_that_do_not_fit_are_rejected(tmp_path):
     path = tmp_path / "wrong.safetensors"
     save_file({"visual.not_a_layer": torch.zeros(2)}, str(path))
+    path.with_suffix(".json").write_text(WEIGHTS_FILE.with_suffix(".json").read_text(encoding="utf-8"), encoding="utf-8")
     with pytest.raises(ClipLoadError, match="does not fit"):
         load_mini_clip(path)
 
