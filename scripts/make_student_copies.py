@@ -10,7 +10,7 @@ solution of an exercise sits in a code cell between the lines ``### BEGIN SOLUTI
 - the lines between the markers (and the markers) replaced by ``raise NotImplementedError("Exercise N.k: ...")``
   at the marker's indentation, so the lines before ``BEGIN`` (a function's signature, a docstring) and
   after ``END`` stay;
-- every output cleared and every execution count null;
+- every output cleared and every execution count null, and the solved notebook's execution record dropped;
 - the exercise's wrong-answer example (cell metadata ``exercise.wrong_answer``, used by the tests) dropped;
 - the Colab and Binder badges pointing at the student copy, and a line saying where it comes from.
 
@@ -78,6 +78,7 @@ def student_badges(source: str, name: str) -> str:
 def student_notebook(solved: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     """The student copy of one solved notebook (a new object; ``solved`` is left as it is)."""
     nb = nbformat.from_dict(solved)  # deep copy
+    nb.metadata.pop("uniil", None)  # the record of the solved notebook's run (scripts/execute_notebooks.py)
     exercise = "?"
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":

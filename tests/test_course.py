@@ -145,6 +145,7 @@ def test_student_copy_holds_no_solution(path):
     assert "wrong_answer" not in text, f"student/{path.name}: drop the wrong answers"
     dirty = [k for k, c in enumerate(student.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"student/{path.name}: cells {dirty} have outputs"
+    assert "uniil" not in student.metadata, f"student/{path.name}: drop the solved notebook's execution record"
     stubs = [c for c in student.cells if 'raise NotImplementedError("Exercise' in c.source]
     assert len(stubs) == len(ex.find_exercises(solved.cells)), f"student/{path.name}: one stub per exercise"
 

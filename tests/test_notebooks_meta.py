@@ -1,4 +1,4 @@
-"""The committed notebooks: cleared outputs, the right badges, the one setup cell, no checkpoints folder.
+"""The committed notebooks: outputs of one whole run or none, the right badges, the one setup cell, no checkpoints folder.
 
 Cheap structural checks (no kernel). Running the notebooks themselves is nbval's job:
 ``UNIIL_PROFILE=fast pytest --nbval-lax --nbval-current-env notebooks/``.
@@ -26,10 +26,18 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
-def test_outputs_are_cleared(path):
-    dirty = [i for i, c in enumerate(read(path).cells)
-             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+def test_outputs_are_all_or_nothing(path):
+    """Solved notebooks hold the outputs of one whole run (``scripts/execute_notebooks.py``; whether that run is
+    current is ``tests/test_executed_notebooks.py``'s check), never those of a few cells run by hand."""
+    nb = read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    if "uniil" in nb.metadata:
+        assert counts == list(range(1, len(code) + 1)), (
+            f"{path.name}: the cells were not run once each, top to bottom; run: python scripts/execute_notebooks.py")
+    else:
+        dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        assert not dirty, f"{path.name}: cells {dirty} have outputs of a run by hand; clear them or execute the notebook"
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
