@@ -191,6 +191,16 @@ def test_every_notebook_ends_with_2_to_4_checked_exercises(path):
         assert re.search(r"\bassert\b|\bcheck_(close|equal)\(", check), f"{where}: the check needs asserts"
         assert e.wrong_answer.strip(), (
             f"{where}: give a wrong answer in the solution cell's metadata exercise.wrong_answer")
+        points = cells[e.solution].metadata.get("exercise", {}).get("points", 1)
+        assert cells[e.solution].metadata.get("nbgrader") == ex.nbgrader_metadata(e.id, "answer"), (
+            f"{where}: the solution cell needs nbgrader's answer-cell metadata (uniil_lib.exercises.nbgrader_metadata)")
+        assert cells[e.check].metadata.get("nbgrader") == ex.nbgrader_metadata(e.id, "check", points=points), (
+            f"{where}: the check cell needs nbgrader's autograded-test metadata worth {points} point(s)")
+    prose = [k for k, c in enumerate(cells) if c.cell_type == "markdown" and ("BEGIN SOLUTION" in c.source
+                                                                               or "END SOLUTION" in c.source)]
+    assert not prose, f"{path.name}: markdown cells {prose} name the solution markers, which nbgrader would cut"
+    graded = [c for c in cells if "nbgrader" in c.metadata]
+    assert len(graded) == 2 * len(found), f"{path.name}: nbgrader metadata only on the exercises' cells"
 
 
 def student_run_cells(path: Path) -> tuple[list, list[tuple[str, str]]]:

@@ -12,7 +12,10 @@ notebook (see ``docs/course.md``, "Writing exercises"):
   sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (one block per cell), then a check cell
   whose first line is ``# Check exercise N.j`` and which fails on a wrong answer;
 - the solution cell's metadata ``exercise.wrong_answer`` holds a plausible wrong answer (code that replaces
-  the solution block): the tests run it and expect the check to fail.
+  the solution block): the tests run it and expect the check to fail;
+- both cells carry nbgrader's metadata (:func:`nbgrader_metadata`): the solution cell is an answer cell
+  (``ex-N-j-answer``), the check cell an autograded test worth the exercise's points (``ex-N-j-check``), so a
+  teacher can run ``nbgrader generate_assignment`` and ``nbgrader autograde`` on the solved notebooks.
 """
 
 from __future__ import annotations
@@ -102,6 +105,23 @@ class Exercise:
     solution: int
     check: int | None
     wrong_answer: str
+
+
+NBGRADER_SCHEMA = 3
+
+
+def nbgrader_metadata(exercise_id: str, role: str, *, points: int = 1) -> dict:
+    """nbgrader's cell metadata for exercise ``"N.j"``: ``role`` ``"answer"`` (the solution cell: cleared by
+    ``generate_assignment``, graded by hand if at all) or ``"check"`` (the check cell: locked, and an
+    autograded test worth ``points``)."""
+    if role not in ("answer", "check"):
+        raise ValueError(f"role must be 'answer' or 'check', got {role!r}")
+    grade_id = f"ex-{exercise_id.replace('.', '-')}-{role}"
+    if role == "answer":
+        return {"grade": False, "grade_id": grade_id, "locked": False, "schema_version": NBGRADER_SCHEMA,
+                "solution": True, "task": False}
+    return {"grade": True, "grade_id": grade_id, "locked": True, "points": points, "schema_version": NBGRADER_SCHEMA,
+            "solution": False, "task": False}
 
 
 def exercise_section(cells: Sequence) -> int | None:
