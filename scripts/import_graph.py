@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("training and benchmark", "the continual trainer, run configurations and the one runner",
      ("train", "run_config", "benchmark")),
     ("front ends", "the command line and the notebooks' helpers",
-     ("cli", "__main__", "widgets", "exercises")),
+     ("cli", "__main__", "widgets", "exercises", "notebook_setup")),
 )
 
 

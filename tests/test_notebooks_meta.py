@@ -59,6 +59,8 @@ def test_first_code_cell_holds_the_switch_and_the_colab_install(path):
     assert '"google.colab" in sys.modules' in code, f"{path.name}: install only on Colab"
     assert not re.search(r"\b(torch|numpy)==", code), f"{path.name}: never pin torch or numpy (Colab has its own)"
     assert nb.metadata["kernelspec"]["name"] == "python3", f"{path.name}: kernel must be python3"
+    assert "start_notebook(PROFILE)" in code, f"{path.name}: the first cell ends with start_notebook(PROFILE)"
+    assert len(code.strip().splitlines()) <= 16, f"{path.name}: keep the first cell short (the rest is start_notebook)"
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)

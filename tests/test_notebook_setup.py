@@ -1,0 +1,36 @@
+"""The notebooks' first-cell helper, ``uniil_lib.notebook_setup.start_notebook``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from uniil_lib import notebook_setup
+
+
+def test_start_notebook_prints_versions_profiles_and_the_policy(capsys, monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    ran = []
+    notebook_setup.start_notebook("fast", run=lambda *a, **k: ran.append(a))
+    out = capsys.readouterr().out
+    assert "torch " in out and "open_clip_torch " in out and "uniil_lib " in out
+    assert "profile: fast (profiles: " in out and "full" in out and "progress bars: off" in out
+    assert ran == [], "nothing is fetched outside Colab"
+
+
+def test_an_unknown_profile_names_the_valid_ones(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    with pytest.raises(KeyError, match=r"unknown profile 'fastest'; valid profiles: .*fast"):
+        notebook_setup.start_notebook("fastest")
+
+
+def test_on_colab_the_data_is_fetched_with_the_clone_s_scripts(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    ran = []
+    notebook_setup.start_notebook("fast", run=lambda command, check: ran.append((command, check)))
+    scripts = Path(notebook_setup.__file__).resolve().parents[1] / "data_scripts"
+    assert ran == [([sys.executable, str(scripts / "fetch_offline.py"), "--dataset", "all"], True),
+                   ([sys.executable, str(scripts / "fetch_emoji.py")], True)]
+    assert all(Path(command[1]).is_file() for command, _ in ran), "the fetch scripts exist in the checkout"
