@@ -85,9 +85,18 @@ def test_attributes_change_what_the_trained_gates_pick(squares):
     run_continual(method, scenario)
     step = scenario.steps[0]
     matched = method.gate_records(step.test, route=0)["image.1"]
-    method._attributes[step.test.key] = torch.zeros_like(method._attributes[step.test.key])
-    blank = method.gate_records(step.test, route=0)["image.1"]
-    assert not torch.equal(matched, blank), "the trained gates must depend on the attribute features"
+    own = method.gate_records(step.test, route=0, attributes=method.attribute_features(step.test))["image.1"]
+    blank = method.gate_records(step.test, route=0, attributes=torch.zeros(len(step.test), 2 * SMALL.embed_dim))
+    assert torch.equal(matched, own), "passing the matched attributes must give the default gates"
+    assert not torch.equal(matched, blank["image.1"]), "the trained gates must depend on the attribute features"
+
+
+def test_gate_records_refuse_attributes_for_gates_that_read_none(squares):
+    scenario = stream(squares)
+    method = build("mage-noattr", scenario)
+    run_continual(method, scenario, stop_after=0)
+    with pytest.raises(ValueError, match="read no attributes"):
+        method.gate_records(scenario.steps[0].test, route=0, attributes=torch.zeros(1, 2 * SMALL.embed_dim))
 
 
 def test_a_pool_without_a_class_names_it(squares):

@@ -171,16 +171,25 @@ class AttributeMatching:
         return RoutedInputs(images, self.attribute_features(step.train)), labels
 
     @torch.no_grad()
-    def gate_records(self, imageset, route: int = 0, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    def gate_records(self, imageset, route: int = 0, rows: Sequence[int] | None = None, *,
+                     attributes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``{image layer name: (N, E)}`` the gates of router ``route`` for the images of ``imageset`` (or ``rows`` of
-        it), with their matched attributes (for plots)."""
+        it), with their matched attributes or, given ``attributes`` ``(N, D_a)``, with those instead (zeros: what
+        the gates pick without the attributes); for plots.
+
+        Raises:
+            ValueError: ``attributes`` given to a method whose gates read none (``mage-noattr``).
+        """
         rows = torch.arange(len(imageset)) if rows is None else torch.as_tensor(list(rows))
         inputs, cached = self.image_inputs(imageset, keep=True)
-        attributes = self.attribute_features(imageset)
+        matched = self.attribute_features(imageset)
+        if attributes is not None and matched is None:
+            raise ValueError(f"{self.name}'s gates read no attributes; pass attributes=None")
+        if attributes is None and matched is not None:
+            attributes = matched[rows]
         self.clip.model.eval()
         self.adapters.train(False)
-        with self.context.use(route), self.context.matched(None if attributes is None else attributes[rows]), \
-                self.context.recording() as records:
+        with self.context.use(route), self.context.matched(attributes), self.context.recording() as records:
             self.encode_image_inputs(inputs[rows], cached)
         return {name: gates.cpu() for name, gates in records.items() if name.startswith("image.")}
 
