@@ -5,7 +5,7 @@ GPU setting.
 profile    model                                           data and training
 =========  ==============================================  ===============================================
 ``fast``   ``mini``: the offline pretrained mini-CLIP       a few dozen images per class, a few epochs;
-           (MiniLM text tower + ViT at 48 px)               minutes on 2 CPU cores, under 2 GB of memory;
+           (MiniLM + EfficientNet-Lite0/ViT hybrid)        minutes on 2 CPU cores, under 2 GB of memory;
                                                            adapters in the top quarter of each tower
 ``cpu``    ``mini``, as ``fast``                           twice ``fast``'s images per class (train and
                                                            test), same recipe: the "fuller CPU profile" of
