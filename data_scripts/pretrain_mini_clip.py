@@ -28,9 +28,8 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
      is pulled towards the frozen ImageNet classifier's own prediction for the same image (knowledge
      distillation, Hinton et al. 2015, temperature ``imagenet_temperature``), so the joint space inherits
      what the CNN knows about 1000 classes; this is how the classifier rows could tie the two towers.
-     Off by default (weight 0), by measurement: on our tuning sets (Fashion-MNIST train, MNIST-5k train, 50
-     pretraining emoji classes held out for validation; 1,000 steps) weight 1.0 lowered every zero-shot
-     number (Fashion-MNIST 30.7 -> 27.7, MNIST 47.9 -> 44.6, validation emoji 23.0 -> 19.0).
+     Off by default (weight 0): on our tuning sets it lowered every zero-shot number (the measurement is in
+     the model card, ``uniil_lib/weights/MODEL_CARD.md``).
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
    from which an interrupted run resumes exactly.
 5. Evaluation (final weights, loaded as users load them): zero-shot top-1/top-5 with the same prompts as
