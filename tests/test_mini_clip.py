@@ -115,8 +115,11 @@ def test_stem_cache_runs_the_cnn_once_per_image(tmp_path):
     clip.model.visual.stem_cache = fresh
     assert torch.allclose(clip.encode_images(pixels), first, atol=1e-6) and fresh.misses == 0
     files[0].write_bytes(b"not an npy file")
-    clip.model.visual.stem_cache = StemFeatureCache(tmp_path / "stem")
-    assert torch.allclose(clip.encode_images(pixels), first, atol=1e-6), "a damaged entry is recomputed"
+    clip.model.visual.stem_cache = repaired = StemFeatureCache(tmp_path / "stem")
+    # Recomputed for one image alone: with several threads a convolution's float32 result may depend on the batch,
+    # and float16 rounding can turn that into 1e-3, so the tolerance is the cache's own.
+    assert torch.allclose(clip.encode_images(pixels), first, atol=1e-3), "a damaged entry is recomputed"
+    assert (repaired.hits, repaired.misses) == (2, 1), "only the damaged entry runs the CNN again"
 
 
 def test_zero_shot_on_heldout_emoji_beats_chance(mini):
