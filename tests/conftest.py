@@ -88,3 +88,30 @@ def token_tower_clip(seed: int = 0):
 @pytest.fixture
 def token_clip():
     return token_tower_clip
+
+
+@pytest.fixture
+def file_server():
+    """A local HTTP server on 127.0.0.1 standing in for a download server (npm registry, the authors' mirror):
+    yields ``(base_url, files)``; it serves ``files[path]`` (bytes) at ``path`` and 404 for anything else."""
+    import http.server
+    import threading
+
+    files: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", files
+    server.shutdown()
+    server.server_close()

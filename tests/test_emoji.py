@@ -268,30 +268,9 @@ def test_verify_integrity(tmp_path):
 
 
 @pytest.fixture
-def registry(tmp_path):
-    """A local npm-registry stand-in on 127.0.0.1: serves the files put in ``files`` at their registry paths."""
-    import http.server
-    import threading
-
-    files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", files
-    server.shutdown()
-    server.server_close()
+def registry(file_server):
+    """The shared local file server (conftest.file_server) as this module's download server."""
+    return file_server
 
 
 def _package_tarball() -> bytes:

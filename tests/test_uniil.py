@@ -87,29 +87,9 @@ def test_round_robin_takes_one_step_of_each_part_in_turn():
 
 
 @pytest.fixture
-def mirror(tmp_path):
-    """A local stand-in for the authors' server: serves ``files`` (path -> bytes) on 127.0.0.1."""
-    import http.server
-    import threading
-
-    files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", files
-    server.shutdown()
-    server.server_close()
+def mirror(file_server):
+    """The shared local file server (conftest.file_server) as this module's download server."""
+    return file_server
 
 
 def _fetch_script():
