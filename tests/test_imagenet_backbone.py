@@ -50,6 +50,20 @@ def test_trunk_and_head_compose_to_the_stem(stem):
     assert torch.equal(stem.head(trunk), stem(pixels))
 
 
+def test_trunk_runs_in_chunks_and_keeps_every_image(stem):
+    pixels = torch.randn(imagenet_backbone.TRUNK_CHUNK * 2 + 3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    passes = []
+    handle = stem.cnn.conv_stem.register_forward_hook(lambda module, inputs, output: passes.append(len(inputs[0])))
+    try:
+        chunked = stem.trunk(pixels)
+    finally:
+        handle.remove()
+    assert passes == [imagenet_backbone.TRUNK_CHUNK] * 2 + [3], f"images per pass: {passes}"
+    # a convolution may sum in another order for another batch size: equal to float32 rounding, not bit for bit
+    assert torch.allclose(chunked, stem._trunk(pixels), atol=1e-4), "chunks must give the one-piece result"
+    assert stem.trunk(pixels[:0]).shape == (0, 320, 2, 2)
+
+
 def test_stem_is_frozen_and_stays_in_eval_mode(stem):
     stem.train()
     assert not stem.training and not stem.cnn.training, "train() must not switch the ImageNet batch norms to training"

@@ -38,6 +38,7 @@ FEATURE_CHANNELS = 1280  # channels of the conv head, the last feature map befor
 STRIDE = 32  # the feature map is ceil(S / 32) pixels on a side for an S-pixel input
 PIXEL_MEAN = (127 / 255,) * 3
 PIXEL_STD = (128 / 255,) * 3
+TRUNK_CHUNK = 32  # images per pass through the trunk: bounds its memory (see FrozenCNNStem.trunk)
 WEIGHTS_SHA256 = "sha256:579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # version 0.1 of the package
 
 
@@ -157,7 +158,18 @@ class FrozenCNNStem(nn.Module):
 
     @torch.no_grad()
     def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` -> ``(B, 320, g, g)``; channels-last inside (about 2x faster on CPUs, measured)."""
+        """``(B, 3, S, S)`` -> ``(B, 320, g, g)``; channels-last inside (about 2x faster on CPUs, measured).
+
+        Runs :data:`TRUNK_CHUNK` images at a time: the early feature maps are large (96 x 64 x 64 floats per
+        image at 128 px), so an evaluation batch of 256 in one piece would nearly double a fast-profile
+        process's peak memory, past its 2 GB budget; in chunks it is also faster on a CPU (both measured side
+        by side by ``benchmarks/stem_chunks.py``; numbers in ``docs/measurements/stem_chunks.json``).
+        """
+        if len(pixels) <= TRUNK_CHUNK:
+            return self._trunk(pixels)
+        return torch.cat([self._trunk(chunk) for chunk in pixels.split(TRUNK_CHUNK)])
+
+    def _trunk(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.contiguous(memory_format=torch.channels_last)
         x = self.cnn.blocks(self.cnn.bn1(self.cnn.conv_stem(x)))
         return x.contiguous()
