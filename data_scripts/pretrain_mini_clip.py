@@ -47,6 +47,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -68,13 +69,13 @@ from uniil_lib.mini_clip import (  # noqa: E402
 )
 from uniil_lib.paths import cache_root  # noqa: E402
 
-CATEGORY_WORDS = {
+CATEGORY_WORDS = MappingProxyType({
     "Animals & Nature": "an animal or a plant", "Food & Drink": "food or drink",
     "Travel & Places": "a place, a vehicle or the weather", "Activities": "an activity, a sport or a game",
     "Objects": "an object",
-}
+})
 # Unicode subgroup -> a phrase MiniLM understands ("animal-mammal" -> "a mammal").
-SUBCATEGORY_WORDS = {
+SUBCATEGORY_WORDS = MappingProxyType({
     "animal-amphibian": "an amphibian", "animal-bird": "a bird", "animal-bug": "a bug", "animal-mammal": "a mammal",
     "animal-marine": "a sea animal", "animal-reptile": "a reptile", "arts & crafts": "art and crafts",
     "award-medal": "a medal or an award", "book-paper": "a book or paper", "clothing": "clothing",
@@ -90,11 +91,11 @@ SUBCATEGORY_WORDS = {
     "the sky or the weather", "sound": "a sound item", "sport": "sports equipment", "time": "time",
     "tool": "a tool", "transport-air": "an aircraft", "transport-ground": "a ground vehicle",
     "transport-water": "a boat", "writing": "a writing tool",
-}
-STYLE_WORDS = {
+})
+STYLE_WORDS = MappingProxyType({
     "twitter": ("flat", "flat twitter-style"), "google": ("glossy", "google-style"),
     "openmoji": ("outlined", "openmoji-style line-art"), "fluent3d": ("3d", "3d-rendered"),
-}
+})
 GENERIC_TEMPLATES = (
     "an emoji of a {}.", "a {} emoji.", "a {}.", "an icon of a {}.", "a drawing of a {}.", "a picture of a {}.",
     "a cartoon {}.", "a small image of a {}.",

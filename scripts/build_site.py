@@ -32,6 +32,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import nbformat
 
@@ -41,8 +42,8 @@ GITHUB = "https://github.com/uniil-lib/uniil_lib"
 COLAB = "https://colab.research.google.com/github/uniil-lib/uniil_lib/blob/main/notebooks/"
 BINDER = "https://mybinder.org/v2/gh/uniil-lib/uniil_lib/main?labpath=notebooks%2F"
 # repository path -> site path, for every document that becomes a page (notebooks are added per file)
-DOCUMENTS = {"README.md": "index.md", "docs/course.md": "course.md", "docs/results_notes.md": "results_notes.md",
-             "docs/architecture.md": "architecture.md"}
+DOCUMENTS = MappingProxyType({"README.md": "index.md", "docs/course.md": "course.md",
+                              "docs/results_notes.md": "results_notes.md", "docs/architecture.md": "architecture.md"})
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--virtual-time-budget=8000")

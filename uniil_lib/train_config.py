@@ -14,6 +14,7 @@ fp32 in every case.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Mapping
 
 import torch
@@ -122,7 +123,7 @@ class TrainConfig:
         return torch.amp.GradScaler("cuda", enabled=self.precision() == "fp16")
 
 
-AUTOCAST_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = MappingProxyType({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16})
 
 
 def choose_precision(setting: str | None, device: str, *, native_bf16: bool | None = None) -> str:

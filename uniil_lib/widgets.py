@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 WIDGETS_ENV_VAR = "UNIIL_WIDGETS"
-_ON, _OFF = {"1", "on", "true", "yes", "interactive"}, {"0", "off", "false", "no", "static"}
+_ON, _OFF = frozenset({"1", "on", "true", "yes", "interactive"}), frozenset({"0", "off", "false", "no", "static"})
 
 
 def use_widgets(interactive: bool | None = None) -> bool:
