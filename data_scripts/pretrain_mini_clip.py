@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm

@@ -8,7 +8,6 @@ The openai client runs with ``max_retries=0`` (as the library sets it), so every
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from uniil_lib import attributes as A
 from uniil_lib.attributes import (AttributeGenerationError, AttributeGenerator, AttributePool,
                                   MissingApiKeyError, MissingAttributesError, PoolFormatError)
 from uniil_lib.data.offline import DIGIT_CLASSES, FASHION_MNIST_CLASSES
+from conftest import load_script
 
 try:
     from .openai_stub_server import Reply, StubOpenAI
@@ -401,11 +401,7 @@ def test_embed_attributes_with_a_tiny_clip():
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("generate_attribute_pool",
-                                                  REPO / "data_scripts" / "generate_attribute_pool.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("data_scripts/generate_attribute_pool.py")
 
 
 def test_script_writes_a_valid_pool(server, monkeypatch, tmp_path, capsys):

@@ -3,25 +3,20 @@ runs it asks for, and its report, on hand-made result files (no training)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from uniil_lib.methods import method_names
 from uniil_lib.methods.awpf import FIXED_FACTOR_GRID
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _import_script():
-    spec = importlib.util.spec_from_file_location("awpf_verdict", REPO / "benchmarks" / "awpf_verdict.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/awpf_verdict.py")
 
 
 verdict = _import_script()

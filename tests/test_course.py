@@ -13,7 +13,6 @@ worked solution (its check must pass).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ import pytest
 
 from uniil_lib import exercises as ex
 from uniil_lib import metrics, widgets
+from conftest import load_script
 
 matplotlib.use("Agg")
 
@@ -42,10 +42,7 @@ TRAINS = re.compile(r"\b(run_benchmark|run_continual)\(|\.learn\(")
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("make_student_copies", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 make = _load_script()

@@ -6,10 +6,8 @@ Nothing here needs npm or the real download: the fixture writes a few hand-made 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -22,17 +20,14 @@ from uniil_lib.data.emoji import (
     EmojiClass, aligned_class_names, load_emoji_classes, load_emoji_style, write_emoji_classes,
 )
 from uniil_lib.data.emoji_split import emoji_split
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 FETCH_COMMAND = "python data_scripts/fetch_emoji.py"
 
 
 def _import_fetch_script():
-    spec = importlib.util.spec_from_file_location("fetch_emoji", REPO / "data_scripts" / "fetch_emoji.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("data_scripts/fetch_emoji.py")
 
 
 fetch = _import_fetch_script()

@@ -7,7 +7,6 @@ the digests must move exactly when what a notebook computes can move.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -23,10 +23,7 @@ RERUN = "python scripts/execute_notebooks.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("execute_notebooks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 run = _load_script()

@@ -5,7 +5,6 @@ script stops at once with a clear message. (The GPU run itself needs an NVIDIA G
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,16 +16,14 @@ import pytest
 from uniil_lib.clip import load_clip
 from uniil_lib.methods import method_names
 from uniil_lib.profiles import get_profile
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_check.py")
 
 
 def test_prepare_writes_a_full_profile_file_with_a_local_weights_file(check, tmp_path):

@@ -3,23 +3,20 @@ which never ends is stopped, with every process it started, and reported as fail
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def budget():
-    spec = importlib.util.spec_from_file_location("notebook_budget", REPO / "benchmarks" / "notebook_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/notebook_budget.py")
 
 
 def test_peak_memory_and_exit_status_of_a_finished_run(budget):

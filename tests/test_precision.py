@@ -3,7 +3,6 @@ on the others (Colab's T4); and every method builds its tensors on the configure
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 import torch

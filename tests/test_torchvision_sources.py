@@ -7,7 +7,6 @@ layout, or a loader that misreads it, fails here.
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 from uniil_lib.data import DatasetNotFoundError, ImageSet, get_source, load_dataset, source_names
 from uniil_lib.data.torchvision_sources import seeded_split, torchvision_sources
 from uniil_lib.integrity import record_folder, sha256_text
+from conftest import load_script
 
 if __package__:  # tests/ imported as a package
     from .fixtures_tv import Fixture, Item, writers
@@ -225,10 +225,7 @@ def test_unknown_dataset_name_lists_valid_names(tmp_path):
 
 
 def _fetch_script():
-    spec = importlib.util.spec_from_file_location("fetch_torchvision", REPO / "data_scripts" / "fetch_torchvision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("data_scripts/fetch_torchvision.py")
 
 
 def test_fetch_script_rejects_unknown_name_listing_valid_ones(capsys):

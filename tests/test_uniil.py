@@ -3,9 +3,7 @@ and the ``uniil`` stream built from fixtures of all its sources, in the full and
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from fixtures_tv import write_oxford_pets, recorded
 from uniil_lib.data import DatasetNotFoundError, load_dataset
 from uniil_lib.named_scenarios import (UNIIL_DOMAIN_ORDER, UNIIL_MTIL_TASKS, build_scenario, round_robin,
                                        scenario_names)
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,11 +92,7 @@ def mirror(file_server):
 
 
 def _fetch_script():
-    spec = importlib.util.spec_from_file_location("fetch_domainnet", REPO / "data_scripts" / "fetch_domainnet.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("data_scripts/fetch_domainnet.py")
 
 
 def test_the_fetch_script_downloads_unpacks_and_records_a_domain(tmp_path, mirror):
