@@ -1,0 +1,109 @@
+"""Where an old step's accuracy goes when a later step is learned: the selector or the experts (issue 15, item 5).
+
+    .venv/bin/python benchmarks/mage_forgetting.py --seed 20 --watch 1 --steps 3
+    .venv/bin/python benchmarks/mage_forgetting.py --scenario uniil-offline --seed 20 --methods mage,mage-noattr
+
+Trains each method on the first ``--steps`` steps of the stream (the same seeds, settings and order as
+``python -m uniil_lib benchmark``, so its rows are that run's rows) and, after every step from ``--watch`` on,
+prints for the test set of step ``--watch``:
+
+- ``routes``: how many images DDAS sends to each router (``-1``: zero-shot CLIP);
+- ``acc_route{r}``: accuracy when every image goes through router ``r`` (the watched step's own router is the
+  "task identity" oracle of the selector);
+- ``acc_ddas``: accuracy with DDAS's routes (the benchmark's number);
+
+and, for the step just learned, per adapted layer, the share of the previous step's expert usage that fell on
+experts this step trained (used by it, not frozen by an earlier step's activate-freeze): how exposed the previous
+step's routing was to this step's updates.
+
+If ``acc_route{watch}`` drops while ``routes`` stays put, the experts changed under the old router (forgetting
+inside the MoE); if ``routes`` moves, the selector sends old images elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from uniil_lib.clip import load_clip  # noqa: E402
+from uniil_lib.methods import create_method  # noqa: E402
+from uniil_lib.named_scenarios import build_scenario  # noqa: E402
+from uniil_lib.profiles import get_profile  # noqa: E402
+
+
+def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    return round(100.0 * float((predicted == labels).float().mean()), 1) if len(labels) else float("nan")
+
+
+@torch.no_grad()
+def watched_accuracies(method, stream, watch: int, after: int) -> dict:
+    """Routes and per-router accuracies on step ``watch``'s test set after step ``after`` was learned."""
+    test = stream.steps[watch].test
+    class_ids = stream.eval_class_ids(watch, after)
+    ids, labels = torch.as_tensor(list(class_ids)), torch.as_tensor(test.labels)
+    features = method.frozen_features(test)
+    routes = method.routes(len(test), None, lambda: features)
+    report = {"routes": {int(r): int((routes == r).sum()) for r in routes.unique()}}
+    method.clip.model.eval()
+    for route in range(after + 1):
+        scores = method._route_scores(test, torch.arange(len(test)), class_ids, route)
+        report[f"acc_route{route}"] = accuracy(ids[scores.argmax(1).cpu()], labels)
+    report["acc_ddas"] = accuracy(torch.as_tensor(method.predict(test, class_ids, None)), labels)
+    return report
+
+
+def exposure(method, step: int) -> dict[str, float]:
+    """Per layer: the share of step ``step - 1``'s usage on experts that step ``step`` used (> 1%) and that no
+    earlier step's activate-freeze protected."""
+    shares = {}
+    for layer in method.adapters.moe_layers():
+        previous = layer.usage[step - 1].float() / layer.usage[step - 1].sum().clamp_min(1)
+        current = layer.usage[step].float() / layer.usage[step].sum().clamp_min(1)
+        frozen = set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step)))
+        trained = [e for e in range(len(current)) if e not in frozen and current[e] > 0.01]
+        shares[layer.name] = round(float(previous[trained].sum()), 2)
+    return shares
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="uniil-offline")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="mage,mage-noattr", help="comma-separated MoE methods with DDAS")
+    parser.add_argument("--steps", type=int, default=3, help="learn this many steps")
+    parser.add_argument("--watch", type=int, default=1, help="the step whose test set is followed")
+    parser.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
+    args = parser.parse_args(argv)
+    if not 0 <= args.watch < args.steps:
+        parser.error(f"--watch {args.watch} must name one of the {args.steps} steps learned (0 to {args.steps - 1})")
+    profile = get_profile(args.profile)
+    stream = build_scenario(args.scenario, profile=profile, seed=args.seed)
+    for name in args.methods.split(","):
+        config = replace(profile.train_config(name, seed=args.seed, progress=False, scenario=stream.name),
+                         seed=args.seed, progress=False)
+        clip = load_clip(profile.model, pretrained=profile.pretrained, seed=args.seed, device=config.device)
+        method = create_method(name, clip, stream, config)
+        with torch.random.fork_rng():  # as run_continual: each step seeds its own
+            for index in range(args.steps):
+                step = stream.steps[index]
+                torch.manual_seed(config.seed * 1000 + index)
+                method.before_step(step)
+                method.learn(step)
+                row = {"exposure": exposure(method, index)} if index else {}
+                if index >= args.watch:
+                    row.update(watched_accuracies(method, stream, args.watch, index))
+                print(f"{name} after step {index} ({stream.task_names[index]}), watching step {args.watch} "
+                      f"({stream.task_names[args.watch]}): {json.dumps(row)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
