@@ -1,13 +1,9 @@
-"""Shared fixtures: an isolated cache, offline hub settings, a tiny synthetic image dataset, a tiny CLIP whose
-image tower follows the token-tower protocol instead of being an open_clip ViT, and a loader for the repository's
-scripts (they are files, not modules of the package)."""
+"""Shared fixtures: an isolated cache, offline hub settings, a tiny synthetic image dataset, and a tiny CLIP whose
+image tower follows the token-tower protocol instead of being an open_clip ViT."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,22 +11,6 @@ import torch
 
 # open_clip / huggingface_hub must never wait on the network in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(path: str | Path):
-    """Import a script of the repository (``"benchmarks/awpf_verdict.py"``, relative to the repository or absolute)
-    as a module named after its file.
-
-    It is registered in ``sys.modules`` while it runs, since dataclasses look their module up there.
-    """
-    path = REPO / path
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)

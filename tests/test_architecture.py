@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import load_script
+from repo_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 

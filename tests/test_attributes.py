@@ -19,7 +19,7 @@ from uniil_lib import attributes as A
 from uniil_lib.attributes import (AttributeGenerationError, AttributeGenerator, AttributePool,
                                   MissingApiKeyError, MissingAttributesError, PoolFormatError)
 from uniil_lib.data.offline import DIGIT_CLASSES, FASHION_MNIST_CLASSES
-from conftest import load_script
+from repo_scripts import load_script
 
 try:
     from .openai_stub_server import Reply, StubOpenAI

@@ -10,7 +10,7 @@ import pytest
 
 from uniil_lib.methods import method_names
 from uniil_lib.methods.awpf import FIXED_FACTOR_GRID
-from conftest import load_script
+from repo_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ import pytest
 
 from uniil_lib import exercises as ex
 from uniil_lib import metrics, widgets
-from conftest import load_script
+from repo_scripts import load_script
 
 matplotlib.use("Agg")
 

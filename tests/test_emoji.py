@@ -20,7 +20,7 @@ from uniil_lib.data.emoji import (
     EmojiClass, aligned_class_names, load_emoji_classes, load_emoji_style, write_emoji_classes,
 )
 from uniil_lib.data.emoji_split import emoji_split
-from conftest import load_script
+from repo_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 FETCH_COMMAND = "python data_scripts/fetch_emoji.py"

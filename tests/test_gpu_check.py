@@ -16,7 +16,7 @@ import pytest
 from uniil_lib.clip import load_clip
 from uniil_lib.methods import method_names
 from uniil_lib.profiles import get_profile
-from conftest import load_script
+from repo_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 

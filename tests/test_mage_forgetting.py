@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import load_script
+from repo_scripts import load_script
 
 
 @pytest.fixture(scope="module")

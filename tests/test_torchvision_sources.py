@@ -18,7 +18,7 @@ from PIL import Image
 from uniil_lib.data import DatasetNotFoundError, ImageSet, get_source, load_dataset, source_names
 from uniil_lib.data.torchvision_sources import seeded_split, torchvision_sources
 from uniil_lib.integrity import record_folder, sha256_text
-from conftest import load_script
+from repo_scripts import load_script
 
 if __package__:  # tests/ imported as a package
     from .fixtures_tv import Fixture, Item, writers

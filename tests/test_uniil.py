@@ -15,7 +15,7 @@ from fixtures_tv import write_oxford_pets, recorded
 from uniil_lib.data import DatasetNotFoundError, load_dataset
 from uniil_lib.named_scenarios import (UNIIL_DOMAIN_ORDER, UNIIL_MTIL_TASKS, build_scenario, round_robin,
                                        scenario_names)
-from conftest import load_script
+from repo_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
