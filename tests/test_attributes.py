@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +25,6 @@ try:
 except ImportError:
     from openai_stub_server import Reply, StubOpenAI
 
-REPO = Path(__file__).resolve().parents[1]
 GOOD = ["pointed ears", "long whiskers", "striped fur", "slit pupils", "long tail"]
 OFFLINE_SCENARIOS = ("mtil-offline", "cil-emoji", "dil-emoji", "uniil-offline")
 

@@ -4,15 +4,12 @@ runs it asks for, and its report, on hand-made result files (no training)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from uniil_lib.methods import method_names
 from uniil_lib.methods.awpf import FIXED_FACTOR_GRID
 from repo_scripts import load_script
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _import_script():

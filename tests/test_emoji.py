@@ -22,7 +22,6 @@ from uniil_lib.data.emoji import (
 from uniil_lib.data.emoji_split import emoji_split
 from repo_scripts import load_script
 
-REPO = Path(__file__).resolve().parents[1]
 FETCH_COMMAND = "python data_scripts/fetch_emoji.py"
 
 

@@ -27,7 +27,6 @@ else:  # pytest's default "rootdir/tests on sys.path" mode
 
 NAMES = sorted(writers())
 SEEDED = ("caltech101", "eurosat", "sun397")  # no official split: the loader makes a seeded 80/20 one
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _pixels(image: Image.Image) -> np.ndarray:

@@ -17,8 +17,6 @@ from uniil_lib.named_scenarios import (UNIIL_DOMAIN_ORDER, UNIIL_MTIL_TASKS, bui
                                        scenario_names)
 from repo_scripts import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_each_domain_loads_its_official_split_with_the_lists_labels(tmp_path):
     fixtures = write_domainnet(tmp_path, domains=("clipart", "sketch"))
