@@ -37,6 +37,7 @@ from uniil_lib.clip import load_clip  # noqa: E402
 from uniil_lib.methods import create_method  # noqa: E402
 from uniil_lib.named_scenarios import build_scenario  # noqa: E402
 from uniil_lib.profiles import get_profile  # noqa: E402
+from uniil_lib.train import run_continual  # noqa: E402
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -48,14 +49,13 @@ def watched_accuracies(method, stream, watch: int, after: int) -> dict:
     """Routes and per-router accuracies on step ``watch``'s test set after step ``after`` was learned."""
     test = stream.steps[watch].test
     class_ids = stream.eval_class_ids(watch, after)
-    ids, labels = torch.as_tensor(list(class_ids)), torch.as_tensor(test.labels)
+    labels = torch.as_tensor(test.labels)
     features = method.frozen_features(test)
     routes = method.routes(len(test), None, lambda: features)
     report = {"routes": {int(r): int((routes == r).sum()) for r in routes.unique()}}
-    method.clip.model.eval()
     for route in range(after + 1):
-        scores = method._route_scores(test, torch.arange(len(test)), class_ids, route)
-        report[f"acc_route{route}"] = accuracy(ids[scores.argmax(1).cpu()], labels)
+        report[f"acc_route{route}"] = accuracy(torch.as_tensor(method.predict(test, class_ids, None, route=route)),
+                                               labels)
     report["acc_ddas"] = accuracy(torch.as_tensor(method.predict(test, class_ids, None)), labels)
     return report
 
@@ -91,17 +91,16 @@ def main(argv: list[str] | None = None) -> int:
                          seed=args.seed, progress=False)
         clip = load_clip(profile.model, pretrained=profile.pretrained, seed=args.seed, device=config.device)
         method = create_method(name, clip, stream, config)
-        with torch.random.fork_rng():  # as run_continual: each step seeds its own
-            for index in range(args.steps):
-                step = stream.steps[index]
-                torch.manual_seed(config.seed * 1000 + index)
-                method.before_step(step)
-                method.learn(step)
-                row = {"exposure": exposure(method, index)} if index else {}
-                if index >= args.watch:
-                    row.update(watched_accuracies(method, stream, args.watch, index))
-                print(f"{name} after step {index} ({stream.task_names[index]}), watching step {args.watch} "
-                      f"({stream.task_names[args.watch]}): {json.dumps(row)}", flush=True)
+
+        def report(index: int, method, name=name) -> None:
+            row = {"exposure": exposure(method, index)} if index else {}
+            if index >= args.watch:
+                row.update(watched_accuracies(method, stream, args.watch, index))
+            print(f"{name} after step {index} ({stream.task_names[index]}), watching step {args.watch} "
+                  f"({stream.task_names[args.watch]}): {json.dumps(row)}", flush=True)
+
+        # the benchmark's own loop (same step seeds), stopped after --steps steps, reporting after each
+        run_continual(method, stream, stop_after=args.steps - 1, on_step=report)
     return 0
 
 

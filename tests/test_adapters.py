@@ -3,6 +3,8 @@ context without globals, the Hugging Face BERT text tower, and running the image
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import open_clip
 import pytest
 import torch
@@ -120,6 +122,29 @@ def test_activate_freeze_freezes_the_most_used_experts():
     layer.set_trainable(2)
     assert [g.requires_grad for g in layer.w_gate] == [False, False, True]
     assert [e.down.weight.requires_grad for e in layer.experts] == [False, False, False, True]
+
+
+def test_activate_freeze_by_coverage_adds_experts_until_they_carry_the_share():
+    usage = torch.tensor([50, 30, 10, 6, 4, 0])  # shares .50 .30 .10 .06 .04 .00
+
+    def frozen_for(coverage, n=2):
+        layer = MoEAdapter(8, RoutingContext(), replace(MOE, num_experts=6), name="image.0")
+        layer.add_router()
+        return layer.freeze_most_used(0, n, counts=usage, coverage=coverage)
+
+    assert frozen_for(None) == [0, 1], "no coverage: exactly n, the authors' rule"
+    assert frozen_for(0.8) == [0, 1], "the top two carry exactly .80"
+    assert frozen_for(0.9) == [0, 1, 2] and frozen_for(0.95) == [0, 1, 2, 3]
+    assert frozen_for(1.0) == [0, 1, 2, 3, 4], "an expert never used is never frozen for the coverage"
+    assert frozen_for(0.3) == [0, 1], "never fewer than n"
+    assert frozen_for(0.3, n=0) == [0]
+
+
+def test_freeze_coverage_must_be_a_share():
+    with pytest.raises(ValueError, match="freeze_coverage is a share"):
+        replace(MOE, freeze_coverage=1.5)
+    with pytest.raises(ValueError, match="freeze_coverage is a share"):
+        replace(MOE, freeze_coverage=0.0)
 
 
 def test_usage_counts_training_forwards_of_the_current_router_only():

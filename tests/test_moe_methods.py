@@ -121,6 +121,46 @@ def test_activate_freeze_keeps_the_most_used_experts_of_a_task_fixed(squares):
     assert method.adapters.usage("image").shape == (1, 2, 4)
 
 
+def test_freeze_coverage_freezes_every_expert_a_task_used_when_the_share_is_one(squares):
+    stream = scenario(squares)
+    method = build("moe-adapters", stream)
+    method.adapters.config = replace(method.adapters.config, freeze_coverage=1.0)
+    method.before_step(stream.steps[0])
+    method.learn(stream.steps[0])
+    for name, layer in method.adapters.layers.items():
+        used = [e for e, count in enumerate(layer.usage[0].tolist()) if count > 0]
+        assert len(used) > 2, f"{name}: the toy task should spread over more than top-2's experts"
+        assert method.frozen_log[0][name] == used, f"{name}: coverage 1.0 freezes every expert the task used"
+
+
+def test_on_step_sees_each_learned_step_and_predict_can_force_a_route(squares):
+    stream = scenario(squares)
+    method = build("moe-adapters", stream)
+    seen = []
+
+    def look(index, model):
+        assert model is method
+        seen.append((index, model.adapters.num_routers, expert_weights(model)))
+
+    run_continual(method, stream, on_step=look)
+    assert [(index, routers) for index, routers, _ in seen] == [(0, 1), (1, 2)], "once after each step, in order"
+    assert any(not torch.equal(seen[0][2][k], seen[1][2][k]) for k in seen[0][2]), "a model between steps"
+    test, ids = stream.steps[0].test, stream.eval_class_ids(0, 1)
+    scored = []  # which routers score the images (a spy on the scoring step)
+    score = method._route_scores
+    method._route_scores = lambda imageset, rows, class_ids, route: scored.append((route, len(rows))) or score(
+        imageset, rows, class_ids, route)
+    for route in (0, 1):  # moe-adapters routes by the task id: forcing route r is giving task id r
+        scored.clear()
+        assert np.array_equal(method.predict(test, ids, None, route=route), method.predict(test, ids, route))
+        assert scored == [(route, len(test))] * 2
+    del method._route_scores
+    zeroshot = create_method("zeroshot", load_clip("tiny", tiny_config=SMALL), stream, TrainConfig(progress=False))
+    assert np.array_equal(method.predict(test, ids, None, route=-1), zeroshot.predict(test, ids, None))
+    with pytest.raises(ValueError, match="route 2 names no router"):
+        method.predict(test, ids, None, route=2)
+
+
 @pytest.mark.parametrize("tower", ["open_clip ViT", "token protocol"])
 def test_frozen_block_cache_gives_the_same_loss_and_predictions(squares, token_clip, tower):
     stream = scenario(squares)

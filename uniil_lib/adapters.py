@@ -81,6 +81,10 @@ class AdapterConfig:
             module global is still True), so ``moe-adapters-cil`` sets it.
         freeze_per_task: activate-freeze: after a task, this many most-used experts of every layer are
             frozen for all later tasks (2).
+        freeze_coverage: None (the authors' activate-freeze: exactly ``freeze_per_task``), or a share in (0, 1]:
+            after a task, every layer freezes its most-used experts until they carry at least this share of the
+            task's routing, and never fewer than ``freeze_per_task`` (:meth:`MoEAdapter.freeze_most_used`).
+            Our own extension, for MAGE (:mod:`uniil_lib.methods.mage`).
         attribute_dim: MAGE's attribute-guided routers: width of the matched-attribute feature appended to
             every gate's input (0: the gate reads the data feature only, as in MoE-Adapters4CL). The method
             puts that feature into :attr:`RoutingContext.attributes` before each forward.
@@ -105,6 +109,7 @@ class AdapterConfig:
     balance_in_loss: bool = False
     gate_noise_at_eval: bool = False
     freeze_per_task: int = 2
+    freeze_coverage: float | None = None
     attribute_dim: int = 0
     freeze_gate_columns: bool = False
     dispatch: str = "auto"
@@ -122,6 +127,9 @@ class AdapterConfig:
         if self.bottleneck < 1 or not 0 <= self.dropout < 1 or self.balance_weight < 0:
             raise ValueError(f"bad adapter shape: bottleneck={self.bottleneck}, dropout={self.dropout}, "
                              f"balance_weight={self.balance_weight}")
+        if self.freeze_coverage is not None and not 0 < self.freeze_coverage <= 1:
+            raise ValueError(f"freeze_coverage is a share of a task's routing in (0, 1] (or None: freeze exactly "
+                             f"freeze_per_task experts), got {self.freeze_coverage}")
         if self.balance_in_loss and not (self.moe and self.balance_weight > 0):
             raise ValueError("balance_in_loss=True adds the MoE load-balancing loss: it needs moe=True and "
                              f"balance_weight > 0, got moe={self.moe}, balance_weight={self.balance_weight}")
@@ -311,15 +319,24 @@ class MoEAdapter(nn.Module):
         for expert, frozen in zip(self.experts, self.frozen.tolist()):
             expert.requires_grad_(not frozen)
 
-    def freeze_most_used(self, router: int, n: int, counts: torch.Tensor | None = None) -> list[int]:
+    def freeze_most_used(self, router: int, n: int, counts: torch.Tensor | None = None,
+                         coverage: float | None = None) -> list[int]:
         """Activate-freeze (MoE-Adapters4CL): freeze the ``n`` experts ``router`` used most; returns them.
 
         Ties go to the lower index (a stable sort; ``torch.topk`` breaks ties arbitrarily). An expert already
         frozen stays frozen, so a task that mostly reused frozen experts freezes fewer than ``n`` new ones.
         ``counts`` ``(E,)`` replaces ``usage[router]`` (a shared router's usage during one step only).
+        ``coverage`` (our extension, :attr:`AdapterConfig.freeze_coverage`): keep adding the next most-used
+        expert until the chosen ones carry at least this share of the counts (experts never used are never
+        added for it).
         """
         counts = self.usage[router] if counts is None else counts
-        chosen = torch.argsort(counts, descending=True, stable=True)[: max(n, 0)].tolist()
+        order = torch.argsort(counts, descending=True, stable=True)
+        n = max(n, 0)
+        if coverage is not None and float(counts.sum()) > 0:
+            carried = torch.cumsum(counts[order].double(), 0) / counts.sum().double()
+            n = max(n, min(int((carried < coverage - 1e-9).sum()) + 1, int((counts > 0).sum())))
+        chosen = order[:n].tolist()
         newly = [e for e in chosen if not bool(self.frozen[e])]
         if self.freeze_gate_columns and newly:
             with torch.no_grad():
@@ -668,7 +685,8 @@ class AttachedAdapters:
         """Freeze the ``n`` (default ``config.freeze_per_task``) experts ``router`` used most, in every layer.
         ``counts`` ``{layer name: (E,)}`` replaces the routers' usage counters (see :meth:`MoEAdapter.freeze_most_used`)."""
         n = self.config.freeze_per_task if n is None else n
-        return {layer.name: layer.freeze_most_used(router, n, None if counts is None else counts[layer.name])
+        return {layer.name: layer.freeze_most_used(router, n, None if counts is None else counts[layer.name],
+                                                    coverage=self.config.freeze_coverage)
                 for layer in self.moe_layers()}
 
     def usage(self, tower: str) -> torch.Tensor:

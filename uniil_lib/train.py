@@ -36,6 +36,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -120,6 +121,7 @@ def run_continual(
     *,
     checkpoint_dir: str | Path | None = None,
     stop_after: int | None = None,
+    on_step: Callable[[int, ContinualMethod], None] | None = None,
 ) -> ContinualResult:
     """Train ``method`` on every step of ``scenario`` and fill the accuracy matrix.
 
@@ -130,6 +132,9 @@ def run_continual(
         scenario: the stream.
         checkpoint_dir: where to write and look for checkpoints; None disables them.
         stop_after: stop (as if interrupted) after finishing this step index; for tests and demos.
+        on_step: called as ``on_step(index, method)`` after each step this call learns (after its row is
+            evaluated and its checkpoint written), to look at the model between steps (e.g.
+            ``benchmarks/mage_forgetting.py``); steps loaded from a checkpoint are not reported.
 
     Returns:
         the :class:`ContinualResult`; when stopped early, ``matrix`` holds NaN for unfinished rows.
@@ -160,6 +165,8 @@ def run_continual(
             rows.append(evaluate_row(method, scenario, index).tolist())
             if progress:
                 progress.save(method, index, [initial.tolist(), *rows], seconds)
+            if on_step is not None:
+                on_step(index, method)
             if stop_after is not None and index >= stop_after:
                 break
     matrix = np.full((n, n), np.nan)

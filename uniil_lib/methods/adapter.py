@@ -305,10 +305,20 @@ class AdapterTuning(ContinualMethod):
 
     # ----- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, imageset, class_ids: Sequence[int], task_id: int | None) -> np.ndarray:
-        """Predicted global class ids ``(N,)``: each route's images scored by its model, argmax over ``class_ids``."""
+    def predict(self, imageset, class_ids: Sequence[int], task_id: int | None, *,
+                route: int | None = None) -> np.ndarray:
+        """Predicted global class ids ``(N,)``: each route's images scored by its model, argmax over ``class_ids``.
+
+        ``route`` sends every image through that router (:data:`~uniil_lib.routers.ZERO_SHOT`: frozen CLIP)
+        instead of the method's choice (:meth:`routes`): e.g. an old step's own router, the oracle a selector
+        such as DDAS is measured against."""
         self.clip.model.eval()
-        routes = self.routes(len(imageset), task_id, lambda: self.frozen_features(imageset))
+        routers = max(self.adapters.num_routers, 1)  # plain adapters: one route, 0
+        if route is not None and not (route == ZERO_SHOT or 0 <= route < routers):
+            raise ValueError(f"route {route} names no router: this model's routes are 0 to {routers - 1}, "
+                             f"or {ZERO_SHOT} for frozen zero-shot CLIP")
+        routes = (self.routes(len(imageset), task_id, lambda: self.frozen_features(imageset)) if route is None
+                  else torch.full((len(imageset),), route, dtype=torch.long))
         ids = torch.as_tensor(list(class_ids))
         predicted = torch.empty(len(imageset), dtype=torch.long)
         for route in routes.unique().tolist():
