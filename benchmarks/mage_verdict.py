@@ -6,12 +6,16 @@
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --scenarios cil-emoji --methods zeroshot,moe-adapters-cil
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --smoke                   # minutes: check it all runs
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --attributes --report-only  # what the attributes carry
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 30,31,32 --config configs/mage_coverage_uniil_offline_fast.json
 
 For every scenario and seed it runs ``python -m uniil_lib benchmark --scenario S --methods ... --profile P --seed N
 --out FILE --quiet`` in a subprocess, one at a time (torch runs fight over cores), unless FILE already holds
 every method asked for. FILE is ``<out-dir>/<role>-<scenario>-<profile>-seed<N>.json`` (out-dir default
 ``docs/measurements/seeds``; role ``faithful`` for reported seeds, ``tuning`` for seeds used to choose settings,
 kept apart so that they are never reported). Set ``OMP_NUM_THREADS`` for the runs as you would for the CLI.
+With ``--config FILE`` (a run configuration, :mod:`uniil_lib.run_config`, e.g. a MAGE option under test) the CLI
+runs that file instead: its scenario, profile and method options, its methods unless ``--methods`` picks some,
+into ``<out-dir>/<role>-<FILE's stem>-seed<N>.json``.
 
 Then, per scenario, it prints the seed table (mean ± sample std of Avg and Last, Last per seed), the paired
 comparison of ``mage`` with ``mage-noattr`` and with ``moe-adapters-ddas`` (per-seed differences, mean, wins,
@@ -56,13 +60,16 @@ def result_path(out_dir: Path, role: str, scenario: str, profile: str, seed: int
     return out_dir / f"{role}-{scenario}-{profile}-seed{seed}.json"
 
 
-def run_missing(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path) -> None:
-    """Run the benchmark CLI for ``(scenario, seed)`` unless ``path`` already holds every method."""
+def run_missing(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path,
+                config: Path | None = None) -> None:
+    """Run the benchmark CLI for ``(scenario, seed)`` (or run configuration ``config``) unless ``path`` already
+    holds every method."""
     if path.exists() and set(methods) <= set(json.loads(path.read_text())["methods"]):
         print(f"have {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
         return
-    command = [sys.executable, "-m", "uniil_lib", "benchmark", "--scenario", scenario, "--methods", ",".join(methods),
-               "--profile", profile, "--seed", str(seed), "--out", str(path), "--quiet"]
+    what = ["--config", str(config)] if config else ["--scenario", scenario, "--profile", profile]
+    command = [sys.executable, "-m", "uniil_lib", "benchmark", *what, "--methods", ",".join(methods),
+               "--seed", str(seed), "--out", str(path), "--quiet"]
     print("running", " ".join(command[1:]), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
 
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", required=True, help="comma-separated, e.g. 0,1,2")
     parser.add_argument("--scenarios", default=",".join(METHODS), help="comma-separated scenario names")
     parser.add_argument("--methods", help="comma-separated; default: the scenario's list in METHODS")
+    parser.add_argument("--config", help="a run configuration to run instead (its scenario, profile, options)")
     parser.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
     parser.add_argument("--role", default="faithful", choices=["faithful", "tuning"],
                         help="faithful: reported seeds; tuning: seeds for choosing settings (never reported)")
@@ -134,13 +142,26 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    config = None
+    if args.config:
+        from uniil_lib.run_config import load_run_config
+
+        if args.smoke:
+            parser.error("--smoke runs the named scenarios in this process; drop --config")
+        config = Path(args.config).resolve()
+        loaded = load_run_config(config)  # a bad file fails here, before any run
+        args.scenarios, args.profile = loaded.scenario, loaded.profile
+        args.methods = args.methods or ",".join(loaded.methods)
     for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
         methods = args.methods.split(",") if args.methods else list(METHODS.get(scenario, COMMON))
-        paths = [result_path(out_dir, args.role, scenario, args.profile, seed) for seed in seeds]
+        paths = [out_dir / f"{args.role}-{config.stem}-seed{seed}.json" if config
+                 else result_path(out_dir, args.role, scenario, args.profile, seed) for seed in seeds]
         if not args.report_only:
-            run = run_smoke if args.smoke else run_missing
             for seed, path in zip(seeds, paths):
-                run(scenario, methods, profile=args.profile, seed=seed, path=path)
+                if args.smoke:
+                    run_smoke(scenario, methods, profile=args.profile, seed=seed, path=path)
+                else:
+                    run_missing(scenario, methods, profile=args.profile, seed=seed, path=path, config=config)
         if args.attributes:
             print(attribute_report(scenario, profile=args.profile, seed=seeds[0]) + "\n", flush=True)
         results = [json.loads(p.read_text()) for p in paths if p.exists()]

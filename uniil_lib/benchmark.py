@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -176,6 +176,9 @@ def run_benchmark(
         folder = Path(checkpoint_root) / scenario / f"{name}-seed{seed}" if checkpoint_root else None
         run = run_continual(method, stream, checkpoint_dir=folder)
         result["methods"][name] = method_entry(method, run)
+        if (method_options or {}).get(name):  # what the method ran with beyond its defaults
+            result["methods"][name]["options"] = {key: asdict(value) if is_dataclass(value) else value
+                                                   for key, value in method_options[name].items()}
     return result
 
 

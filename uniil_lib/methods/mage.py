@@ -41,6 +41,15 @@ what ``moe-adapters-ddas`` now is as well (the faithful baseline and the ablatio
 that the tables name what they compare). ``moe-adapters-ddas-balance`` against ``moe-adapters-ddas`` measures
 choice 2, and ``mage`` against ``mage-noattr`` what the attributes add.
 
+**Under test, not yet the default: activate-freeze by coverage** (``freeze_coverage=0.9``,
+:attr:`~uniil_lib.adapters.AdapterConfig.freeze_coverage`): after a step every layer freezes its most-used experts
+until they carry 90% of the step's routing, never fewer than MoE-Adapters4CL's two. Why: on reported seed 20 of
+``uniil-offline`` an old step's own router lost 15 points while a later step trained experts that carried a
+quarter of its image-tower routing (``benchmarks/mage_forgetting.py``). Chosen on tuning seeds 10-12 (never
+reported) against 0.95 and the default; measured on unused seeds 30-32 with
+``configs/mage_coverage_uniil_offline_fast.json`` (``docs/measurements/mage_verdict.md``, "Activate-freeze by
+coverage"). It becomes the default only after the reported streams are re-run with it.
+
 ``mage-shared`` (:class:`MAGESharedRouter`) is the reading we tried first and keep for teaching: ONE router
 per layer for the whole stream (no selector at all), image tower only, attributes matched among the classes
 and domains seen so far, activate-freeze with frozen gate columns, the load-balancing loss added (as it was
@@ -102,13 +111,14 @@ def mage_adapter_config(placement: str, attribute_dim: int) -> AdapterConfig:
                    balance_in_loss=True)
 
 
-def mage_experts_config(placement: str, attribute_dim: int) -> AdapterConfig:
+def mage_experts_config(placement: str, attribute_dim: int, freeze_coverage: float | None = None) -> AdapterConfig:
     """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the blocks of ``placement`` in both
     towers (all, or the top quarter), image gates widened by ``attribute_dim``, and **no load-balancing loss** in
     the training loss (choice 2 of the module docstring: each step's router selects a specific expert combination;
-    it is still computed and logged)."""
+    it is still computed and logged). ``freeze_coverage``: the candidate activate-freeze of the module docstring
+    (None: MoE-Adapters4CL's two experts per layer and step)."""
     base = default_adapter_config(placement, moe=True)
-    return replace(base, attribute_dim=attribute_dim, balance_in_loss=False)
+    return replace(base, attribute_dim=attribute_dim, balance_in_loss=False, freeze_coverage=freeze_coverage)
 
 
 class AttributeMatching:
@@ -313,6 +323,9 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
     Args:
         pool: the attribute pool (default: the shipped pool, restricted to the scenario's classes and domains).
         class_attributes, domain_attributes: ``k_cls`` and ``k_dom``, attributes matched per image.
+        selector_attributes: DDAS reads ``[f, a_cls, a_dom]`` instead of ``f`` (choice 5).
+        freeze_coverage: the candidate activate-freeze by coverage (module docstring, "Under test"); None, the
+            default: MoE-Adapters4CL's two most-used experts per layer and step.
         **options: as for :class:`~uniil_lib.methods.moe_adapters.MoEAdaptersDDAS`.
     """
 
@@ -320,12 +333,14 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
     use_attributes = True
 
     def __init__(self, clip, scenario, config, *, pool: AttributePool | None = None, class_attributes: int = 5,
-                 domain_attributes: int = 3, selector_attributes: bool = False, adapters: AdapterConfig | None = None,
-                 ddas: DDAS | None = None, **options):
+                 domain_attributes: int = 3, selector_attributes: bool = False, freeze_coverage: float | None = None,
+                 adapters: AdapterConfig | None = None, ddas: DDAS | None = None, **options):
         width = int(clip.encode_texts(["a"]).shape[-1])
         attribute_dim = 2 * width if self.use_attributes else 0
         self.selector_attributes = selector_attributes and self.use_attributes
-        adapters = adapters or mage_experts_config(config.adapter_placement, attribute_dim)
+        if adapters is not None and freeze_coverage is not None:
+            raise ValueError("give freeze_coverage or a whole adapters config (with its freeze_coverage), not both")
+        adapters = adapters or mage_experts_config(config.adapter_placement, attribute_dim, freeze_coverage)
         selector_dim = width + (attribute_dim if self.selector_attributes else 0)
         super().__init__(clip, scenario, config, adapters=adapters, ddas=ddas or DDAS(selector_dim), **options)
         self.init_attributes(clip, scenario, pool, class_attributes, domain_attributes)
