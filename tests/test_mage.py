@@ -173,3 +173,23 @@ def test_only_the_balance_ablations_add_the_balance_loss(squares, name, balanced
         assert difference == pytest.approx(balance, rel=1e-4), f"{name}: the balance loss must be added"
     else:
         assert difference == 0.0, f"{name}: the balance loss must not reach the training loss"
+
+
+@pytest.mark.parametrize("name", ["mage", "mage-noattr"])
+def test_freeze_coverage_option_reaches_activate_freeze(squares, name):
+    scenario = stream(squares)
+    clip = load_clip("tiny", tiny_config=SMALL, seed=0)
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, seed=0, progress=False)
+    options = {"pool": toy_pool(scenario), "ddas": DDAS(SMALL.embed_dim, hidden=8, iterations=10)}
+    default = method_class(name)(clip, scenario, config, **options)
+    assert default.adapter_config.freeze_coverage is None, "the default stays MoE-Adapters4CL's two experts"
+    method = method_class(name)(load_clip("tiny", tiny_config=SMALL, seed=0), scenario, config,
+                                freeze_coverage=1.0, **options)
+    assert method.adapter_config.freeze_coverage == 1.0
+    method.before_step(scenario.steps[0])
+    method.learn(scenario.steps[0])
+    for layer in method.adapters.moe_layers():
+        used = [e for e, count in enumerate(layer.usage[0].tolist()) if count > 0]
+        assert method.frozen_log[0][layer.name] == used, f"{layer.name}: coverage 1.0 freezes every used expert"
+    with pytest.raises(ValueError, match="not both"):
+        method_class(name)(clip, scenario, config, freeze_coverage=0.9, adapters=AdapterConfig(), **options)

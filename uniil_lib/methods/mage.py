@@ -45,8 +45,11 @@ choice 2, and ``mage`` against ``mage-noattr`` what the attributes add.
 :attr:`~uniil_lib.adapters.AdapterConfig.freeze_coverage`): after a step every layer freezes its most-used experts
 until they carry 90% of the step's routing, never fewer than MoE-Adapters4CL's two. Why: on reported seed 20 of
 ``uniil-offline`` an old step's own router lost 15 points while a later step trained experts that carried a
-quarter of its image-tower routing (``benchmarks/mage_forgetting.py``). Chosen on tuning seeds 10-12 (never
-reported) against 0.95 and the default; measured on unused seeds 30-32 with
+quarter of its image-tower routing (``benchmarks/mage_forgetting.py``). Chosen on tuning seeds 10-12 of
+``uniil-offline`` (never reported; fast profile), Last on the 3-seed mean: ``mage`` 84.27 with 0.9, 81.39 with
+the default two, 75.20 with 0.95 (a layer runs out of trainable experts: 67.17 on seed 12); ``mage-noattr``
+80.95 with 0.9, 79.30 with two (= ``moe-adapters-ddas``). With 0.9 ``mage`` was ahead of both on each tuning seed
+(by 2.46 to 6.59); with two it was behind ``mage-noattr`` on seed 11. Measured on unused seeds 30-32 with
 ``configs/mage_coverage_uniil_offline_fast.json`` (``docs/measurements/mage_verdict.md``, "Activate-freeze by
 coverage"). It becomes the default only after the reported streams are re-run with it.
 
