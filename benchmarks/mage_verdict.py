@@ -15,7 +15,10 @@ every method asked for. FILE is ``<out-dir>/<role>-<scenario>-<profile>-seed<N>.
 kept apart so that they are never reported). Set ``OMP_NUM_THREADS`` for the runs as you would for the CLI.
 With ``--config FILE`` (a run configuration, :mod:`uniil_lib.run_config`, e.g. a MAGE option under test) the CLI
 runs that file instead: its scenario, profile and method options, its methods unless ``--methods`` picks some,
-into ``<out-dir>/<role>-<FILE's stem>-seed<N>.json``.
+into ``<out-dir>/<role>-<FILE's stem>-seed<N>.json``. With ``--reuse-unchanged``, methods the file gives no
+options (e.g. ``zeroshot``, ``moe-adapters-ddas``) are copied from the same seed's plain result file
+(``<role>-<scenario>-<profile>-seed<N>.json``, same model and split) instead of run again: the file changes
+nothing about them, and each entry notes where it came from.
 
 Then, per scenario, it prints the seed table (mean ± sample std of Avg and Last, Last per seed), the paired
 comparison of ``mage`` with ``mage-noattr`` and with ``moe-adapters-ddas`` (per-seed differences, mean, wins,
@@ -74,6 +77,35 @@ def run_missing(scenario: str, methods: list[str], *, profile: str, seed: int, p
     subprocess.run(command, cwd=ROOT, check=True)
 
 
+def reuse_unchanged(path: Path, source: Path, methods: list[str], changed: set[str]) -> list[str]:
+    """Start ``path`` with ``source``'s entries of the ``methods`` not in ``changed`` (when ``source`` has them);
+    returns the methods still to run."""
+    if path.exists() or not source.exists():
+        return methods
+    plain = json.loads(source.read_text())
+    copied = {m: {**plain["methods"][m], "copied_from": source.name} for m in methods
+              if m not in changed and m in plain["methods"]}
+    if copied:
+        save_result({**plain, "methods": copied}, path)
+        print(f"copied {', '.join(copied)} from {source.name}", flush=True)
+    return [m for m in methods if m not in copied]
+
+
+def merge_into(path: Path, methods: list[str], run) -> None:
+    """Run ``methods`` (``run(methods, out)``) into a side file and add their entries to ``path``."""
+    if not path.exists():
+        run(methods, path)
+        return
+    side = path.with_name(path.stem + ".part.json")
+    run(methods, side)
+    held, new = json.loads(path.read_text()), json.loads(side.read_text())
+    if (held["model"], held["split"]) != (new["model"], new["split"]):
+        raise SystemExit(f"{side} ran another model or split than {path}; delete both and run again")
+    held["methods"].update(new["methods"])
+    save_result(held, path)
+    side.unlink()
+
+
 def run_smoke(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path) -> None:
     """The first 2 steps of ``scenario``, 1 epoch, a few images per class, in this process (a check, not a result)."""
     from dataclasses import replace
@@ -127,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=",".join(METHODS), help="comma-separated scenario names")
     parser.add_argument("--methods", help="comma-separated; default: the scenario's list in METHODS")
     parser.add_argument("--config", help="a run configuration to run instead (its scenario, profile, options)")
+    parser.add_argument("--reuse-unchanged", action="store_true",
+                        help="with --config: copy the methods it gives no options from the plain result files")
     parser.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
     parser.add_argument("--role", default="faithful", choices=["faithful", "tuning"],
                         help="faithful: reported seeds; tuning: seeds for choosing settings (never reported)")
@@ -150,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--smoke runs the named scenarios in this process; drop --config")
         config = Path(args.config).resolve()
         loaded = load_run_config(config)  # a bad file fails here, before any run
+        changed = {name for name in loaded.methods if loaded.options_for(name)}
         args.scenarios, args.profile = loaded.scenario, loaded.profile
         args.methods = args.methods or ",".join(loaded.methods)
     for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
@@ -160,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             for seed, path in zip(seeds, paths):
                 if args.smoke:
                     run_smoke(scenario, methods, profile=args.profile, seed=seed, path=path)
+                elif config and args.reuse_unchanged:
+                    plain = result_path(out_dir, args.role, scenario, args.profile, seed)
+                    left = reuse_unchanged(path, plain, methods, changed)
+                    held = set(json.loads(path.read_text())["methods"]) if path.exists() else set()
+                    if set(left) - held:
+                        merge_into(path, [m for m in left if m not in held], lambda ms, out: run_missing(
+                            scenario, ms, profile=args.profile, seed=seed, path=out, config=config))
                 else:
                     run_missing(scenario, methods, profile=args.profile, seed=seed, path=path, config=config)
         if args.attributes:

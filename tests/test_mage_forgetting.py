@@ -3,6 +3,8 @@ before anything loads; benchmarks/mage_verdict.py running a run configuration (t
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -46,3 +48,29 @@ def test_the_verdict_script_runs_a_run_configuration_into_its_own_files(tmp_path
     assert "--scenario" not in first and "--profile" not in first, "the file names the scenario and the profile"
     assert first[first.index("--methods") + 1] == "zeroshot,moe-adapters-ddas,mage-noattr,mage"
     assert first[first.index("--out") + 1] == str(tmp_path / "faithful-mage_coverage_uniil_offline_fast-seed30.json")
+
+
+def test_reuse_unchanged_copies_the_plain_runs_and_merges_the_new_ones(tmp_path, monkeypatch):
+    verdict = load_script("benchmarks/mage_verdict.py")
+    plain = {"scenario": "dil-emoji", "profile": "fast", "model": "m", "seed": 30, "tasks": [], "split": None,
+             "methods": {name: {"metrics": {"last": value, "avg": value}, "trainable_params": 0, "train_seconds": 0.0} for name, value in
+                         [("zeroshot", 20.0), ("moe-adapters-ddas", 90.0), ("mage-noattr", 91.0), ("mage", 92.0)]}}
+    (tmp_path / "faithful-dil-emoji-fast-seed30.json").write_text(json.dumps(plain))
+    runs = []
+
+    def fake_run(command, **kw):  # what the CLI would write: the methods asked for
+        methods = command[command.index("--methods") + 1].split(",")
+        runs.append(methods)
+        out = {**plain, "methods": {m: {"metrics": {"last": 99.0, "avg": 99.0}, "trainable_params": 0, "train_seconds": 0.0, "options": {"freeze_coverage": 0.9}}
+                                    for m in methods}}
+        Path(command[command.index("--out") + 1]).write_text(json.dumps(out))
+
+    monkeypatch.setattr(verdict.subprocess, "run", fake_run)
+    verdict.main(["--seeds", "30", "--config", str(verdict.ROOT / "configs/mage_coverage_dil_emoji_fast.json"),
+                  "--reuse-unchanged", "--out-dir", str(tmp_path)])
+    assert runs == [["mage-noattr", "mage"]], "only the methods the file changes run"
+    merged = json.loads((tmp_path / "faithful-mage_coverage_dil_emoji_fast-seed30.json").read_text())
+    assert {m: e["metrics"]["last"] for m, e in merged["methods"].items()} == {
+        "zeroshot": 20.0, "moe-adapters-ddas": 90.0, "mage-noattr": 99.0, "mage": 99.0}
+    assert merged["methods"]["moe-adapters-ddas"]["copied_from"] == "faithful-dil-emoji-fast-seed30.json"
+    assert not list(tmp_path.glob("*.part.json"))
