@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/mage_forgetting.py --seed 20 --watch 1 --steps 3
     .venv/bin/python benchmarks/mage_forgetting.py --scenario uniil-offline --seed 20 --methods mage,mage-noattr
+    .venv/bin/python benchmarks/mage_forgetting.py --seed 0 --watch 7 --steps 8 --freeze-coverage 0.9
 
 Trains each method on the first ``--steps`` steps of the stream (the same seeds, settings and order as
 ``python -m uniil_lib benchmark``, so its rows are that run's rows) and, after every step from ``--watch`` on,
@@ -18,6 +19,12 @@ step's routing was to this step's updates.
 
 If ``acc_route{watch}`` drops while ``routes`` stays put, the experts changed under the old router (forgetting
 inside the MoE); if ``routes`` moves, the selector sends old images elsewhere.
+
+Each row also gives ``frozen``: per adapted layer, how many of its experts activate-freeze has frozen once the step
+is learned (what the next step can no longer train). ``--freeze-coverage q`` runs MAGE with activate-freeze by
+coverage (:attr:`uniil_lib.adapters.AdapterConfig.freeze_coverage`); ``none``, the default, is MAGE's own rule
+(MoE-Adapters4CL's two experts per layer and step); methods without the option (``moe-adapters-ddas``) keep their
+own rule.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from uniil_lib.clip import load_clip  # noqa: E402
 from uniil_lib.methods import create_method  # noqa: E402
 from uniil_lib.named_scenarios import build_scenario  # noqa: E402
 from uniil_lib.profiles import get_profile  # noqa: E402
+from uniil_lib.run_config import method_parameters  # noqa: E402
 from uniil_lib.train import run_continual  # noqa: E402
 
 
@@ -73,6 +81,25 @@ def exposure(method, step: int) -> dict[str, float]:
     return shares
 
 
+def frozen_counts(method, step: int) -> dict[str, int]:
+    """Per layer: how many experts activate-freeze has frozen after steps ``0..step``."""
+    return {layer.name: len(set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step + 1))))
+            for layer in method.adapters.moe_layers()}
+
+
+def coverage_option(text: str) -> float | None:
+    """``--freeze-coverage``: ``none`` (the authors' two experts) or a share in (0, 1]."""
+    if text.lower() == "none":
+        return None
+    try:
+        share = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a share in (0, 1] nor 'none'") from None
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a share of a step's routing lies in (0, 1]")
+    return share
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="uniil-offline")
@@ -81,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="learn this many steps")
     parser.add_argument("--watch", type=int, default=1, help="the step whose test set is followed")
     parser.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
+    parser.add_argument("--freeze-coverage", type=coverage_option, default=None,
+                        help="MAGE's activate-freeze by coverage, a share in (0, 1]; 'none' (default): two experts")
     args = parser.parse_args(argv)
     if not 0 <= args.watch < args.steps:
         parser.error(f"--watch {args.watch} must name one of the {args.steps} steps learned (0 to {args.steps - 1})")
@@ -90,10 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(profile.train_config(name, seed=args.seed, progress=False, scenario=stream.name),
                          seed=args.seed, progress=False)
         clip = load_clip(profile.model, pretrained=profile.pretrained, seed=args.seed, device=config.device)
-        method = create_method(name, clip, stream, config)
+        takes_coverage = "freeze_coverage" in method_parameters(name)  # mage, mage-noattr
+        method = create_method(name, clip, stream, config,
+                               **({"freeze_coverage": args.freeze_coverage} if takes_coverage else {}))
 
         def report(index: int, method, name=name) -> None:
             row = {"exposure": exposure(method, index)} if index else {}
+            row["frozen"] = frozen_counts(method, index)
             if index >= args.watch:
                 row.update(watched_accuracies(method, stream, args.watch, index))
             print(f"{name} after step {index} ({stream.task_names[index]}), watching step {args.watch} "

@@ -34,7 +34,8 @@ test images match their own class's and style's attributes, against chance
 (:func:`uniil_lib.attribute_analysis.attribute_hits`, issue 15 item 5).
 
 Note: with the balance loss no longer added, ``moe-adapters-ddas`` and ``mage-noattr`` compute the same method
-(:mod:`uniil_lib.methods.mage`, "mage-noattr"); both are run so that each table names what it compares.
+(:mod:`uniil_lib.methods.mage`, "mage-noattr"); both are run so that each table names what it compares. A run
+configuration that changes ``mage-noattr`` (``configs/mage_coverage_*.json``) separates them.
 """
 
 from __future__ import annotations

@@ -74,3 +74,17 @@ def test_reuse_unchanged_copies_the_plain_runs_and_merges_the_new_ones(tmp_path,
         "zeroshot": 20.0, "moe-adapters-ddas": 90.0, "mage-noattr": 99.0, "mage": 99.0}
     assert merged["methods"]["moe-adapters-ddas"]["copied_from"] == "faithful-dil-emoji-fast-seed30.json"
     assert not list(tmp_path.glob("*.part.json"))
+
+
+def test_the_freeze_coverage_option_reads_none_or_a_share(script, capsys):
+    assert script.coverage_option("none") is None and script.coverage_option("0.9") == 0.9
+    for bad in ("1.5", "0", "most"):
+        with pytest.raises(SystemExit):
+            script.main(["--freeze-coverage", bad])
+        assert "--freeze-coverage" in capsys.readouterr().err
+
+
+def test_frozen_counts_take_the_union_of_the_steps_so_far(script):
+    method = fake_method([[5, 3, 0, 0], [0, 0, 4, 1]], [{"image.3": [0, 1]}, {"image.3": [1, 2]}])
+    assert script.frozen_counts(method, 0) == {"image.3": 2}
+    assert script.frozen_counts(method, 1) == {"image.3": 3}, "an expert frozen by two steps counts once"

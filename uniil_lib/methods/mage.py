@@ -41,17 +41,21 @@ what ``moe-adapters-ddas`` now is as well (the faithful baseline and the ablatio
 that the tables name what they compare). ``moe-adapters-ddas-balance`` against ``moe-adapters-ddas`` measures
 choice 2, and ``mage`` against ``mage-noattr`` what the attributes add.
 
-**Under test, not yet the default: activate-freeze by coverage** (``freeze_coverage=0.9``,
+**Tried and rejected: activate-freeze by coverage** (``freeze_coverage=0.9``,
 :attr:`~uniil_lib.adapters.AdapterConfig.freeze_coverage`): after a step every layer freezes its most-used experts
-until they carry 90% of the step's routing, never fewer than MoE-Adapters4CL's two. Why: on reported seed 20 of
-``uniil-offline`` an old step's own router lost 15 points while a later step trained experts that carried a
-quarter of its image-tower routing (``benchmarks/mage_forgetting.py``). Chosen on tuning seeds 10-12 of
-``uniil-offline`` (never reported; fast profile), Last on the 3-seed mean: ``mage`` 84.27 with 0.9, 81.39 with
-the default two, 75.20 with 0.95 (a layer runs out of trainable experts: 67.17 on seed 12); ``mage-noattr``
-80.95 with 0.9, 79.30 with two (= ``moe-adapters-ddas``). With 0.9 ``mage`` was ahead of both on each tuning seed
-(by 2.46 to 6.59); with two it was behind ``mage-noattr`` on seed 11. Measured on unused seeds 30-32 with
-``configs/mage_coverage_uniil_offline_fast.json`` (``docs/measurements/mage_verdict.md``, "Activate-freeze by
-coverage"). It becomes the default only after the reported streams are re-run with it.
+until they carry 90% of the step's routing, never fewer than MoE-Adapters4CL's two. Why we tried it: on seed 20 of
+``uniil-offline`` (reported, never tuned on) an old step's own router lost 15 points while a later step trained
+experts that carried a quarter of its image-tower routing (``benchmarks/mage_forgetting.py``). Chosen on tuning
+seeds 10-12 (never reported; Last on the mean: ``mage`` 84.27 with 0.9, 81.39 with two, 75.20 with 0.95) and
+confirmed on unused seeds 30-32 (``mage`` ahead of ``mage-noattr`` with the same rule by 3.52 and of
+``moe-adapters-ddas`` by 8.19). **Rejected** when the reported seeds 0-2 were re-run with it: ``mage`` fell
+behind ``mage-noattr`` (same rule) on seeds 0 and 2 (Last −5.59 / +7.65 / −4.72). Why: in the image-tower layer 0.9
+freezes 4-8 of the 22 experts after the first step and 6-10 more after the second, so 19-22 are frozen before
+step 6 or 7, and a late step
+(``optdigits``, ``emoji-fluent3d``) can train only its router and the text experts: ``mage`` learned
+``optdigits`` to 28% on seed 0 (82.5% with two) while DDAS sent 194 of its 200 test images to its own router
+(``docs/measurements/mage_coverage_frozen.json``; ``docs/measurements/mage_verdict.md``). Which late step that
+hits, and how hard, varies by seed and method. The option stays, off by default, for that measurement.
 
 ``mage-shared`` (:class:`MAGESharedRouter`) is the reading we tried first and keep for teaching: ONE router
 per layer for the whole stream (no selector at all), image tower only, attributes matched among the classes
@@ -118,8 +122,8 @@ def mage_experts_config(placement: str, attribute_dim: int, freeze_coverage: flo
     """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the blocks of ``placement`` in both
     towers (all, or the top quarter), image gates widened by ``attribute_dim``, and **no load-balancing loss** in
     the training loss (choice 2 of the module docstring: each step's router selects a specific expert combination;
-    it is still computed and logged). ``freeze_coverage``: the candidate activate-freeze of the module docstring
-    (None: MoE-Adapters4CL's two experts per layer and step)."""
+    it is still computed and logged). ``freeze_coverage``: the rejected activate-freeze by coverage of the module
+    docstring (None: MoE-Adapters4CL's two experts per layer and step)."""
     base = default_adapter_config(placement, moe=True)
     return replace(base, attribute_dim=attribute_dim, balance_in_loss=False, freeze_coverage=freeze_coverage)
 
@@ -327,7 +331,7 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
         pool: the attribute pool (default: the shipped pool, restricted to the scenario's classes and domains).
         class_attributes, domain_attributes: ``k_cls`` and ``k_dom``, attributes matched per image.
         selector_attributes: DDAS reads ``[f, a_cls, a_dom]`` instead of ``f`` (choice 5).
-        freeze_coverage: the candidate activate-freeze by coverage (module docstring, "Under test"); None, the
+        freeze_coverage: activate-freeze by coverage (module docstring, "Tried and rejected"); None, the
             default: MoE-Adapters4CL's two most-used experts per layer and step.
         **options: as for :class:`~uniil_lib.methods.moe_adapters.MoEAdaptersDDAS`.
     """
