@@ -321,10 +321,10 @@ class AdapterTuning(ContinualMethod):
                   else torch.full((len(imageset),), route, dtype=torch.long))
         ids = torch.as_tensor(list(class_ids))
         predicted = torch.empty(len(imageset), dtype=torch.long)
-        for route in routes.unique().tolist():
-            rows = (routes == route).nonzero(as_tuple=True)[0]
+        for each_route in routes.unique().tolist():
+            rows = (routes == each_route).nonzero(as_tuple=True)[0]
             with self.config.autocast_context():
-                scores = self._route_scores(imageset, rows, class_ids, route)
+                scores = self._route_scores(imageset, rows, class_ids, each_route)
             predicted[rows] = ids[scores.argmax(dim=1).cpu()]
         return predicted.numpy()
 
