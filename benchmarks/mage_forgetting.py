@@ -68,6 +68,11 @@ def watched_accuracies(method, stream, watch: int, after: int) -> dict:
     return report
 
 
+def frozen_by(method, layer: str, steps) -> set[int]:
+    """The experts of ``layer`` that activate-freeze froze after any of ``steps``."""
+    return set().union(*(set(method.frozen_log[i][layer]) for i in steps))
+
+
 def exposure(method, step: int) -> dict[str, float]:
     """Per layer: the share of step ``step - 1``'s usage on experts that step ``step`` used (> 1%) and that no
     earlier step's activate-freeze protected."""
@@ -75,7 +80,7 @@ def exposure(method, step: int) -> dict[str, float]:
     for layer in method.adapters.moe_layers():
         previous = layer.usage[step - 1].float() / layer.usage[step - 1].sum().clamp_min(1)
         current = layer.usage[step].float() / layer.usage[step].sum().clamp_min(1)
-        frozen = set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step)))
+        frozen = frozen_by(method, layer.name, range(step))
         trained = [e for e in range(len(current)) if e not in frozen and current[e] > 0.01]
         shares[layer.name] = round(float(previous[trained].sum()), 2)
     return shares
@@ -83,8 +88,7 @@ def exposure(method, step: int) -> dict[str, float]:
 
 def frozen_counts(method, step: int) -> dict[str, int]:
     """Per layer: how many experts activate-freeze has frozen after steps ``0..step``."""
-    return {layer.name: len(set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step + 1))))
-            for layer in method.adapters.moe_layers()}
+    return {layer.name: len(frozen_by(method, layer.name, range(step + 1))) for layer in method.adapters.moe_layers()}
 
 
 def coverage_option(text: str) -> float | None:
