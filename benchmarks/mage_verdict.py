@@ -50,7 +50,9 @@ from types import MappingProxyType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from uniil_lib.benchmark import format_table, paired_comparison, run_benchmark, save_result, seed_table  # noqa: E402
+from uniil_lib.benchmark import (  # noqa: E402
+    format_table, merge_method_entries, paired_comparison, run_benchmark, save_result, seed_table,
+)
 
 COMMON = ("zeroshot", "moe-adapters", "moe-adapters-ddas", "moe-adapters-balance", "moe-adapters-ddas-balance",
           "mage-noattr", "mage")
@@ -84,12 +86,13 @@ def reuse_unchanged(path: Path, source: Path, methods: list[str], changed: set[s
     if path.exists() or not source.exists():
         return methods
     plain = json.loads(source.read_text())
-    copied = {m: {**plain["methods"][m], "copied_from": source.name} for m in methods
-              if m not in changed and m in plain["methods"]}
-    if copied:
-        save_result({**plain, "methods": copied}, path)
-        print(f"copied {', '.join(copied)} from {source.name}", flush=True)
-    return [m for m in methods if m not in copied]
+    reusable = [m for m in methods if m not in changed and m in plain["methods"]]
+    if reusable:
+        copied = merge_method_entries({**plain, "methods": {}}, plain, reusable, source_name=source.name,
+                                      mark="copied_from")
+        save_result(copied, path)
+        print(f"copied {', '.join(reusable)} from {source.name}", flush=True)
+    return [m for m in methods if m not in reusable]
 
 
 def merge_into(path: Path, methods: list[str], run) -> None:
@@ -100,10 +103,11 @@ def merge_into(path: Path, methods: list[str], run) -> None:
     side = path.with_name(path.stem + ".part.json")
     run(methods, side)
     held, new = json.loads(path.read_text()), json.loads(side.read_text())
-    if (held["model"], held["split"]) != (new["model"], new["split"]):
-        raise SystemExit(f"{side} ran another model or split than {path}; delete both and run again")
-    held["methods"].update(new["methods"])
-    save_result(held, path)
+    try:
+        merged = merge_method_entries(held, new, list(new["methods"]), source_name=side.name)
+    except ValueError as error:
+        raise SystemExit(f"{error}; delete {side} and {path} and run again") from None
+    save_result(merged, path)
     side.unlink()
 
 

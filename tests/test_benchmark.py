@@ -134,3 +134,29 @@ def test_paired_comparison_rank_tests_by_hand(differences, sign_p, wilcoxon_p):
     assert out["wilcoxon_p"] == pytest.approx(wilcoxon_p, abs=1e-9)
     tied = paired_comparison([_result(s, {"m": 1.0, "b": 1.0}) for s in range(3)], "m", "b")
     assert tied["wins"] == tied["losses"] == 0 and np.isnan(tied["sign_p"]) and np.isnan(tied["wilcoxon_p"])
+
+
+def _setting(seed=0, **lasts):
+    return {"scenario": "uniil-offline", "profile": "fast", "model": "mini-x", "seed": seed, "tasks": ["a", "b"],
+            "split": None, "methods": {name: {"metrics": {"last": last}} for name, last in lasts.items()}}
+
+
+def test_merge_method_entries_moves_only_the_named_rows_and_marks_them_when_asked():
+    from uniil_lib.benchmark import merge_method_entries
+
+    into, source = _setting(mage=80.0, finetune=40.0), _setting(mage=86.0, finetune=1.0)
+    marked = merge_method_entries(into, source, ["mage"], source_name="new.json", mark="copied_from")
+    assert marked["methods"] == {"mage": {"metrics": {"last": 86.0}, "copied_from": "new.json"},
+                                 "finetune": {"metrics": {"last": 40.0}}}
+    assert into["methods"]["mage"] == {"metrics": {"last": 80.0}}, "the inputs are not changed"
+    plain = merge_method_entries(into, source, ["mage"], source_name="new.json")
+    assert plain["methods"]["mage"] == {"metrics": {"last": 86.0}}, "no mark unless one is named"
+
+
+@pytest.mark.parametrize("change, message", [({"seed": 1}, "differs in seed"), ({"tasks": ["a"]}, "differs in tasks"),
+                                             ({"methods": {}}, "no entry for mage")])
+def test_merge_method_entries_refuses_another_setting(change, message):
+    from uniil_lib.benchmark import merge_method_entries
+
+    with pytest.raises(ValueError, match=message):
+        merge_method_entries(_setting(mage=80.0), {**_setting(mage=86.0), **change}, ["mage"], source_name="x.json")

@@ -88,3 +88,18 @@ def test_frozen_counts_take_the_union_of_the_steps_so_far(script):
     method = fake_method([[5, 3, 0, 0], [0, 0, 4, 1]], [{"image.3": [0, 1]}, {"image.3": [1, 2]}])
     assert script.frozen_counts(method, 0) == {"image.3": 2}
     assert script.frozen_counts(method, 1) == {"image.3": 3}, "an expert frozen by two steps counts once"
+
+
+def test_merge_into_refuses_a_side_run_of_another_seed_and_keeps_the_file(tmp_path):
+    verdict = load_script("benchmarks/mage_verdict.py")
+    held = {"scenario": "dil-emoji", "profile": "fast", "model": "m", "seed": 30, "tasks": [], "split": None,
+            "methods": {"zeroshot": {"metrics": {"last": 20.0}}}}
+    path = tmp_path / "held.json"
+    path.write_text(json.dumps(held))
+
+    def other_seed(methods, out):
+        out.write_text(json.dumps({**held, "seed": 31, "methods": {m: {"metrics": {"last": 1.0}} for m in methods}}))
+
+    with pytest.raises(SystemExit, match="differs in seed"):
+        verdict.merge_into(path, ["mage"], other_seed)
+    assert json.loads(path.read_text()) == held

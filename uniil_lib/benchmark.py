@@ -416,6 +416,34 @@ def json_ready(value):
     return value
 
 
+SAME_SETTING = ("scenario", "profile", "model", "seed", "tasks", "split")
+
+
+def merge_method_entries(into: dict, source: dict, methods: Sequence[str], *, source_name: str,
+                         mark: str | None = None) -> dict:
+    """``into`` with the entries of ``methods`` taken from ``source``: a new dict, neither input changes.
+
+    The two results must come from the same setting (every key of :data:`SAME_SETTING`: scenario, profile,
+    model, seed, task list, held-out split), so a table never mixes rows of different runs' streams. With
+    ``mark``, each moved entry records ``{mark: source_name}`` (``"merged_from"``, ``"copied_from"``); the entries
+    move as they are, their ``options`` included.
+
+    Raises:
+        ValueError: the settings differ (the message names the keys), or ``source`` lacks one of ``methods``.
+    """
+    differ = [key for key in SAME_SETTING if into.get(key) != source.get(key)]
+    if differ:
+        raise ValueError(f"{source_name} is not the same setting: it differs in {', '.join(differ)}; "
+                         f"merge only runs of the same scenario, profile, model, seed and split")
+    missing = [m for m in methods if m not in source["methods"]]
+    if missing:
+        raise ValueError(f"{source_name} has no entry for {', '.join(missing)} (it has {', '.join(source['methods'])})")
+    merged = {**into, "methods": dict(into["methods"])}
+    for method in methods:
+        merged["methods"][method] = {**source["methods"][method], **({mark: source_name} if mark else {})}
+    return merged
+
+
 def save_result(result: dict, path: str | Path) -> Path:
     """Write ``result`` as strict JSON, atomically (a reader never sees half a file)."""
     return atomic_write_text(path, json.dumps(json_ready(result), indent=1, allow_nan=False))
