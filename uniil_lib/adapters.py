@@ -323,20 +323,12 @@ class MoEAdapter(nn.Module):
                          coverage: float | None = None) -> list[int]:
         """Activate-freeze (MoE-Adapters4CL): freeze the ``n`` experts ``router`` used most; returns them.
 
-        Ties go to the lower index (a stable sort; ``torch.topk`` breaks ties arbitrarily). An expert already
-        frozen stays frozen, so a task that mostly reused frozen experts freezes fewer than ``n`` new ones.
-        ``counts`` ``(E,)`` replaces ``usage[router]`` (a shared router's usage during one step only).
-        ``coverage`` (our extension, :attr:`AdapterConfig.freeze_coverage`): keep adding the next most-used
-        expert until the chosen ones carry at least this share of the counts (experts never used are never
-        added for it).
+        Which experts: :func:`most_used_experts` (ties to the lower index; ``coverage``, our extension,
+        :attr:`AdapterConfig.freeze_coverage`). An expert already frozen stays frozen, so a task that mostly
+        reused frozen experts freezes fewer than ``n`` new ones. ``counts`` ``(E,)`` replaces ``usage[router]``
+        (a shared router's usage during one step only).
         """
-        counts = self.usage[router] if counts is None else counts
-        order = torch.argsort(counts, descending=True, stable=True)
-        n = max(n, 0)
-        if coverage is not None and float(counts.sum()) > 0:
-            carried = torch.cumsum(counts[order].double(), 0) / counts.sum().double()
-            n = max(n, min(int((carried < coverage - 1e-9).sum()) + 1, int((counts > 0).sum())))
-        chosen = order[:n].tolist()
+        chosen = most_used_experts(self.usage[router] if counts is None else counts, n, coverage)
         newly = [e for e in chosen if not bool(self.frozen[e])]
         if self.freeze_gate_columns and newly:
             with torch.no_grad():
@@ -346,6 +338,24 @@ class MoEAdapter(nn.Module):
         for index in chosen:
             self.experts[index].requires_grad_(False)
         return sorted(chosen)
+
+
+def most_used_experts(counts: torch.Tensor, n: int, coverage: float | None = None) -> list[int]:
+    """The experts activate-freeze picks from one task's usage ``counts`` ``(E,)``, most used first.
+
+    MoE-Adapters4CL (Yu et al., CVPR 2024, Sec. 3.3) freezes the ``n`` most-used experts. With ``coverage``
+    (our extension, :attr:`AdapterConfig.freeze_coverage`) the next most-used expert is added until the chosen
+    ones carry at least that share of the counts, never fewer than ``n`` and never an expert that was not used.
+    Ties go to the lower index (a stable sort; ``torch.topk`` breaks ties arbitrarily). A pure function of the
+    counters, so a run's frozen experts can be replayed from a checkpoint's saved usage
+    (``benchmarks/mage_frozen_replay.py``).
+    """
+    order = torch.argsort(counts, descending=True, stable=True)
+    n = max(n, 0)
+    if coverage is not None and float(counts.sum()) > 0:
+        carried = torch.cumsum(counts[order].double(), 0) / counts.sum().double()
+        n = max(n, min(int((carried < coverage - 1e-9).sum()) + 1, int((counts > 0).sum())))
+    return order[:n].tolist()
 
 
 def dispatch_to_experts(experts: nn.ModuleList, gates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
