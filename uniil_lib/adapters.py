@@ -127,6 +127,9 @@ class AdapterConfig:
         if self.bottleneck < 1 or not 0 <= self.dropout < 1 or self.balance_weight < 0:
             raise ValueError(f"bad adapter shape: bottleneck={self.bottleneck}, dropout={self.dropout}, "
                              f"balance_weight={self.balance_weight}")
+        if self.freeze_per_task < 0:
+            raise ValueError(f"freeze_per_task counts experts frozen per layer and step: 0 or more, "
+                             f"got {self.freeze_per_task}")
         if self.freeze_coverage is not None and not 0 < self.freeze_coverage <= 1:
             raise ValueError(f"freeze_coverage is a share of a task's routing in (0, 1] (or None: freeze exactly "
                              f"freeze_per_task experts), got {self.freeze_coverage}")

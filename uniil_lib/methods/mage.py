@@ -118,14 +118,18 @@ def mage_adapter_config(placement: str, attribute_dim: int) -> AdapterConfig:
                    balance_in_loss=True)
 
 
-def mage_experts_config(placement: str, attribute_dim: int, freeze_coverage: float | None = None) -> AdapterConfig:
+def mage_experts_config(placement: str, attribute_dim: int, freeze_coverage: float | None = None,
+                        freeze_per_task: int | None = None) -> AdapterConfig:
     """``mage`` / ``mage-noattr``'s layout: MoE-Adapters4CL's experts beside the blocks of ``placement`` in both
     towers (all, or the top quarter), image gates widened by ``attribute_dim``, and **no load-balancing loss** in
     the training loss (choice 2 of the module docstring: each step's router selects a specific expert combination;
     it is still computed and logged). ``freeze_coverage``: the rejected activate-freeze by coverage of the module
-    docstring (None: MoE-Adapters4CL's two experts per layer and step)."""
+    docstring (None: MoE-Adapters4CL's two experts per layer and step). ``freeze_per_task``: how many experts
+    activate-freeze takes per layer and step (None: MoE-Adapters4CL's two)."""
     base = default_adapter_config(placement, moe=True)
-    return replace(base, attribute_dim=attribute_dim, balance_in_loss=False, freeze_coverage=freeze_coverage)
+    per_task = base.freeze_per_task if freeze_per_task is None else freeze_per_task
+    return replace(base, attribute_dim=attribute_dim, balance_in_loss=False, freeze_coverage=freeze_coverage,
+                   freeze_per_task=per_task)
 
 
 class AttributeMatching:
@@ -333,6 +337,8 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
         selector_attributes: DDAS reads ``[f, a_cls, a_dom]`` instead of ``f`` (choice 5).
         freeze_coverage: activate-freeze by coverage (module docstring, "Tried and rejected"); None, the
             default: MoE-Adapters4CL's two most-used experts per layer and step.
+        freeze_per_task: experts activate-freeze takes per layer and step; None, the default: MoE-Adapters4CL's
+            two (module docstring, "Tried and rejected").
         **options: as for :class:`~uniil_lib.methods.moe_adapters.MoEAdaptersDDAS`.
     """
 
@@ -341,13 +347,15 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
 
     def __init__(self, clip, scenario, config, *, pool: AttributePool | None = None, class_attributes: int = 5,
                  domain_attributes: int = 3, selector_attributes: bool = False, freeze_coverage: float | None = None,
-                 adapters: AdapterConfig | None = None, ddas: DDAS | None = None, **options):
+                 freeze_per_task: int | None = None, adapters: AdapterConfig | None = None, ddas: DDAS | None = None,
+                 **options):
         width = int(clip.encode_texts(["a"]).shape[-1])
         attribute_dim = 2 * width if self.use_attributes else 0
         self.selector_attributes = selector_attributes and self.use_attributes
-        if adapters is not None and freeze_coverage is not None:
-            raise ValueError("give freeze_coverage or a whole adapters config (with its freeze_coverage), not both")
-        adapters = adapters or mage_experts_config(config.adapter_placement, attribute_dim, freeze_coverage)
+        if adapters is not None and (freeze_coverage is not None or freeze_per_task is not None):
+            raise ValueError("give freeze_coverage / freeze_per_task or a whole adapters config (with its own), not both")
+        adapters = adapters or mage_experts_config(config.adapter_placement, attribute_dim, freeze_coverage,
+                                                   freeze_per_task)
         selector_dim = width + (attribute_dim if self.selector_attributes else 0)
         super().__init__(clip, scenario, config, adapters=adapters, ddas=ddas or DDAS(selector_dim), **options)
         self.init_attributes(clip, scenario, pool, class_attributes, domain_attributes)
