@@ -140,6 +140,11 @@ def test_activate_freeze_by_coverage_adds_experts_until_they_carry_the_share():
     assert frozen_for(0.3, n=0) == [0]
 
 
+def test_freeze_per_task_must_not_be_negative():
+    with pytest.raises(ValueError, match="freeze_per_task counts experts"):
+        replace(MOE, freeze_per_task=-1)
+
+
 def test_freeze_coverage_must_be_a_share():
     with pytest.raises(ValueError, match="freeze_coverage is a share"):
         replace(MOE, freeze_coverage=1.5)

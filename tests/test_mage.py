@@ -193,3 +193,22 @@ def test_freeze_coverage_option_reaches_activate_freeze(squares, name):
         assert method.frozen_log[0][layer.name] == used, f"{layer.name}: coverage 1.0 freezes every used expert"
     with pytest.raises(ValueError, match="not both"):
         method_class(name)(clip, scenario, config, freeze_coverage=0.9, adapters=AdapterConfig(), **options)
+
+
+@pytest.mark.parametrize("name", ["mage", "mage-noattr"])
+def test_freeze_per_task_option_sets_how_many_experts_a_step_freezes(squares, name):
+    scenario = stream(squares)
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, seed=0, progress=False)
+    options = {"pool": toy_pool(scenario), "ddas": DDAS(SMALL.embed_dim, hidden=8, iterations=10)}
+    default = method_class(name)(load_clip("tiny", tiny_config=SMALL, seed=0), scenario, config, **options)
+    assert default.adapter_config.freeze_per_task == 2, "the default stays MoE-Adapters4CL's two experts"
+    method = method_class(name)(load_clip("tiny", tiny_config=SMALL, seed=0), scenario, config, freeze_per_task=3,
+                                **options)
+    method.before_step(scenario.steps[0])
+    method.learn(scenario.steps[0])
+    for layer in method.adapters.moe_layers():
+        used = int((layer.usage[0] > 0).sum())
+        assert len(method.frozen_log[0][layer.name]) == 3, f"{layer.name}: {used} experts used, three frozen"
+    with pytest.raises(ValueError, match="not both"):
+        method_class(name)(load_clip("tiny", tiny_config=SMALL, seed=0), scenario, config, freeze_per_task=3,
+                           adapters=AdapterConfig(), **options)
