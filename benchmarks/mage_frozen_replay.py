@@ -11,8 +11,8 @@ and the frozen mask the run ended with (``adapters.<layer>.frozen``). Activate-f
 from that step's counters alone (:func:`uniil_lib.adapters.most_used_experts`), so replaying the rule step by
 step gives the frozen count before every step, and the union after the last step must equal the saved mask:
 ``replay_matches`` says whether it does (a wrong ``--coverage`` or ``--per-task`` shows as ``false``). Each run
-also gets its accuracy on every step right after learning it (``progress.json``'s accuracy rows, whose first row is the model before any step)
-and Last (the mean of the last row). This made ``docs/measurements/mage_coverage_frozen.json``.
+also gets its accuracy on every step right after learning it (``progress.json``'s accuracy rows, whose first row
+is the model before any step) and Last (the mean of the last row). This made ``docs/measurements/mage_coverage_frozen.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from mage_forgetting import coverage_option  # noqa: E402  (one parser for --coverage / --freeze-coverage)
 from uniil_lib.adapters import most_used_experts  # noqa: E402
 from uniil_lib.fileio import atomic_write_text  # noqa: E402
 
@@ -69,15 +71,6 @@ def replay_run(folder: Path, per_task: int, coverage: float | None) -> dict:
         record["own_step_accuracy"] = [round(rows[t + 1][t], 1) for t in range(len(rows) - 1)]
         record["last"] = round(sum(rows[-1]) / len(rows[-1]), 2)
     return record
-
-
-def coverage_option(text: str) -> float | None:
-    if text == "none":
-        return None
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"--coverage is a share in (0, 1] or 'none', got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
