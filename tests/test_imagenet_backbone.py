@@ -58,10 +58,22 @@ def test_trunk_runs_in_chunks_and_keeps_every_image(stem):
         chunked = stem.trunk(pixels)
     finally:
         handle.remove()
-    assert passes == [imagenet_backbone.TRUNK_CHUNK] * 2 + [3], f"images per pass: {passes}"
+    assert passes == [imagenet_backbone.TRUNK_CHUNK] * 3, f"images per pass (the last one padded): {passes}"
+    assert chunked.shape == (len(pixels), 320, 2, 2), "padding images must not come back"
     # a convolution may sum in another order for another batch size: equal to float32 rounding, not bit for bit
     assert torch.allclose(chunked, stem._trunk(pixels), atol=1e-4), "chunks must give the one-piece result"
     assert stem.trunk(pixels[:0]).shape == (0, 320, 2, 2)
+
+
+def test_an_image_gets_the_same_trunk_output_bit_for_bit_whatever_batch_it_comes_in(stem):
+    """The on-disk stem cache keeps whichever output was computed first: it must not depend on the batch."""
+    images = torch.rand(37, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    in_a_large_batch = stem.trunk(images)
+    alone = torch.cat([stem.trunk(image[None]) for image in images[:6]])
+    with_others = stem.trunk(torch.cat([images[:6], torch.rand(5, 3, 128, 128)]))[:6]
+    assert torch.equal(alone, in_a_large_batch[:6]), \
+        f"alone vs in a batch of 37: differs by up to {(alone - in_a_large_batch[:6]).abs().max():.2e}"
+    assert torch.equal(with_others, in_a_large_batch[:6]), "other images in the batch changed an image's output"
 
 
 def test_stem_is_frozen_and_stays_in_eval_mode(stem):

@@ -38,7 +38,7 @@ FEATURE_CHANNELS = 1280  # channels of the conv head, the last feature map befor
 STRIDE = 32  # the feature map is ceil(S / 32) pixels on a side for an S-pixel input
 PIXEL_MEAN = (127 / 255,) * 3
 PIXEL_STD = (128 / 255,) * 3
-TRUNK_CHUNK = 32  # images per pass through the trunk: bounds its memory (see FrozenCNNStem.trunk)
+TRUNK_CHUNK = 8  # images in every pass through the trunk: bounds its memory, fixes its rounding (FrozenCNNStem.trunk)
 WEIGHTS_SHA256 = "sha256:579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # version 0.1 of the package
 
 
@@ -157,14 +157,26 @@ class FrozenCNNStem(nn.Module):
     def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` -> ``(B, 320, g, g)``; channels-last inside (about 2x faster on CPUs, measured).
 
-        Runs :data:`TRUNK_CHUNK` images at a time: the early feature maps are large (96 x 64 x 64 floats per
-        image at 128 px), so an evaluation batch of 256 in one piece would nearly double a fast-profile
-        process's peak memory, past its 2 GB budget; in chunks it is also faster on a CPU (both measured side
-        by side by ``benchmarks/stem_chunks.py``; numbers in ``docs/measurements/stem_chunks.json``).
+        Every pass holds exactly :data:`TRUNK_CHUNK` images, the last one padded with blank images, for two
+        reasons, both measured (``benchmarks/stem_chunks.py``, numbers in ``docs/measurements/stem_chunks.json``):
+
+        - **memory and speed**: the early feature maps are large (96 x 64 x 64 floats per image at 128 px), so
+          an evaluation batch of 256 in one piece would nearly double a fast-profile process's peak memory, past
+          its 2 GB budget; in chunks it is also faster on a CPU.
+        - **the same output for an image, whatever it came with**: the convolution library picks its kernels by
+          batch size, and kernels for different sizes round differently (up to 3e-5 at 128 px). Through the
+          on-disk cache of this output that made a run's numbers depend on which earlier run had encoded an
+          image, and in which batch (our stored notebook outputs moved by up to 2 points of accuracy between two
+          machines). With one pass size an image's output no longer depends on its batch (checked bit for bit
+          by ``tests/test_imagenet_backbone.py``).
         """
-        if len(pixels) <= TRUNK_CHUNK:
+        count = len(pixels)
+        if count == 0:
             return self._trunk(pixels)
-        return torch.cat([self._trunk(chunk) for chunk in pixels.split(TRUNK_CHUNK)])
+        padding = -count % TRUNK_CHUNK
+        if padding:
+            pixels = torch.cat([pixels, pixels.new_zeros(padding, *pixels.shape[1:])])
+        return torch.cat([self._trunk(chunk) for chunk in pixels.split(TRUNK_CHUNK)])[:count]
 
     def _trunk(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.contiguous(memory_format=torch.channels_last)

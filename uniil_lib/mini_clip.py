@@ -45,7 +45,8 @@ from .clip_model import ClipLoadError, ClipModel
 from .fileio import read_json, read_safetensors
 from .integrity import verify_file
 from .hybrid_vit import HybridConfig, HybridVisionTower, StemFeatureCache
-from .imagenet_backbone import PIXEL_MEAN, PIXEL_STD, BackboneLoadError, FrozenCNNStem, load_efficientnet_lite0
+from .imagenet_backbone import (PIXEL_MEAN, PIXEL_STD, TRUNK_CHUNK, BackboneLoadError, FrozenCNNStem,
+                               load_efficientnet_lite0)
 from .paths import cache_root
 from .shipped import verify_shipped
 
@@ -145,8 +146,12 @@ def mini_preprocess(config: MiniClipConfig = MiniClipConfig()):
 
 
 def stem_cache_folder(config: MiniClipConfig = MiniClipConfig()) -> Path:
-    """Where the frozen CNN's outputs are cached on disk (under the cache root, one folder per input size)."""
-    return cache_root() / "stem" / f"efficientnet-lite0-{config.image_size}px"
+    """Where the frozen CNN's outputs are cached on disk (under the cache root, one folder per input size).
+
+    The folder name also carries the trunk's pass size (:data:`~uniil_lib.imagenet_backbone.TRUNK_CHUNK`): outputs
+    computed with another pass size round differently, and a cache must not mix the two.
+    """
+    return cache_root() / "stem" / f"efficientnet-lite0-{config.image_size}px-pass{TRUNK_CHUNK}"
 
 
 def build_mini_clip(config: MiniClipConfig = MiniClipConfig(), *, seed: int = 0,
