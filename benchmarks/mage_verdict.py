@@ -208,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
                         merge_into(path, [m for m in left if m not in held], lambda ms, out: run_missing(
                             scenario, ms, profile=args.profile, seed=seed, path=out, config=config))
                 else:
-                    run_missing(scenario, methods, profile=args.profile, seed=seed, path=path, config=config)
+                    held = set(json.loads(path.read_text())["methods"]) if path.exists() else set()
+                    missing = [m for m in methods if m not in held]  # a file with some methods gets the rest added
+                    if missing:
+                        merge_into(path, missing, lambda ms, out: run_missing(
+                            scenario, ms, profile=args.profile, seed=seed, path=out, config=config))
+                    else:
+                        print(f"have {path}", flush=True)
         if args.attributes:
             print(attribute_report(scenario, profile=args.profile, seed=seeds[0]) + "\n", flush=True)
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
