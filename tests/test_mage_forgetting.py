@@ -103,3 +103,31 @@ def test_merge_into_refuses_a_side_run_of_another_seed_and_keeps_the_file(tmp_pa
     with pytest.raises(SystemExit, match="differs in seed"):
         verdict.merge_into(path, ["mage"], other_seed)
     assert json.loads(path.read_text()) == held
+
+
+def test_a_plain_run_adds_only_the_missing_methods_to_an_existing_result_file(tmp_path, monkeypatch):
+    verdict = load_script("benchmarks/mage_verdict.py")
+    held = {"scenario": "uniil-offline", "profile": "fast", "model": "m", "seed": 0, "tasks": [], "split": None,
+            "methods": {m: {"metrics": {"last": v, "avg": v}, "trainable_params": 0, "train_seconds": 0.0}
+                        for m, v in [("zeroshot", 20.0), ("moe-adapters-ddas", 80.0), ("mage", 82.0)]}}
+    path = tmp_path / "faithful-uniil-offline-fast-seed0.json"
+    path.write_text(json.dumps(held))
+    runs = []
+
+    def fake_run(command, **kw):
+        methods = command[command.index("--methods") + 1].split(",")
+        runs.append(methods)
+        Path(command[command.index("--out") + 1]).write_text(json.dumps(
+            {**held, "methods": {m: {"metrics": {"last": 81.0, "avg": 81.0}, "trainable_params": 0,
+                                     "train_seconds": 0.0} for m in methods}}))
+
+    monkeypatch.setattr(verdict.subprocess, "run", fake_run)
+    verdict.main(["--seeds", "0", "--scenarios", "uniil-offline", "--methods",
+                  "zeroshot,moe-adapters-ddas,mage-noattr,mage", "--out-dir", str(tmp_path)])
+    assert runs == [["mage-noattr"]], "the methods the file holds are not run again"
+    merged = json.loads(path.read_text())["methods"]
+    assert {m: e["metrics"]["last"] for m, e in merged.items()} == {
+        "zeroshot": 20.0, "moe-adapters-ddas": 80.0, "mage": 82.0, "mage-noattr": 81.0}
+    verdict.main(["--seeds", "0", "--scenarios", "uniil-offline", "--methods", "mage,mage-noattr",
+                  "--out-dir", str(tmp_path)])
+    assert runs == [["mage-noattr"]], "a file holding every method asked for runs nothing"
