@@ -148,12 +148,14 @@ def report(scenario: str, results: list[dict]) -> list[str]:
             out = paired_comparison(results, "mage", baseline, metric)
             means[baseline, metric] = out
             lines.append(f"mage - {baseline:<18} {metric:<4} per seed {out['differences']}  mean {out['mean']:+.2f} "
-                         f"(sd {out['std']:.2f})  wins {out['wins']}/{len(out['seeds'])}  t {out['t']:.2f}  "
-                         f"p {out['p']:.3f}")
+                         f"(sd {out['std']:.2f}, 95% CI {out['ci95'][0]:+.2f} to {out['ci95'][1]:+.2f})  "
+                         f"wins {out['wins']}/{len(out['seeds'])}  t {out['t']:.2f}  p {out['p']:.3f}")
     conditions = {f"Last >= {b} + {MARGIN:g} on the mean": means[b, "last"]["mean"] >= MARGIN for b in BASELINES}
     conditions.update({f"Last ahead of {b} on every seed": min(means[b, "last"]["differences"]) > 0
                        for b in BASELINES})
     conditions.update({f"Avg not below {b} on the mean": means[b, "avg"]["mean"] >= 0 for b in BASELINES})
+    conditions.update({f"Last lead over {b} shown (95% CI above 0)": means[b, "last"]["ci95"][0] > 0
+                       for b in BASELINES})
     lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in conditions.items()]
     return lines
 

@@ -114,6 +114,8 @@ def test_paired_comparison_by_hand():
     assert out["t"] == pytest.approx(4 / 19 ** 0.5)  # (4/3) / (sqrt(19/3) / sqrt(3))
     assert out["p"] == pytest.approx(0.4565, abs=2e-3)  # t = 0.918 on 2 degrees of freedom
     assert out["losses"] == 1 and out["sign_p"] == pytest.approx(1.0)  # 2 of 3 ahead: P(X >= 2) + P(X <= 1) >= 1
+    # 95% interval: t_{0.975, 2} = 4.3027 times the standard error sqrt(19/3) / sqrt(3) = 1.4530, i.e. +-6.2519
+    assert out["ci95"] == pytest.approx((4 / 3 - 6.2519, 4 / 3 + 6.2519), abs=1e-3)
     with pytest.raises(ValueError, match="no result holds both"):
         paired_comparison(results, "m", "zz")
 

@@ -166,8 +166,9 @@ class FrozenCNNStem(nn.Module):
         - **the same output for an image, whatever it came with**: the convolution library picks its kernels by
           batch size, and kernels for different sizes round differently (up to 3e-5 at 128 px). Through the
           on-disk cache of this output that made a run's numbers depend on which earlier run had encoded an
-          image, and in which batch (our stored notebook outputs moved by up to 2 points of accuracy between two
-          machines). With one pass size an image's output no longer depends on its batch (checked bit for bit
+          image, and in which batch (two notebooks' stored outputs moved by 1.6 and 2.6 points of accuracy
+          between two machines, and one seed of the whole ``uniil-offline`` stream by 7.5 points of Last:
+          ``docs/measurements/mage_verdict.md``). With one pass size an image's output no longer depends on its batch (checked bit for bit
           by ``tests/test_imagenet_backbone.py``).
         """
         count = len(pixels)
