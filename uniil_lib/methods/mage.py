@@ -41,6 +41,12 @@ what ``moe-adapters-ddas`` now is as well (the faithful baseline and the ablatio
 that the tables name what they compare). ``moe-adapters-ddas-balance`` against ``moe-adapters-ddas`` measures
 choice 2, and ``mage`` against ``mage-noattr`` what the attributes add.
 
+**What the attributes add, measured** (fast profile, ``uniil-offline``, seeds 0-9 with the fixed-pass trunk;
+``docs/measurements/mage_verdict.md``, "Ten seeds"): Last +2.30 over ``mage-noattr`` on the mean, but its 95%
+interval is -0.78 to +5.38 and ``mage`` is ahead on only 6 of 10 seeds (median +0.66); Avg +1.43 (+0.01 to +2.86).
+The mean comes from two seeds where the ablation forgot much more, so in this reading the attributes mostly make
+bad runs rarer. On ``dil-emoji`` (seeds 0-2) Last +2.38, ahead on all three.
+
 **Tried and rejected: activate-freeze by coverage** (``freeze_coverage=0.9``,
 :attr:`~uniil_lib.adapters.AdapterConfig.freeze_coverage`): after a step every layer freezes its most-used experts
 until they carry 90% of the step's routing, never fewer than MoE-Adapters4CL's two. Why we tried it: on seed 20 of
@@ -60,8 +66,9 @@ hits, and how hard, varies by seed and method. The option stays, off by default,
 **Tried, not adopted: three experts per step** (``freeze_per_task=3``, for ``mage`` and ``mage-noattr``; the
 faithful baseline keeps two). Coverage froze more where routing is spread (the ablation) and had no ceiling; a
 fixed count keeps the advantage of concentrated routing and grows by at most three a step. It passed a rule fixed
-before its runs on tuning seeds 10-12 (never reported), then was re-run on every reported seed: it keeps ``mage``
-ahead of the faithful baseline on all twelve reported runs, but on ``uniil-offline``'s clean seeds 20-22 it lifts
+before its runs on tuning seeds 10-12 (never reported), then was re-run on every reported seed (before the trunk
+fix, three seeds a set: single draws of a noise of about 3.5 points of Last per run, measured later): it kept
+``mage`` ahead of the faithful baseline on all twelve reported runs, but on ``uniil-offline``'s clean seeds 20-22 it lifts
 ``mage-noattr`` as much as ``mage`` (+0.59 between them, behind on seed 21), so by a rule fixed before the last
 re-run the default stays two. Measurements: ``docs/measurements/mage_verdict.md`` ("Activate-freeze with three
 experts per step").
