@@ -66,13 +66,10 @@ def result_path(out_dir: Path, role: str, scenario: str, profile: str, seed: int
     return out_dir / f"{role}-{scenario}-{profile}-seed{seed}.json"
 
 
-def run_missing(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path,
+def run_cli(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path,
                 config: Path | None = None) -> None:
-    """Run the benchmark CLI for ``(scenario, seed)`` (or run configuration ``config``) unless ``path`` already
-    holds every method."""
-    if path.exists() and set(methods) <= set(json.loads(path.read_text())["methods"]):
-        print(f"have {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
-        return
+    """Run the benchmark CLI for ``methods`` on ``(scenario, seed)`` (or run configuration ``config``) into
+    ``path``."""
     what = ["--config", str(config)] if config else ["--scenario", scenario, "--profile", profile]
     command = [sys.executable, "-m", "uniil_lib", "benchmark", *what, "--methods", ",".join(methods),
                "--seed", str(seed), "--out", str(path), "--quiet"]
@@ -202,18 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             for seed, path in zip(seeds, paths):
                 if args.smoke:
                     run_smoke(scenario, methods, profile=args.profile, seed=seed, path=path)
-                elif config and args.reuse_unchanged:
-                    plain = result_path(out_dir, args.role, scenario, args.profile, seed)
-                    left = reuse_unchanged(path, plain, methods, changed)
+                else:  # run only what the file lacks (a --reuse-unchanged run first copies the unchanged methods)
+                    left = (reuse_unchanged(path, result_path(out_dir, args.role, scenario, args.profile, seed),
+                                            methods, changed) if config and args.reuse_unchanged else methods)
                     held = set(json.loads(path.read_text())["methods"]) if path.exists() else set()
-                    if set(left) - held:
-                        merge_into(path, [m for m in left if m not in held], lambda ms, out: run_missing(
-                            scenario, ms, profile=args.profile, seed=seed, path=out, config=config))
-                else:
-                    held = set(json.loads(path.read_text())["methods"]) if path.exists() else set()
-                    missing = [m for m in methods if m not in held]  # a file with some methods gets the rest added
+                    missing = [m for m in left if m not in held]
                     if missing:
-                        merge_into(path, missing, lambda ms, out: run_missing(
+                        merge_into(path, missing, lambda ms, out: run_cli(
                             scenario, ms, profile=args.profile, seed=seed, path=out, config=config))
                     else:
                         print(f"have {path}", flush=True)
