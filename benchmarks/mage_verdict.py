@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --scenarios cil-emoji --methods zeroshot,moe-adapters-cil
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --smoke                   # minutes: check it all runs
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --attributes --report-only  # what the attributes carry
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 0,1,2 --per-step --report-only  # which steps decide Last
     .venv/bin/python benchmarks/mage_verdict.py --seeds 30,31,32 --config configs/mage_coverage_uniil_offline_fast.json
 
 For every scenario and seed it runs ``python -m uniil_lib benchmark --scenario S --methods ... --profile P --seed N
@@ -28,6 +29,11 @@ every seed, Avg not below either on the mean.
 ``--smoke`` runs every scenario's first 2 steps in-process through :func:`uniil_lib.benchmark.run_benchmark`
 with 1 epoch and a few images per class, into a temporary folder: a check that every method runs there, not a
 measurement.
+
+``--per-step`` also prints, per scenario, where ``mage``'s Last difference from ``moe-adapters-ddas`` comes from:
+each step's final-accuracy difference over the seeds (mean, sample sd, ahead / behind) next to its number of test
+images, and the paired comparison of Last recomputed on the steps with at least ``--min-test-images`` (100) test
+images, the steps on which one image is worth less than a point (issue 15, item 5).
 
 ``--attributes`` also prints, per scenario (data of the first seed, the profile's model), how often each step's
 test images match their own class's and style's attributes, against chance
@@ -135,6 +141,49 @@ def attribute_report(scenario: str, *, profile: str, seed: int) -> str:
     return f"### attributes matched on {scenario} (seed {seed}, model {clip.identity}), in %\n" + format_hits(rows)
 
 
+def step_test_sizes(scenario: str, *, profile: str, seed: int) -> list[int]:
+    """The number of test images of each step of ``scenario`` (the profile's stream of ``seed``)."""
+    from uniil_lib.named_scenarios import build_scenario
+    from uniil_lib.profiles import get_profile
+
+    return [len(step.test) for step in build_scenario(scenario, profile=get_profile(profile), seed=seed).steps]
+
+
+def per_step_report(results: list[dict], test_sizes: list[int], *, method: str = "mage",
+                    baseline: str = "moe-adapters-ddas", min_test_images: int = 100) -> list[str]:
+    """Where ``method``'s Last difference from ``baseline`` comes from, step by step, as Markdown lines.
+
+    Last is the unweighted mean of the final accuracy row, so a step of 40 test images (2.5 points an image) moves
+    it as much as a step of 200 (0.5). The last line recomputes Last on the steps with at least
+    ``min_test_images`` test images and compares it seed by seed (:func:`uniil_lib.benchmark.paired_comparison`).
+    """
+    import numpy as np
+
+    tasks = results[0]["tasks"]
+    if len(test_sizes) != len(tasks):
+        raise ValueError(f"test_sizes has {len(test_sizes)} entries for the {len(tasks)} steps {tasks}")
+    runs = sorted((r for r in results if method in r["methods"] and baseline in r["methods"]), key=lambda r: r["seed"])
+    final = {name: np.array([r["methods"][name]["matrix"][-1] for r in runs], dtype=float) for name in (method, baseline)}
+    differences = final[method] - final[baseline]
+    lines = [f"### {method} - {baseline}, final accuracy per step, seeds {[r['seed'] for r in runs]}",
+             "| step | test images | mean | sd | ahead / behind | per seed |", "|---|---|---|---|---|---|"]
+    for i, (task, size) in enumerate(zip(tasks, test_sizes)):
+        column = differences[:, i]
+        spread = f"{column.std(ddof=1):.2f}" if len(column) > 1 else "-"
+        lines.append(f"| {task} | {size} | {column.mean():+.2f} | {spread} | {(column > 0).sum()} / {(column < 0).sum()} "
+                     f"| {' / '.join(f'{v:+.1f}' for v in column)} |")
+    kept = [i for i, size in enumerate(test_sizes) if size >= min_test_images]
+    if not kept:
+        return lines + [f"(no step has {min_test_images} test images or more)"]
+    restricted = [{"seed": r["seed"], "methods": {name: {"metrics": {"last": float(final[name][k, kept].mean())}}
+                                                  for name in (method, baseline)}} for k, r in enumerate(runs)]
+    out = paired_comparison(restricted, method, baseline, "last")
+    lines.append(f"Last on the {len(kept)} steps with >= {min_test_images} test images: {method} - {baseline} per seed "
+                 f"{[round(v, 2) for v in out['differences']]}  mean {out['mean']:+.2f} (sd {out['std']:.2f}, 95% CI "
+                 f"{out['ci95'][0]:+.2f} to {out['ci95'][1]:+.2f})  wins {out['wins']}/{len(out['seeds'])}  p {out['p']:.3f}")
+    return lines
+
+
 def report(scenario: str, results: list[dict]) -> list[str]:
     """The seed table, the paired comparisons and the issue's conditions for one scenario, as lines."""
     lines = [f"## {scenario} | profile {results[0]['profile']} | seeds {sorted(r['seed'] for r in results)}"]
@@ -171,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=str(ROOT / "docs" / "measurements" / "seeds"))
     parser.add_argument("--report-only", action="store_true", help="run nothing; report from the saved files")
     parser.add_argument("--smoke", action="store_true", help="2 steps, 1 epoch, few images, into a temporary folder")
+    parser.add_argument("--per-step", action="store_true",
+                        help="also print mage - moe-adapters-ddas per step and Last on the larger steps")
+    parser.add_argument("--min-test-images", type=int, default=100,
+                        help="with --per-step: the steps Last is recomputed on (default 100 test images or more)")
     parser.add_argument("--attributes", action="store_true", help="also print what the matched attributes carry")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -217,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                   "--report-only (or pass those methods)")
             continue
         print("\n".join(report(scenario, results)) + "\n", flush=True)
+        if args.per_step:
+            sizes = step_test_sizes(scenario, profile=args.profile, seed=seeds[0])
+            print("\n".join(per_step_report(results, sizes, min_test_images=args.min_test_images)) + "\n", flush=True)
     return 0
 
 

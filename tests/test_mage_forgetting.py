@@ -131,3 +131,23 @@ def test_a_plain_run_adds_only_the_missing_methods_to_an_existing_result_file(tm
     verdict.main(["--seeds", "0", "--scenarios", "uniil-offline", "--methods", "mage,mage-noattr",
                   "--out-dir", str(tmp_path)])
     assert runs == [["mage-noattr"]], "a file holding every method asked for runs nothing"
+
+
+def verdict_result(seed, mage_row, baseline_row):
+    return {"seed": seed, "tasks": ["big", "small"],
+            "methods": {"mage": {"matrix": [mage_row]}, "moe-adapters-ddas": {"matrix": [baseline_row]}}}
+
+
+def test_per_step_report_splits_last_by_step_and_recomputes_it_on_the_larger_steps():
+    verdict = load_script("benchmarks/mage_verdict.py")
+    # step "big" (200 images): mage ahead by 1, 2, 3; step "small" (40): +25, -25, +2.5.
+    results = [verdict_result(0, [51.0, 75.0], [50.0, 50.0]), verdict_result(1, [52.0, 25.0], [50.0, 50.0]),
+               verdict_result(2, [53.0, 52.5], [50.0, 50.0])]
+    lines = verdict.per_step_report(results, [200, 40])
+    assert "| big | 200 | +2.00 | 1.00 | 3 / 0 | +1.0 / +2.0 / +3.0 |" in lines
+    assert "| small | 40 | +0.83 | 25.04 | 2 / 1 | +25.0 / -25.0 / +2.5 |" in lines
+    last = lines[-1]
+    assert last.startswith("Last on the 1 steps with >= 100 test images: mage - moe-adapters-ddas per seed [1.0, 2.0, 3.0]")
+    assert "mean +2.00 (sd 1.00, 95% CI -0.48 to +4.48)  wins 3/3" in last
+    with pytest.raises(ValueError, match="test_sizes has 1 entries for the 2 steps"):
+        verdict.per_step_report(results, [200])

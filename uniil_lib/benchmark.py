@@ -373,10 +373,10 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
     Returns ``{"seeds", "differences" (method - baseline, per seed), "mean", "std" (sample), "wins" (seeds where
     method is ahead), "losses" (behind), "t" (paired t statistic; NaN for one seed or no spread), "p" (two-sided,
     Student's t with n - 1 degrees of freedom), "ci95" (the 95% confidence interval of the mean difference,
-    ``mean ± t_{0.975, n-1} · std / sqrt(n)``, as ``(low, high)``; NaNs for one seed), "sign_p" (two-sided exact sign test: wins against losses under
-    Binomial(wins + losses, 1/2), ties dropped; NaN when every seed ties), "wilcoxon_p" (two-sided Wilcoxon
-    signed-rank test, scipy's default: exact for small samples without ties, zero differences dropped; NaN when
-    every seed ties)}``. With n seeds and no ties neither rank test can go below ``2 / 2**n``: 5 seeds never reach
+    ``mean ± t_{0.975, n-1} · std / sqrt(n)``, as ``(low, high)``; NaNs for one seed), "sign_p" (two-sided exact
+    sign test: wins against losses under Binomial(wins + losses, 1/2), ties dropped; NaN when every seed ties),
+    "wilcoxon_p" (two-sided Wilcoxon signed-rank test, scipy's default: exact for small samples without ties, zero
+    differences dropped; NaN when every seed ties)}``. With n seeds and no ties neither rank test can go below ``2 / 2**n``: 5 seeds never reach
     p < 0.05 (0.0625), 6 seeds all one way give 0.031.
 
     Raises:
@@ -393,18 +393,18 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
         raise ValueError(f"repeated seeds {seeds}: pass one result per seed")
     differences = np.array([r["methods"][method]["metrics"][metric] - r["methods"][baseline]["metrics"][metric]
                             for r in runs], dtype=float)
-    n = len(differences)
+    n, mean = len(differences), float(differences.mean())
     std = float(differences.std(ddof=1)) if n > 1 else float("nan")
-    t = float(differences.mean() / (std / np.sqrt(n))) if n > 1 and std > 0 else float("nan")
+    t = mean / (std / np.sqrt(n)) if n > 1 and std > 0 else float("nan")
     p = float(2 * stats.t.sf(abs(t), n - 1)) if np.isfinite(t) else float("nan")
     half_width = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
-    ci95 = (float(differences.mean()) - half_width, float(differences.mean()) + half_width)
+    ci95 = (mean - half_width, mean + half_width)
     wins, losses = int((differences > 0).sum()), int((differences < 0).sum())
     untied = wins + losses
     sign_p = float(stats.binomtest(wins, untied, 0.5).pvalue) if untied else float("nan")
     wilcoxon_p = float(stats.wilcoxon(differences[differences != 0]).pvalue) if untied else float("nan")
-    return {"seeds": seeds, "differences": differences.round(4).tolist(), "mean": float(differences.mean()),
-            "std": std, "ci95": ci95, "wins": wins, "losses": losses, "t": t, "p": p, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p}
+    return {"seeds": seeds, "differences": differences.round(4).tolist(), "mean": mean, "std": std, "ci95": ci95,
+            "wins": wins, "losses": losses, "t": float(t), "p": p, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p}
 
 
 def json_ready(value):

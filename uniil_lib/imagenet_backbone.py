@@ -168,8 +168,8 @@ class FrozenCNNStem(nn.Module):
           on-disk cache of this output that made a run's numbers depend on which earlier run had encoded an
           image, and in which batch (two notebooks' stored outputs moved by 1.6 and 2.6 points of accuracy
           between two machines, and one seed of the whole ``uniil-offline`` stream by 7.5 points of Last:
-          ``docs/measurements/mage_verdict.md``). With one pass size an image's output no longer depends on its batch (checked bit for bit
-          by ``tests/test_imagenet_backbone.py``).
+          ``docs/measurements/mage_verdict.md``). With one pass size an image's output no longer depends on its
+          batch (checked bit for bit by ``tests/test_imagenet_backbone.py``).
         """
         count = len(pixels)
         if count == 0:
