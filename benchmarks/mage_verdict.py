@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from uniil_lib.benchmark import (  # noqa: E402
-    format_table, merge_method_entries, paired_comparison, run_benchmark, save_result, seed_table,
+    format_table, merge_method_entries, paired_comparison, run_benchmark, save_result, seed_table, step_differences,
 )
 
 COMMON = ("zeroshot", "moe-adapters", "moe-adapters-ddas", "moe-adapters-balance", "moe-adapters-ddas-balance",
@@ -151,37 +151,20 @@ def step_test_sizes(scenario: str, *, profile: str, seed: int) -> list[int]:
 
 def per_step_report(results: list[dict], test_sizes: list[int], *, method: str = "mage",
                     baseline: str = "moe-adapters-ddas", min_test_images: int = 100) -> list[str]:
-    """Where ``method``'s Last difference from ``baseline`` comes from, step by step, as Markdown lines.
-
-    Last is the unweighted mean of the final accuracy row, so a step of 40 test images (2.5 points an image) moves
-    it as much as a step of 200 (0.5). The last line recomputes Last on the steps with at least
-    ``min_test_images`` test images and compares it seed by seed (:func:`uniil_lib.benchmark.paired_comparison`).
-    """
-    import numpy as np
-
-    tasks = results[0]["tasks"]
-    if len(test_sizes) != len(tasks):
-        raise ValueError(f"test_sizes has {len(test_sizes)} entries for the {len(tasks)} steps {tasks}")
-    runs = sorted((r for r in results if method in r["methods"] and baseline in r["methods"]), key=lambda r: r["seed"])
-    final = {name: np.array([r["methods"][name]["matrix"][-1] for r in runs], dtype=float) for name in (method, baseline)}
-    differences = final[method] - final[baseline]
-    lines = [f"### {method} - {baseline}, final accuracy per step, seeds {[r['seed'] for r in runs]}",
+    """:func:`uniil_lib.benchmark.step_differences` of ``method`` against ``baseline`` as Markdown lines: a row per
+    step, then Last recomputed on the steps with at least ``min_test_images`` test images."""
+    split = step_differences(results, method, baseline, test_sizes, min_test_images=min_test_images)
+    lines = [f"### {method} - {baseline}, final accuracy per step, seeds {split['seeds']}",
              "| step | test images | mean | sd | ahead / behind | per seed |", "|---|---|---|---|---|---|"]
-    for i, (task, size) in enumerate(zip(tasks, test_sizes)):
-        column = differences[:, i]
-        spread = f"{column.std(ddof=1):.2f}" if len(column) > 1 else "-"
-        lines.append(f"| {task} | {size} | {column.mean():+.2f} | {spread} | {(column > 0).sum()} / {(column < 0).sum()} "
-                     f"| {' / '.join(f'{v:+.1f}' for v in column)} |")
-    kept = [i for i, size in enumerate(test_sizes) if size >= min_test_images]
-    if not kept:
+    lines += [f"| {row['task']} | {row['test_images']} | {row['mean']:+.2f} | {row['std']:.2f} | {row['wins']} / "
+              f"{row['losses']} | {' / '.join(f'{v:+.1f}' for v in row['differences'])} |" for row in split["steps"]]
+    out = split["larger_steps"]
+    if out is None:
         return lines + [f"(no step has {min_test_images} test images or more)"]
-    restricted = [{"seed": r["seed"], "methods": {name: {"metrics": {"last": float(final[name][k, kept].mean())}}
-                                                  for name in (method, baseline)}} for k, r in enumerate(runs)]
-    out = paired_comparison(restricted, method, baseline, "last")
-    lines.append(f"Last on the {len(kept)} steps with >= {min_test_images} test images: {method} - {baseline} per seed "
-                 f"{[round(v, 2) for v in out['differences']]}  mean {out['mean']:+.2f} (sd {out['std']:.2f}, 95% CI "
-                 f"{out['ci95'][0]:+.2f} to {out['ci95'][1]:+.2f})  wins {out['wins']}/{len(out['seeds'])}  p {out['p']:.3f}")
-    return lines
+    return lines + [f"Last on the {len(out['tasks'])} steps with >= {min_test_images} test images: {method} - {baseline} "
+                    f"per seed {[round(v, 2) for v in out['differences']]}  mean {out['mean']:+.2f} (sd {out['std']:.2f}, "
+                    f"95% CI {out['ci95'][0]:+.2f} to {out['ci95'][1]:+.2f})  wins {out['wins']}/{len(out['seeds'])}  "
+                    f"p {out['p']:.3f}"]
 
 
 def report(scenario: str, results: list[dict]) -> list[str]:

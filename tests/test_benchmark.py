@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -162,3 +163,18 @@ def test_merge_method_entries_refuses_another_setting(change, message):
 
     with pytest.raises(ValueError, match=message):
         merge_method_entries(_setting(mage=80.0), {**_setting(mage=86.0), **change}, ["mage"], source_name="x.json")
+
+
+def test_step_differences_per_step_and_on_the_larger_steps_only():
+    from uniil_lib.benchmark import step_differences
+
+    def result(seed, a, b):
+        return {"seed": seed, "tasks": ["big", "small"], "methods": {"a": {"matrix": [[0.0, 0.0], a]},
+                                                                      "b": {"matrix": [[0.0, 0.0], b]}}}
+    one = step_differences([result(0, [60.0, 40.0], [50.0, 90.0])], "a", "b", [200, 40])
+    assert [row["differences"] for row in one["steps"]] == [[10.0], [-50.0]], "the final row, not the first"
+    assert math.isnan(one["steps"][0]["std"]), "one seed has no spread"
+    assert one["larger_steps"]["tasks"] == ["big"] and one["larger_steps"]["differences"] == [10.0]
+    assert step_differences([result(0, [60.0, 40.0], [50.0, 90.0])], "a", "b", [50, 40])["larger_steps"] is None
+    with pytest.raises(ValueError, match="no result holds both 'a' and 'c'"):
+        step_differences([result(0, [1.0, 1.0], [1.0, 1.0])], "a", "c", [200, 40])

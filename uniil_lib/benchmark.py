@@ -407,6 +407,51 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
             "wins": wins, "losses": losses, "t": float(t), "p": p, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p}
 
 
+def step_differences(results: Sequence[dict], method: str, baseline: str, test_sizes: Sequence[int], *,
+                     min_test_images: int = 100) -> dict:
+    """Where ``method``'s Last difference from ``baseline`` comes from: each step's final accuracy, seed by seed.
+
+    Last is the unweighted mean of the final row of the accuracy matrix, so a step of 40 test images (one image 2.5
+    points) moves it as much as a step of 200 (0.5 points): a few small steps can decide a per-seed comparison.
+
+    Args:
+        results: one benchmark's results, one per seed (as for :func:`paired_comparison`), same ``tasks``.
+        test_sizes: the number of test images of each step, in the order of ``tasks``.
+        min_test_images: the steps Last is recomputed on for ``"larger_steps"``.
+
+    Returns:
+        ``{"seeds", "steps": [{"task", "test_images", "differences" (per seed), "mean", "std" (sample; NaN for one
+        seed), "wins", "losses"}], "larger_steps"}``: ``"larger_steps"`` is :func:`paired_comparison` of Last
+        recomputed on the steps with at least ``min_test_images`` test images (``None`` when no step has that many),
+        with ``"tasks"`` naming them.
+
+    Raises:
+        ValueError: ``test_sizes`` does not give one entry per step, or no result holds both methods.
+    """
+    import numpy as np
+
+    tasks = list(results[0]["tasks"]) if results else []
+    if len(test_sizes) != len(tasks):
+        raise ValueError(f"test_sizes has {len(test_sizes)} entries for the {len(tasks)} steps {tasks}")
+    runs = sorted((r for r in results if method in r["methods"] and baseline in r["methods"]), key=lambda r: r["seed"])
+    if not runs:
+        raise ValueError(f"no result holds both {method!r} and {baseline!r}")
+    final = {name: np.array([r["methods"][name]["matrix"][-1] for r in runs], dtype=float) for name in (method, baseline)}
+    differences = final[method] - final[baseline]
+    steps = [{"task": task, "test_images": int(size), "differences": differences[:, i].round(4).tolist(),
+              "mean": float(differences[:, i].mean()),
+              "std": float(differences[:, i].std(ddof=1)) if len(runs) > 1 else float("nan"),
+              "wins": int((differences[:, i] > 0).sum()), "losses": int((differences[:, i] < 0).sum())}
+             for i, (task, size) in enumerate(zip(tasks, test_sizes))]
+    kept = [i for i, size in enumerate(test_sizes) if size >= min_test_images]
+    larger = None
+    if kept:
+        recomputed = [{"seed": r["seed"], "methods": {name: {"metrics": {"last": float(final[name][k, kept].mean())}}
+                                                      for name in (method, baseline)}} for k, r in enumerate(runs)]
+        larger = {**paired_comparison(recomputed, method, baseline, "last"), "tasks": [tasks[i] for i in kept]}
+    return {"seeds": [r["seed"] for r in runs], "steps": steps, "larger_steps": larger}
+
+
 def json_ready(value):
     """``value`` with every non-finite float replaced by None: strict JSON (``NaN`` is not JSON; an undefined
     metric, such as Transfer of a one-step stream, becomes ``null``)."""
