@@ -12,13 +12,17 @@ prints for the test set of step ``--watch``:
 - ``acc_route{r}``: accuracy when every image goes through router ``r`` (the watched step's own router is the
   "task identity" oracle of the selector);
 - ``acc_ddas``: accuracy with DDAS's routes (the benchmark's number);
+- ``acc_route{watch}_own_classes``: the watched step's own router, choosing only among the classes seen when that
+  step was learned (Uni-IL's label space grows with every step; this holds it fixed);
+- ``lost_to_step``: the own router's wrong answers (current label space), counted by the step whose classes they name;
 
 and, for the step just learned, per adapted layer, the share of the previous step's expert usage that fell on
 experts this step trained (used by it, not frozen by an earlier step's activate-freeze): how exposed the previous
 step's routing was to this step's updates.
 
-If ``acc_route{watch}`` drops while ``routes`` stays put, the experts changed under the old router (forgetting
-inside the MoE); if ``routes`` moves, the selector sends old images elsewhere.
+If ``acc_route{watch}`` drops while ``routes`` stays put, the old router answers worse: either the experts changed
+under it (then ``acc_route{watch}_own_classes`` drops too) or new classes took its images (then it does not, and
+``lost_to_step`` names the later steps); if ``routes`` moves, the selector sends old images elsewhere.
 
 Each row also gives ``frozen``: per adapted layer, how many of its experts activate-freeze has frozen once the step
 is learned (what the next step can no longer train). ``--freeze-coverage q`` runs MAGE with activate-freeze by
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,7 +70,17 @@ def watched_accuracies(method, stream, watch: int, after: int) -> dict:
         report[f"acc_route{route}"] = accuracy(torch.as_tensor(method.predict(test, class_ids, None, route=route)),
                                                labels)
     report["acc_ddas"] = accuracy(torch.as_tensor(method.predict(test, class_ids, None)), labels)
+    own = torch.as_tensor(method.predict(test, stream.eval_class_ids(watch, watch), None, route=watch))
+    report[f"acc_route{watch}_own_classes"] = accuracy(own, labels)
+    predicted = torch.as_tensor(method.predict(test, class_ids, None, route=watch))
+    wrong = predicted[predicted != labels].tolist()
+    report["lost_to_step"] = {str(step): n for step, n in sorted(Counter(first_step_of(stream, c) for c in wrong).items())}
     return report
+
+
+def first_step_of(stream, class_id: int) -> int:
+    """The index of the first step of ``stream`` that holds ``class_id``."""
+    return next(i for i, step in enumerate(stream.steps) if class_id in step.class_ids)
 
 
 def frozen_by(method, layer: str, steps) -> set[int]:

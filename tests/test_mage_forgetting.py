@@ -151,3 +151,9 @@ def test_per_step_report_splits_last_by_step_and_recomputes_it_on_the_larger_ste
     assert "mean +2.00 (sd 1.00, 95% CI -0.48 to +4.48)  wins 3/3" in last
     with pytest.raises(ValueError, match="test_sizes has 1 entries for the 2 steps"):
         verdict.per_step_report(results, [200])
+
+
+def test_first_step_of_names_the_step_that_introduced_a_class(script):
+    stream = SimpleNamespace(steps=[SimpleNamespace(class_ids=(0, 1)), SimpleNamespace(class_ids=(1, 2)),
+                                    SimpleNamespace(class_ids=(3,))])
+    assert [script.first_step_of(stream, c) for c in (0, 1, 2, 3)] == [0, 0, 1, 2]
