@@ -18,7 +18,8 @@ prints for the test set of step ``--watch``:
 
 and, for the step just learned, per adapted layer, the share of the previous step's expert usage that fell on
 experts this step trained (used by it, not frozen by an earlier step's activate-freeze): how exposed the previous
-step's routing was to this step's updates.
+step's routing was to this step's updates (``exposure``); after steps later than ``--watch``, the same share of the
+watched step's usage (``exposure_of_watched``): how exposed the followed step's routing was.
 
 If ``acc_route{watch}`` drops while ``routes`` stays put, the old router answers worse: either the experts changed
 under it (then ``acc_route{watch}_own_classes`` drops too) or new classes took its images (then it does not, and
@@ -88,16 +89,17 @@ def frozen_by(method, layer: str, steps) -> set[int]:
     return set().union(*(set(method.frozen_log[i][layer]) for i in steps))
 
 
-def exposure(method, step: int) -> dict[str, float]:
-    """Per layer: the share of step ``step - 1``'s usage on experts that step ``step`` used (> 1%) and that no
-    earlier step's activate-freeze protected."""
+def exposure(method, step: int, of: int | None = None) -> dict[str, float]:
+    """Per layer: the share of step ``of``'s usage (default ``step - 1``) on experts that step ``step`` used (> 1%)
+    and that no earlier step's activate-freeze protected."""
+    of = step - 1 if of is None else of
     shares = {}
     for layer in method.adapters.moe_layers():
-        previous = layer.usage[step - 1].float() / layer.usage[step - 1].sum().clamp_min(1)
+        old = layer.usage[of].float() / layer.usage[of].sum().clamp_min(1)
         current = layer.usage[step].float() / layer.usage[step].sum().clamp_min(1)
         frozen = frozen_by(method, layer.name, range(step))
         trained = [e for e in range(len(current)) if e not in frozen and current[e] > 0.01]
-        shares[layer.name] = round(float(previous[trained].sum()), 2)
+        shares[layer.name] = round(float(old[trained].sum()), 2)
     return shares
 
 
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def report(index: int, method, name=name) -> None:
             row = {"exposure": exposure(method, index)} if index else {}
+            if index > args.watch:
+                row["exposure_of_watched"] = exposure(method, index, of=args.watch)
             row["frozen"] = frozen_counts(method, index)
             if index >= args.watch:
                 row.update(watched_accuracies(method, stream, args.watch, index))

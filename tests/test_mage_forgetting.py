@@ -157,3 +157,10 @@ def test_first_step_of_names_the_step_that_introduced_a_class(script):
     stream = SimpleNamespace(steps=[SimpleNamespace(class_ids=(0, 1)), SimpleNamespace(class_ids=(1, 2)),
                                     SimpleNamespace(class_ids=(3,))])
     assert [script.first_step_of(stream, c) for c in (0, 1, 2, 3)] == [0, 0, 1, 2]
+
+
+def test_exposure_of_an_older_step(script):
+    # steps 0, 1, 2; step 0 froze expert 0, step 1 froze expert 1; step 2 trains experts 2 and 3.
+    method = fake_method([[50, 0, 50, 0], [0, 60, 0, 40], [0, 0, 70, 30]], {0: {"image.3": [0]}, 1: {"image.3": [1]}})
+    assert script.exposure(method, 2) == {"image.3": 0.4}  # step 1's usage on expert 3
+    assert script.exposure(method, 2, of=0) == {"image.3": 0.5}  # step 0's usage on expert 2
