@@ -67,15 +67,15 @@ def watched_accuracies(method, stream, watch: int, after: int) -> dict:
     features = method.frozen_features(test)
     routes = method.routes(len(test), None, lambda: features)
     report = {"routes": {int(r): int((routes == r).sum()) for r in routes.unique()}}
-    for route in range(after + 1):
-        report[f"acc_route{route}"] = accuracy(torch.as_tensor(method.predict(test, class_ids, None, route=route)),
-                                               labels)
+    by_route = {route: torch.as_tensor(method.predict(test, class_ids, None, route=route))
+                for route in range(after + 1)}
+    report.update({f"acc_route{route}": accuracy(predicted, labels) for route, predicted in by_route.items()})
     report["acc_ddas"] = accuracy(torch.as_tensor(method.predict(test, class_ids, None)), labels)
     own = torch.as_tensor(method.predict(test, stream.eval_class_ids(watch, watch), None, route=watch))
     report[f"acc_route{watch}_own_classes"] = accuracy(own, labels)
-    predicted = torch.as_tensor(method.predict(test, class_ids, None, route=watch))
-    wrong = predicted[predicted != labels].tolist()
-    report["lost_to_step"] = {str(step): n for step, n in sorted(Counter(first_step_of(stream, c) for c in wrong).items())}
+    wrong = by_route[watch][by_route[watch] != labels].tolist()
+    lost = Counter(first_step_of(stream, c) for c in wrong)
+    report["lost_to_step"] = {str(step): n for step, n in sorted(lost.items())}
     return report
 
 
