@@ -264,6 +264,34 @@ def load_shipped_pool() -> AttributePool:
     return AttributePool.load(verify_shipped(SHIPPED_POOL_PATH))
 
 
+def random_word_pool(pool: AttributePool, seed: int = 0) -> AttributePool:
+    """The control of an LLM pool: every attribute replaced by as many words, drawn at random from the pool's words.
+
+    WaffleCLIP (Roth et al., *Waffling around for Performance: Visual Classification with Random Words and Broad
+    Concepts*, ICCV 2023) showed that CLIP classifiers built on LLM descriptors do about as well with random words
+    in their place; this is that control for MAGE's routers (``mage-randwords``). Each class and domain keeps its
+    number of attributes and each attribute its number of words; the words are drawn uniformly, with replacement,
+    from every word of the pool (lower-cased, split on spaces), by a generator seeded with ``seed``, so the control
+    keeps the pool's vocabulary and lengths and drops what ties an attribute to its class or style.
+    """
+    words = sorted({word for attribute in pool.vocabulary() for word in attribute.lower().split()})
+    if not words:
+        raise ValueError("the pool has no words to draw from")
+    generator = torch.Generator().manual_seed(seed)
+
+    def scramble(attributes: list[str]) -> list[str]:
+        drawn = []
+        for attribute in attributes:
+            picks = torch.randint(len(words), (len(attribute.split()),), generator=generator).tolist()
+            drawn.append(" ".join(words[i] for i in picks))
+        return drawn
+
+    metadata = {**pool.metadata, "source": f"random words from {pool.metadata.get('source', 'a pool')} (seed {seed})",
+                "note": "WaffleCLIP-style control: each attribute replaced by random words of the pool"}
+    return AttributePool({name: scramble(attributes) for name, attributes in pool.classes.items()},
+                         {name: scramble(attributes) for name, attributes in pool.domains.items()}, metadata)
+
+
 def scenario_vocabulary(scenario) -> tuple[list[str], list[str]]:
     """``(class names, domains)`` of a :class:`uniil_lib.scenarios.Scenario`, each once, in stream order."""
     return (list(dict.fromkeys(c.name for c in scenario.classes)),

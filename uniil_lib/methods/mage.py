@@ -95,7 +95,7 @@ from typing import Callable, ClassVar, Sequence
 import torch
 
 from ..adapters import AdapterConfig
-from ..attributes import AttributeBank, AttributePool, load_shipped_pool, scenario_vocabulary
+from ..attributes import AttributeBank, AttributePool, load_shipped_pool, random_word_pool, scenario_vocabulary
 from ..pixels import LoaderSettings, Streamable, iterate_batches, sequential_batches
 from ..routers import DDAS, ZERO_SHOT, RouteMemory, routing_drift_loss
 from .adapter import AdapterTuning, default_adapter_config
@@ -164,10 +164,15 @@ class AttributeMatching:
         """The scenario's attribute pool (default: the shipped one) and, with attributes on, its embeddings."""
         self.class_attributes, self.domain_attributes = class_attributes, domain_attributes
         classes, domains = scenario_vocabulary(scenario)
-        self.pool = (pool or load_shipped_pool()).pool_for(classes, domains)
+        self.pool = self.pool_in_use((pool or load_shipped_pool()).pool_for(classes, domains))
         self.bank = AttributeBank.build(clip, self.pool) if self.use_attributes else None
         self._attributes: dict[str, torch.Tensor] = {}
         self._vocabulary: tuple[tuple[str, ...], ...] = ()
+
+    def pool_in_use(self, pool: AttributePool) -> AttributePool:
+        """The pool the gates' attributes come from, given the scenario's part of the pool asked for (itself; a
+        control such as ``mage-randwords`` replaces it)."""
+        return pool
 
     def attribute_vocabulary(self) -> tuple[Sequence[str], Sequence[str]]:
         """The class names and domains whose attributes may be matched now."""
@@ -401,3 +406,28 @@ class MAGENoAttributes(MAGE):
 
     name = "mage-noattr"
     use_attributes = False
+
+
+class MAGERandomWords(MAGE):
+    """``mage-randwords``: MAGE whose attribute pool is random words (:func:`~uniil_lib.attributes.random_word_pool`,
+    seed 0): the WaffleCLIP control of what the LLM's attributes carry. Everything else is ``mage``'s; if it
+    matches ``mage``, the gates gain from the matching, not from what the attributes say."""
+
+    name = "mage-randwords"
+
+    def pool_in_use(self, pool: AttributePool) -> AttributePool:
+        return random_word_pool(pool, seed=0)
+
+
+class MAGEImageFeature(MAGE):
+    """``mage-imagefeat``: MAGE whose gates read the frozen CLIP image feature itself where ``mage``'s read the
+    matched attributes: ``[x_0, s f, s f]`` (``f`` unit-norm, twice, so the gate input keeps its width). The control
+    of whether the matching through the attribute pool matters, or only a second, frozen view of the image."""
+
+    name = "mage-imagefeat"
+
+    def match(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``([f, f] (B, 2D), no class rows (B, 0), no domain rows (B, 0))`` of frozen CLIP image features ``f``."""
+        unit = torch.nn.functional.normalize(features.float(), dim=-1)
+        empty = torch.zeros(len(features), 0, dtype=torch.long)
+        return torch.cat([unit, unit], dim=-1), empty, empty
