@@ -35,6 +35,11 @@ each step's final-accuracy difference over the seeds (mean, sample sd, ahead / b
 images, and the paired comparison of Last recomputed on the steps with at least ``--min-test-images`` (100) test
 images, the steps on which one image is worth less than a point (issue 15, item 5).
 
+When the result files hold the controls ``mage-randwords`` (the attribute pool replaced by random words) or
+``mage-imagefeat`` (the gates read the frozen image feature instead of matched attributes), the report adds
+``mage`` against each and each against the faithful baseline, on the seeds that ran them, with the rule fixed before
+they ran (issue 15, item 5; ``docs/measurements/mage_verdict.md``, "What the attributes carry on dil-emoji").
+
 ``--attributes`` also prints, per scenario (data of the first seed, the profile's model), how often each step's
 test images match their own class's and style's attributes, against chance
 (:func:`uniil_lib.attribute_analysis.attribute_hits`, issue 15 item 5).
@@ -58,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from uniil_lib.benchmark import (  # noqa: E402
     format_table, merge_method_entries, paired_comparison, run_benchmark, save_result, seed_table, step_differences,
+    step_test_sizes,
 )
 
 COMMON = ("zeroshot", "moe-adapters", "moe-adapters-ddas", "moe-adapters-balance", "moe-adapters-ddas-balance",
@@ -66,6 +72,8 @@ METHODS = MappingProxyType({"uniil-offline": COMMON, "dil-emoji": (*COMMON, "moe
                             "cil-emoji": (*COMMON, "moe-adapters-cil")})
 BASELINES = ("mage-noattr", "moe-adapters-ddas")
 MARGIN = 2.0  # the issue's target: Last at least 2 points above each baseline on the mean
+CONTROLS = ("mage-randwords", "mage-imagefeat")  # what the attributes carry (issue 15, item 5): random words, no pool
+CONTROL_MARGIN = 1.0  # the rule fixed before the controls ran: mage - control >= 1 on the mean, 95% CI above 0
 
 
 def result_path(out_dir: Path, role: str, scenario: str, profile: str, seed: int) -> Path:
@@ -141,14 +149,6 @@ def attribute_report(scenario: str, *, profile: str, seed: int) -> str:
     return f"### attributes matched on {scenario} (seed {seed}, model {clip.identity}), in %\n" + format_hits(rows)
 
 
-def step_test_sizes(scenario: str, *, profile: str, seed: int) -> list[int]:
-    """The number of test images of each step of ``scenario`` (the profile's stream of ``seed``)."""
-    from uniil_lib.named_scenarios import build_scenario
-    from uniil_lib.profiles import get_profile
-
-    return [len(step.test) for step in build_scenario(scenario, profile=get_profile(profile), seed=seed).steps]
-
-
 def per_step_report(results: list[dict], test_sizes: list[int], *, method: str = "mage",
                     baseline: str = "moe-adapters-ddas", min_test_images: int = 100) -> list[str]:
     """:func:`uniil_lib.benchmark.step_differences` of ``method`` against ``baseline`` as Markdown lines: a row per
@@ -186,6 +186,25 @@ def report(scenario: str, results: list[dict]) -> list[str]:
     conditions.update({f"Last lead over {b} shown (95% CI above 0)": means[b, "last"]["ci95"][0] > 0
                        for b in BASELINES})
     lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in conditions.items()]
+    return lines
+
+
+def controls_report(results: list[dict], controls: tuple[str, ...] = CONTROLS) -> list[str]:
+    """``mage`` against each control every result holds, and the control against the faithful baseline, on Last and
+    Avg, with the rule fixed before the controls ran (``docs/measurements/mage_verdict.md``): what the attributes say
+    is credited only if ``mage`` - control >= CONTROL_MARGIN on the mean with the 95% CI above 0."""
+    lines = []
+    for control in [c for c in controls if results and all(c in r["methods"] for r in results)]:
+        for method, baseline in (("mage", control), (control, "moe-adapters-ddas")):
+            for metric in ("last", "avg"):
+                out = paired_comparison(results, method, baseline, metric)
+                lines.append(f"{method} - {baseline:<18} {metric:<4} per seed {out['differences']}  mean "
+                             f"{out['mean']:+.2f} (95% CI {out['ci95'][0]:+.2f} to {out['ci95'][1]:+.2f})  wins "
+                             f"{out['wins']}/{len(out['seeds'])}  p {out['p']:.4f}")
+        lead = paired_comparison(results, "mage", control, "last")
+        credited = lead["mean"] >= CONTROL_MARGIN and lead["ci95"][0] > 0
+        lines.append(f"  [{'x' if credited else ' '}] mage Last >= {control} + {CONTROL_MARGIN:g} on the mean, "
+                     "95% CI above 0: what the attributes carry is credited")
     return lines
 
 
@@ -253,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                   "--report-only (or pass those methods)")
             continue
         print("\n".join(report(scenario, results)) + "\n", flush=True)
+        held = [r for r in results if any(c in r["methods"] for c in CONTROLS)]
+        if held:
+            print("\n".join(controls_report(held)) + "\n", flush=True)
         if args.per_step:
             sizes = step_test_sizes(scenario, profile=args.profile, seed=seeds[0])
             print("\n".join(per_step_report(results, sizes, min_test_images=args.min_test_images)) + "\n", flush=True)

@@ -178,3 +178,17 @@ def test_step_differences_per_step_and_on_the_larger_steps_only():
     assert step_differences([result(0, [60.0, 40.0], [50.0, 90.0])], "a", "b", [50, 40])["larger_steps"] is None
     with pytest.raises(ValueError, match="no result holds both 'a' and 'c'"):
         step_differences([result(0, [1.0, 1.0], [1.0, 1.0])], "a", "c", [200, 40])
+
+
+def test_step_test_sizes_counts_each_steps_test_images_of_the_profile():
+    from uniil_lib.benchmark import step_test_sizes
+    from uniil_lib.profiles import get_profile
+
+    fast = get_profile("fast")
+    assert step_test_sizes("dil-emoji") == [100 * fast.emoji_test_per_class] * 4, "100 classes a style"
+    uni = build_scenario("uniil-offline", profile="fast", seed=0)
+    sizes = step_test_sizes("uniil-offline", profile=fast, seed=0)
+    twitter = [size for size, step in zip(sizes, uni.steps) if step.name.startswith("emoji-twitter")]
+    assert twitter == [10 * fast.emoji_test_per_class] * 3, "three steps of ten twitter classes"
+    assert sizes[0] == 10 * fast.test_per_class, "Fashion-MNIST: ten classes"
+    assert step_test_sizes("dil-emoji", profile="cpu") == [100 * get_profile("cpu").emoji_test_per_class] * 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uniil_lib.adapters import AdapterConfig
-from uniil_lib.attributes import AttributePool, MissingAttributesError, scenario_vocabulary
+from uniil_lib.attributes import AttributePool, MissingAttributesError, random_word_pool, scenario_vocabulary
 from uniil_lib.clip import TinyClipConfig, load_clip
 from uniil_lib.methods import TrainConfig, method_class
 from uniil_lib.routers import DDAS, RouteMemory, routing_drift_loss
@@ -39,7 +39,7 @@ def build(name, scenario, *, seed=0, **options):
                              text_blocks="none" if shared else 1, attribute_dim=attribute_dim,
                              freeze_gate_columns=shared, balance_in_loss=shared)
     if not shared:
-        options.setdefault("selector_attributes", name == "mage")
+        options.setdefault("selector_attributes", name in ("mage", "mage-randwords", "mage-imagefeat"))
         options.setdefault("ddas", DDAS(SMALL.embed_dim + attribute_dim, hidden=8, iterations=30))
     return method_class(name)(clip, scenario, config, adapters=adapters, pool=toy_pool(scenario), **options)
 
@@ -61,7 +61,7 @@ def test_image_gates_refuse_to_run_without_matched_attributes(squares):
             method.encode_image_inputs(inputs.images[:2], method._train_on_cache)
 
 
-@pytest.mark.parametrize("name", ["mage", "mage-noattr", "mage-shared"])
+@pytest.mark.parametrize("name", ["mage", "mage-noattr", "mage-shared", "mage-randwords", "mage-imagefeat"])
 def test_runs_the_stream_and_resumes_bit_identically(squares, tmp_path, name):
     scenario = stream(squares)
     whole = run_continual(build(name, scenario), scenario).matrix
@@ -212,3 +212,32 @@ def test_freeze_per_task_option_sets_how_many_experts_a_step_freezes(squares, na
     with pytest.raises(ValueError, match="not both"):
         method_class(name)(load_clip("tiny", tiny_config=SMALL, seed=0), scenario, config, freeze_per_task=3,
                            adapters=AdapterConfig(), **options)
+
+
+def test_random_word_pool_keeps_the_shape_of_the_pool_and_draws_only_its_words():
+    pool = AttributePool({"cat": ["pointed ears", "long thin tail", "whiskers"], "car": ["four wheels", "windscreen"]},
+                         {"sketch": ["pencil lines", "no colour"]}, {"source": "test"})
+    words = {w for a in pool.vocabulary() for w in a.split()}
+    scrambled = random_word_pool(pool, seed=3)
+    assert scrambled.classes.keys() == pool.classes.keys() and scrambled.domains.keys() == pool.domains.keys()
+    for old, new in [*zip(pool.classes.values(), scrambled.classes.values()),
+                     *zip(pool.domains.values(), scrambled.domains.values())]:
+        assert [len(a.split()) for a in new] == [len(a.split()) for a in old]
+        assert {w for a in new for w in a.split()} <= words
+    assert scrambled.to_dict()["classes"] != pool.to_dict()["classes"]
+    assert random_word_pool(pool, seed=3).classes == scrambled.classes, "the same seed must draw the same words"
+    assert random_word_pool(pool, seed=4).classes != scrambled.classes
+    assert "random words" in scrambled.metadata["source"]
+
+
+def test_the_random_word_control_matches_random_words_and_the_image_control_reads_the_image(squares):
+    scenario = stream(squares)
+    words = build("mage-randwords", scenario)
+    assert words.pool.classes == random_word_pool(toy_pool(scenario), seed=0).classes
+    assert set(words.bank.texts) == set(words.pool.vocabulary()), "the gates must match the random words"
+    image = build("mage-imagefeat", scenario)
+    features = image.frozen_features(scenario.steps[0].test)
+    matched, class_rows, domain_rows = image.match(features)
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    assert torch.allclose(matched, torch.cat([unit, unit], dim=-1))
+    assert class_rows.shape == (len(features), 0) and domain_rows.shape == (len(features), 0)

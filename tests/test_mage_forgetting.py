@@ -164,3 +164,19 @@ def test_exposure_of_an_older_step(script):
     method = fake_method([[50, 0, 50, 0], [0, 60, 0, 40], [0, 0, 70, 30]], {0: {"image.3": [0]}, 1: {"image.3": [1]}})
     assert script.exposure(method, 2) == {"image.3": 0.4}  # step 1's usage on expert 3
     assert script.exposure(method, 2, of=0) == {"image.3": 0.5}  # step 0's usage on expert 2
+
+
+def test_controls_report_credits_the_attributes_only_when_mage_leads_the_control_clearly():
+    verdict = load_script("benchmarks/mage_verdict.py")
+
+    def result(seed, mage, control, baseline):
+        rows = {"mage": mage, "mage-randwords": control, "moe-adapters-ddas": baseline}
+        return {"seed": seed, "methods": {name: {"metrics": {"last": last, "avg": last}} for name, last in rows.items()}}
+
+    clear = [result(0, 93.0, 88.0, 91.0), result(1, 94.0, 90.0, 92.0), result(2, 92.0, 86.0, 90.0)]
+    lines = verdict.controls_report(clear)
+    assert "mage - mage-randwords     last per seed [5.0, 4.0, 6.0]  mean +5.00" in lines[0]
+    assert lines[-1].startswith("  [x] mage Last >= mage-randwords + 1"), lines[-1]
+    assert not any("mage-imagefeat" in line for line in lines), "a control no result holds is not reported"
+    unclear = [result(0, 93.0, 95.0, 91.0), result(1, 94.0, 90.0, 92.0), result(2, 92.0, 91.0, 90.0)]
+    assert verdict.controls_report(unclear)[-1].startswith("  [ ] mage Last >= mage-randwords + 1")

@@ -376,8 +376,8 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
     ``mean ± t_{0.975, n-1} · std / sqrt(n)``, as ``(low, high)``; NaNs for one seed), "sign_p" (two-sided exact
     sign test: wins against losses under Binomial(wins + losses, 1/2), ties dropped; NaN when every seed ties),
     "wilcoxon_p" (two-sided Wilcoxon signed-rank test, scipy's default: exact for small samples without ties, zero
-    differences dropped; NaN when every seed ties)}``. With n seeds and no ties neither rank test can go below ``2 / 2**n``: 5 seeds never reach
-    p < 0.05 (0.0625), 6 seeds all one way give 0.031.
+    differences dropped; NaN when every seed ties)}``. With n seeds and no ties neither rank test can go below
+    ``2 / 2**n``: 5 seeds never reach p < 0.05 (0.0625), 6 seeds all one way give 0.031.
 
     Raises:
         ValueError: no result holds both methods, or two results share a seed.
@@ -405,6 +405,13 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
     wilcoxon_p = float(stats.wilcoxon(differences[differences != 0]).pvalue) if untied else float("nan")
     return {"seeds": seeds, "differences": differences.round(4).tolist(), "mean": mean, "std": std, "ci95": ci95,
             "wins": wins, "losses": losses, "t": float(t), "p": p, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p}
+
+
+def step_test_sizes(scenario: str, *, profile: str | Profile = "fast", seed: int = 0) -> list[int]:
+    """The number of test images of each step of the named ``scenario`` (``profile``'s stream of ``seed``): the
+    ``test_sizes`` of :func:`step_differences`. Builds the scenario, so its data must be on disk."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    return [len(step.test) for step in build_scenario(scenario, profile=profile, seed=seed).steps]
 
 
 def step_differences(results: Sequence[dict], method: str, baseline: str, test_sizes: Sequence[int], *,
@@ -436,7 +443,8 @@ def step_differences(results: Sequence[dict], method: str, baseline: str, test_s
     runs = sorted((r for r in results if method in r["methods"] and baseline in r["methods"]), key=lambda r: r["seed"])
     if not runs:
         raise ValueError(f"no result holds both {method!r} and {baseline!r}")
-    final = {name: np.array([r["methods"][name]["matrix"][-1] for r in runs], dtype=float) for name in (method, baseline)}
+    final = {name: np.array([r["methods"][name]["matrix"][-1] for r in runs], dtype=float)
+             for name in (method, baseline)}
     differences = final[method] - final[baseline]
     steps = [{"task": task, "test_images": int(size), "differences": differences[:, i].round(4).tolist(),
               "mean": float(differences[:, i].mean()),

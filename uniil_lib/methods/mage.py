@@ -50,6 +50,13 @@ to +5.38, behind on 4 of 10 seeds): its three ``emoji-twitter`` steps have 40 te
 swing by 7 to 24 points (sd over seeds), which decides the per-seed verdicts; on the six steps with at least 100 test
 images the lead is +1.53 (+0.18 to +2.88, ahead on 9 of 10): shown, and smaller than on the domain stream.
 
+**What the attributes carry: two controls** (``dil-emoji``, seeds 0-4, a rule fixed before the runs).
+``mage-randwords`` (:class:`MAGERandomWords`: the pool's attributes replaced by random words, WaffleCLIP's
+control) and ``mage-imagefeat`` (:class:`MAGEImageFeature`: the gates read the frozen image feature instead of
+matched attributes) trail ``mage`` by Last 5.46 (95% interval 4.41 to 6.51) and 6.99 (6.19 to 7.79) and are below
+the baseline without a second gate input (−3.31, −4.84): the lead comes from what the LLM's attributes say, not
+from a second, frozen view of the image.
+
 **Tried and rejected: activate-freeze by coverage** (``freeze_coverage=0.9``,
 :attr:`~uniil_lib.adapters.AdapterConfig.freeze_coverage`): after a step every layer freezes its most-used experts
 until they carry 90% of the step's routing, never fewer than MoE-Adapters4CL's two. Why we tried it: on seed 20 of
@@ -71,8 +78,8 @@ faithful baseline keeps two). Coverage froze more where routing is spread (the a
 fixed count keeps the advantage of concentrated routing and grows by at most three a step. It passed a rule fixed
 before its runs on tuning seeds 10-12 (never reported), then was re-run on every reported seed (before the trunk
 fix, three seeds a set: single draws of a noise of about 3.5 points of Last per run, measured later): it kept
-``mage`` ahead of the faithful baseline on all twelve reported runs, but on ``uniil-offline``'s clean seeds 20-22 it lifts
-``mage-noattr`` as much as ``mage`` (+0.59 between them, behind on seed 21), so by a rule fixed before the last
+``mage`` ahead of the faithful baseline on all twelve reported runs, but on ``uniil-offline``'s clean seeds 20-22 it
+lifts ``mage-noattr`` as much as ``mage`` (+0.59 between them, behind on seed 21), so by a rule fixed before the last
 re-run the default stays two. Measurements: ``docs/measurements/mage_verdict.md`` ("Activate-freeze with three
 experts per step").
 
@@ -377,7 +384,8 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
         attribute_dim = 2 * width if self.use_attributes else 0
         self.selector_attributes = selector_attributes and self.use_attributes
         if adapters is not None and (freeze_coverage is not None or freeze_per_task is not None):
-            raise ValueError("give freeze_coverage / freeze_per_task or a whole adapters config (with its own), not both")
+            raise ValueError("give freeze_coverage / freeze_per_task or a whole adapters config (with its own), "
+                             "not both")
         adapters = adapters or mage_experts_config(config.adapter_placement, attribute_dim, freeze_coverage,
                                                    freeze_per_task)
         selector_dim = width + (attribute_dim if self.selector_attributes else 0)
