@@ -180,3 +180,12 @@ def test_controls_report_credits_the_attributes_only_when_mage_leads_the_control
     assert not any("mage-imagefeat" in line for line in lines), "a control no result holds is not reported"
     unclear = [result(0, 93.0, 95.0, 91.0), result(1, 94.0, 90.0, 92.0), result(2, 92.0, 91.0, 90.0)]
     assert verdict.controls_report(unclear)[-1].startswith("  [ ] mage Last >= mage-randwords + 1")
+
+
+def test_within_between_averages_cosines_of_same_and_different_labels():
+    consistency = load_script("benchmarks/attribute_consistency.py")
+    vectors = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    assert consistency.within_between(vectors, torch.tensor([0, 0, 1, 1])) == (1.0, 0.0)
+    assert consistency.within_between(vectors, torch.tensor([0, 1, 0, 1])) == (0.0, 0.5)
+    with pytest.raises(ValueError, match="two rows of one label"):
+        consistency.within_between(vectors, torch.tensor([0, 1, 2, 3]))

@@ -55,7 +55,8 @@ images the lead is +1.53 (+0.18 to +2.88, ahead on 9 of 10): shown, and smaller 
 control) and ``mage-imagefeat`` (:class:`MAGEImageFeature`: the gates read the frozen image feature instead of
 matched attributes) trail ``mage`` by Last 5.46 (95% interval 4.41 to 6.51) and 6.99 (6.19 to 7.79) and are below
 the baseline without a second gate input (−3.31, −4.84): the lead comes from what the LLM's attributes say, not
-from a second, frozen view of the image.
+from a second, frozen view of the image. On ``uniil-offline`` (ten seeds) random words make the gates fail to learn
+several steps (Last 21.31 below the baseline): the gates depend strongly on what their second input carries.
 
 **Tried and rejected: activate-freeze by coverage** (``freeze_coverage=0.9``,
 :attr:`~uniil_lib.adapters.AdapterConfig.freeze_coverage`): after a step every layer freezes its most-used experts
