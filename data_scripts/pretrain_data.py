@@ -27,6 +27,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -58,6 +59,8 @@ class DataRecipe:
     image_size: int = 128
     augmentations: int = 12  # augmented copies per (class, style) drawing
     rendered_items: int = 12000  # rendered digits, numbers and words
+    invert: float = 0.15  # share of emoji augmentations drawn light on dark
+    grey: float = 0.1  # share of emoji augmentations turned grey scale
 
 
 @dataclass
@@ -110,14 +113,14 @@ def random_background(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(solid, x * (1 - whiteness) + colour * whiteness, x * tint)
 
 
-def colour_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast, saturation jitter; 10 % grey scale; light Gaussian pixel noise."""
+def colour_jitter(x: torch.Tensor, gen: torch.Generator, *, grey: float = 0.1) -> torch.Tensor:
+    """Brightness, contrast, saturation jitter; a share ``grey`` in grey scale; light Gaussian pixel noise."""
     n = len(x)
     x = x * _uniform(gen, n, 0.7, 1.3, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * _uniform(gen, n, 0.7, 1.3, 1, 1, 1) + mean
     gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    saturation = _uniform(gen, n, 0.5, 1.5, 1, 1, 1) * (torch.rand(n, 1, 1, 1, generator=gen) > 0.1)
+    saturation = _uniform(gen, n, 0.5, 1.5, 1, 1, 1) * (torch.rand(n, 1, 1, 1, generator=gen) > grey)
     x = (x - gray) * saturation + gray
     x = x + 0.02 * torch.rand(n, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
     return x.clamp(0, 1)
@@ -136,10 +139,10 @@ def invert_and_shrink(x: torch.Tensor, gen: torch.Generator, *, invert: float = 
     return x
 
 
-def augment(bases: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """``(B, 3, S, S)`` drawings in [0, 1] -> augmented drawings in [0, 1] (the generator alone decides)."""
-    x = colour_jitter(random_background(random_affine(bases, gen), gen), gen)
-    return invert_and_shrink(x, gen)
+def augment(bases: torch.Tensor, gen: torch.Generator, *, invert: float = 0.15, grey: float = 0.1) -> torch.Tensor:
+    """``(B, 3, S, S)`` drawings in [0, 1] -> augmented drawings in [0, 1] (the generator and shares decide)."""
+    x = colour_jitter(random_background(random_affine(bases, gen), gen), gen, grey=grey)
+    return invert_and_shrink(x, gen, invert=invert)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +171,7 @@ def emoji_pretrain_classes(recipe: DataRecipe, root: Path | None = None):
 def emoji_images(recipe: DataRecipe, k: int, style_index: int, bases: torch.Tensor) -> torch.Tensor:
     """Augmentation ``k`` of every class in style ``style_index``: one seeded generator per (k, style)."""
     gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 1000 * k + style_index)
-    return augment(bases[:, style_index], gen)
+    return augment(bases[:, style_index], gen, invert=recipe.invert, grey=recipe.grey)
 
 
 def build_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
@@ -213,10 +216,17 @@ def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None =
                                               "fonts": font_manifest(fonts)})
 
 
+PART_FIELDS = MappingProxyType({  # the DataRecipe fields that decide each part
+    "emoji": ("split", "seed", "image_size", "augmentations", "invert", "grey"),
+    "text": ("split", "seed", "image_size", "rendered_items"),
+})
+
+
 def data_digest(recipe: DataRecipe, part: str) -> str:
-    """Cache key of one part: the recipe, the part's name and the fonts (for the rendered text)."""
+    """Cache key of one part: the recipe fields that decide it, the part's name and the fonts (rendered text)."""
     extra = [p.name for p in find_fonts()] if part == "text" else []
-    text = json.dumps([asdict(recipe), part, extra], sort_keys=True)
+    fields = {name: value for name, value in asdict(recipe).items() if name in PART_FIELDS[part]}
+    text = json.dumps([fields, part, extra], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -116,6 +116,7 @@ class Recipe:
     imagenet_weight: float = 0.0
     imagenet_temperature: float = 2.0
     checkpoint_every: int = 250
+    freeze_text_projection: bool = False  # keep the text projection at its centred start (I - u u^T)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -319,6 +320,17 @@ def center_projection(model, caption_features: torch.Tensor) -> None:
         model.text.proj.weight.copy_(torch.eye(len(u)) - torch.outer(u, u))
 
 
+def start_text_projection(model, caption_features: torch.Tensor, recipe: Recipe) -> None:
+    """Centre the text projection (:func:`center_projection`); keep it there if the recipe freezes it.
+
+    A frozen projection keeps MiniLM's own geometry (only a direction removed), so every class name, seen
+    in pretraining or not, keeps the place the sentence encoder gives it; the image tower must learn to
+    map into that space (LiT's locked tower, Zhai et al. 2022, on the text side).
+    """
+    center_projection(model, caption_features)
+    model.text.proj.weight.requires_grad_(not recipe.freeze_text_projection)
+
+
 def trainable(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -350,7 +362,7 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     began = time.perf_counter()
     data = load_train_data(model, recipe, root)
     times = {"data_seconds": time.perf_counter() - began, "train_seconds": 0.0}
-    center_projection(model, data.emoji_captions)
+    start_text_projection(model, data.emoji_captions, recipe)
     optimizer, scheduler = make_optimizer(model, recipe)
     start = 0
     if checkpoint.exists() and not fresh:
@@ -418,6 +430,10 @@ def parse_args(argv=None):
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
+    parser.add_argument("--stem-class-token", action=argparse.BooleanOptionalAction,
+                        default=MiniClipConfig.stem_class_token, help="class token reads the CNN's pooled features")
+    parser.add_argument("--freeze-text-projection", action=argparse.BooleanOptionalAction,
+                        default=defaults.freeze_text_projection, help="keep the text projection at its centred start")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores of the target machine)")
     parser.add_argument("--root", type=Path, default=None, help="data root (default: the uniil_lib data root)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and json go")
@@ -444,9 +460,10 @@ def main(argv=None) -> None:
     data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
                       augmentations=args.augmentations, rendered_items=args.rendered_items)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
-                    lr=args.lr, imagenet_weight=args.imagenet_weight)
+                    lr=args.lr, imagenet_weight=args.imagenet_weight,
+                    freeze_text_projection=args.freeze_text_projection)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
-                            vision_layers=args.vision_layers)
+                            vision_layers=args.vision_layers, stem_class_token=args.stem_class_token)
     checkpoint = cache_root() / "mini_clip_pretrain" / f"{args.stem}-{recipe_digest(recipe, config)}.pt"
     print(f"recipe {recipe.to_dict()}\nconfig {config.to_dict()}\ncheckpoint {checkpoint}")
     model, times = train(recipe, config, root=args.root, checkpoint=checkpoint, fresh=args.fresh)

@@ -229,3 +229,68 @@ def test_pretraining_data_is_deterministic_and_respects_the_split(monkeypatch):
     assert torch.equal(text_a.trunk, text_b.trunk) and text_a.labels["text"] == text_b.labels["text"]
     other = data.build_text_part(data.DataRecipe(augmentations=1, rendered_items=6, image_size=64, seed=1), stem)
     assert not torch.equal(other.trunk, text_a.trunk)
+
+
+def test_stem_class_token_is_off_in_the_shipped_model_and_adds_the_pooled_stem_features(mini):
+    """Option ``stem_class_token``: block 0's class token is ln_pre(class + Linear(mean of the stem map) + pos_0)."""
+    from uniil_lib.hybrid_vit import HybridConfig, HybridVisionTower
+
+    assert mini.model.visual.stem_class_proj is None, "a json without the field loads with the option off"
+    stem = mini.model.visual.stem
+    torch.manual_seed(0)
+    tower = HybridVisionTower(stem, HybridConfig(image_size=64, width=64, layers=1, stem_class_token=True))
+    maps = torch.randn(2, 1280, 2, 2, generator=torch.Generator().manual_seed(1))
+    expected = tower.ln_pre(tower.class_embedding + tower.stem_class_proj(maps.mean(dim=(2, 3)))
+                            + tower.positional_embedding[0])
+    tokens = tower.tokens(maps)
+    assert torch.allclose(tokens[:, 0], expected, atol=1e-6)
+    plain = HybridVisionTower(stem, HybridConfig(image_size=64, width=64, layers=1))
+    plain.load_state_dict({k: v for k, v in tower.state_dict().items() if not k.startswith("stem_class_proj")})
+    assert torch.allclose(plain.tokens(maps)[:, 1:], tokens[:, 1:]), "patch tokens do not change"
+    assert not torch.allclose(plain.tokens(maps)[:, 0], tokens[:, 0]), "the class token does"
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_text_projection_starts_centred_and_trains_unless_frozen(monkeypatch, frozen):
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    model = mini_clip.build_mini_clip()
+    captions = torch.randn(20, 384, generator=torch.Generator().manual_seed(0)) + 3.0  # a shared direction
+    script.start_text_projection(model, captions, script.Recipe(freeze_text_projection=frozen))
+    u = F.normalize(F.normalize(captions, dim=-1).mean(0), dim=0)
+    assert torch.allclose(model.text.proj.weight, torch.eye(384) - torch.outer(u, u), atol=1e-6)
+    optimizer, _ = script.make_optimizer(model, script.Recipe(freeze_text_projection=frozen))
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert (id(model.text.proj.weight) in trained) is not frozen
+    assert id(model.visual.token_proj.weight) in trained, "the image transformer always trains"
+
+
+def test_emoji_augmentation_shares_decide_inversion_and_grey(monkeypatch):
+    data = _script(monkeypatch, "pretrain_data")
+    bases = data.resize_bases(np.full((64, 64, 64, 3), [230, 40, 40], dtype=np.uint8), 32)  # red, light
+    plain = data.augment(bases, torch.Generator().manual_seed(3), invert=0.0, grey=0.0)
+    inverted = data.augment(bases, torch.Generator().manual_seed(3), invert=1.0, grey=0.0)
+    grey = data.augment(bases, torch.Generator().manual_seed(3), invert=0.0, grey=1.0)
+    assert torch.allclose(inverted, 1 - plain, atol=1e-5), "share 1: every image inverted, the rest unchanged"
+    spread = lambda x: (x.max(dim=1).values - x.min(dim=1).values).mean()  # noqa: E731  (colour saturation)
+    assert spread(grey) < 0.02 < spread(plain), "every image grey: no colour left"
+    assert data.data_digest(data.DataRecipe(), "text") == data.data_digest(data.DataRecipe(invert=0.5), "text"), \
+        "the rendered text does not depend on the emoji augmentation shares"
+    assert data.data_digest(data.DataRecipe(), "emoji") != data.data_digest(data.DataRecipe(invert=0.5), "emoji")
+
+
+def test_tuning_runs_leave_their_validation_classes_out_of_every_training_tensor():
+    from repo_scripts import load_script
+
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    k, s, c = 3, 2, 4  # augmentations, styles, classes; trunk rows ordered (k, s, c) as the pretraining data
+    rows = torch.tensor([[a, b, d] for a in range(k) for b in range(s) for d in range(c)], dtype=torch.float16)
+    data = tuning.TrainData(
+        emoji=tuning.StemData(rows.view(-1, 3, 1, 1), {"class_names": list("abcd")}), emoji_captions=torch.zeros(8, 384),
+        fits=[[[d], [d + 4]] for d in range(c)], generic=torch.arange(c).view(c, 1), text=None, string_of_item=None,
+        string_captions=None, digit_strings=None, imagenet_text=None)
+    kept = tuning.without_classes(data, [1], augmentations=k)
+    assert kept.emoji.trunk.view(-1, 3).tolist() == [[a, b, d] for a in range(k) for b in range(s) for d in (0, 2, 3)]
+    assert kept.fits == [[[0], [4]], [[2], [6]], [[3], [7]]] and kept.generic.view(-1).tolist() == [0, 2, 3]
+    assert kept.emoji.labels["class_names"] == ["a", "c", "d"]
+    chosen = tuning.validation_classes(749, 50)
+    assert chosen == tuning.validation_classes(749, 50) and len(set(chosen)) == 50, "seeded and distinct"

@@ -1,0 +1,146 @@
+"""Compare mini-CLIP pretraining recipes on tuning sets that no reported number uses.
+
+Usage::
+
+    python benchmarks/mini_clip_tuning.py --name base --steps 600 [--stem-class-token] [--weight-decay 0.05]
+                                          [--lr 1e-3] [--threads 1] [--out docs/measurements/mini_clip_tuning]
+
+Each run trains the recipe of ``data_scripts/pretrain_mini_clip.py`` (its own step function, on the cached
+pretraining data) with ``--validation-classes`` pretraining classes left out, then measures zero-shot top-1
+on the **tuning sets**: those left-out classes (twitter and fluent3d test augmentations: stand-ins for the
+held-out classes and the held-out style), Fashion-MNIST's *train* split (3,000 images, seeded) and
+MNIST-5k's *train* split. The model card reports the *test* splits and the real held-out classes, which a
+tuning run never reads. One json per run, ``<out>/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for folder in (REPO, REPO / "data_scripts"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
+from pretrain_data import DataRecipe, StemData  # noqa: E402
+from pretrain_mini_clip import (  # noqa: E402
+    Recipe, TrainData, load_train_data, make_optimizer, start_text_projection, training_step,
+)
+from tqdm.auto import tqdm  # noqa: E402
+
+from uniil_lib.clip_model import ClipModel  # noqa: E402
+from uniil_lib.fileio import atomic_write_text  # noqa: E402
+from uniil_lib.hybrid_vit import StemFeatureCache  # noqa: E402
+from uniil_lib.mini_clip import (  # noqa: E402
+    MiniClipConfig, build_mini_clip, mini_preprocess, mini_tokenizer, stem_cache_folder,
+)
+
+VALIDATION_SEED = 12345  # which pretraining classes a tuning run leaves out (never the reported held-out ones)
+FASHION_TUNING_IMAGES = 3000
+
+
+def validation_classes(n_classes: int, count: int) -> list[int]:
+    """The ``count`` pretraining class indices that tuning runs leave out (seeded, the same for every run)."""
+    order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    return sorted(order[:count].tolist())
+
+
+def without_classes(data: TrainData, left_out: list[int], augmentations: int) -> TrainData:
+    """``data`` with the emoji classes ``left_out`` removed (images, captions' fits, style-free rows)."""
+    n_classes, n_styles = len(data.fits), len(data.fits[0])
+    keep = torch.tensor([c for c in range(n_classes) if c not in set(left_out)])
+    trunk = data.emoji.trunk.view(augmentations, n_styles, n_classes, *data.emoji.trunk.shape[1:])
+    trunk = trunk[:, :, keep].reshape(-1, *data.emoji.trunk.shape[1:]).contiguous()
+    emoji = StemData(trunk, {"class_names": [data.emoji.labels["class_names"][c] for c in keep.tolist()]})
+    return replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
+
+
+def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], root) -> tuple[torch.nn.Module, dict]:
+    """The pretraining loop of the script (same step, optimiser and schedule), on the classes not left out."""
+    model = build_mini_clip(config, seed=recipe.data.seed)
+    data = load_train_data(model, recipe, root)
+    start_text_projection(model, data.emoji_captions, recipe)
+    data = without_classes(data, left_out, recipe.data.augmentations)
+    optimizer, scheduler = make_optimizer(model, recipe)
+    model.train()
+    began, last = time.perf_counter(), {}
+    for step in tqdm(range(recipe.steps), desc="tuning run", mininterval=10):
+        gen = torch.Generator().manual_seed(recipe.data.seed * 1_000_003 + step)
+        parts = training_step(model, data, recipe, gen)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        scheduler.step()
+        if not math.isfinite(parts["loss"].item()):
+            raise FloatingPointError(f"loss {parts['loss'].item()} at step {step}")
+        last = {k: round(float(v.detach() if torch.is_tensor(v) else v), 4) for k, v in parts.items()}
+    model.eval()
+    return model, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": last}
+
+
+def tuning_sets(left_out_names: list[str], root):
+    """``(key, imageset, templates)`` of every tuning number."""
+    from uniil_lib.data import get_source, load_dataset
+    from uniil_lib.data.emoji import EMOJI_TEMPLATES, load_emoji_style
+
+    fashion = load_dataset("fashion-mnist", "train", root=root)
+    order = torch.randperm(len(fashion), generator=torch.Generator().manual_seed(0))[:FASHION_TUNING_IMAGES]
+    sets = [(f"validation_{style}", load_emoji_style(style, "test", root, left_out_names, n_per_class=8),
+             EMOJI_TEMPLATES) for style in ("twitter", "fluent3d")]
+    sets += [("fashion-mnist-train", fashion.subset(sorted(order.tolist()), tag="tuning3000"),
+              get_source("fashion-mnist").templates),
+             ("mnist-5k-train", load_dataset("mnist-5k", "train", root=root), get_source("mnist-5k").templates)]
+    return sets
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--validation-classes", type=int, default=50)
+    parser.add_argument("--stem-class-token", action="store_true")
+    parser.add_argument("--freeze-text-projection", action="store_true")
+    parser.add_argument("--invert", type=float, default=DataRecipe.invert)
+    parser.add_argument("--grey", type=float, default=DataRecipe.grey)
+    parser.add_argument("--lr", type=float, default=Recipe.lr)
+    parser.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
+    parser.add_argument("--text-batch-size", type=int, default=Recipe.text_batch_size)
+    parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "measurements" / "mini_clip_tuning")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    recipe = Recipe(data=DataRecipe(invert=args.invert, grey=args.grey), steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
+                    text_batch_size=args.text_batch_size, freeze_text_projection=args.freeze_text_projection)
+    config = MiniClipConfig(stem_class_token=args.stem_class_token, vision_layers=args.vision_layers)
+    from pretrain_data import emoji_pretrain_classes
+
+    classes, _ = emoji_pretrain_classes(recipe.data, args.root)
+    left_out = validation_classes(len(classes), args.validation_classes)
+    model, info = train_variant(recipe, config, left_out, args.root)
+    model.visual.stem_cache = StemFeatureCache(stem_cache_folder(config))
+    clip = ClipModel(model, mini_preprocess(config), mini_tokenizer(config), f"tuning-{args.name}", config.image_size)
+    results = {}
+    for key, imageset, templates in tuning_sets([classes[c].name for c in left_out], args.root):
+        results[key] = zero_shot_accuracy(clip, imageset, templates)
+        print(f"{args.name}: {key:22s} top-1 {results[key]['top1']:5.1f}%  top-5 {results[key]['top5']:5.1f}%", flush=True)
+    record = {"name": args.name, "recipe": recipe.to_dict(), "config": config.to_dict(),
+              "validation_classes": args.validation_classes, "validation_seed": VALIDATION_SEED,
+              "threads": args.threads, **info, "tuning": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / f"{args.name}.json", json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
