@@ -64,9 +64,14 @@ def without_classes(data: TrainData, left_out: list[int], augmentations: int) ->
     return replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
 
 
-def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], root) -> tuple[torch.nn.Module, dict]:
-    """The pretraining loop of the script (same step, optimiser and schedule), on the classes not left out."""
-    model = build_mini_clip(config, seed=recipe.data.seed)
+def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], root, *,
+                  run_seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """The pretraining loop of the script (same step, optimiser and schedule), on the classes not left out.
+
+    ``run_seed`` 0 initialises and draws batches exactly as the script does; another value changes both (the
+    data stay the same), which measures how much a recipe's numbers move from run to run.
+    """
+    model = build_mini_clip(config, seed=recipe.data.seed + 7919 * run_seed)
     data = load_train_data(model, recipe, root)
     start_text_projection(model, data.emoji_captions, recipe)
     data = without_classes(data, left_out, recipe.data.augmentations)
@@ -74,7 +79,7 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
     model.train()
     began, last = time.perf_counter(), {}
     for step in tqdm(range(recipe.steps), desc="tuning run", mininterval=10):
-        gen = torch.Generator().manual_seed(recipe.data.seed * 1_000_003 + step)
+        gen = torch.Generator().manual_seed((recipe.data.seed + 7919 * run_seed) * 1_000_003 + step)
         parts = training_step(model, data, recipe, gen)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -102,9 +107,31 @@ def tuning_sets(left_out_names: list[str], root):
     return sets
 
 
+TUNING_KEYS = ("validation_twitter", "validation_fluent3d", "fashion-mnist-train", "mnist-5k-train")
+
+
+def report(folder: Path) -> str:
+    """A markdown table of every run's json in ``folder`` (top-1 %, tuning sets), in file-name order."""
+    lines = ["| run | steps | changed from the shipped recipe | run seed | " + " | ".join(TUNING_KEYS) + " |",
+             "|---|---|---|---|" + "---|" * len(TUNING_KEYS)]
+    default_recipe, default_config = Recipe(data=DataRecipe()).to_dict(), MiniClipConfig().to_dict()
+    for path in sorted(folder.glob("*.json")):
+        run = json.loads(path.read_text(encoding="utf-8"))
+        changed = [f"{k}={v}" for k, v in run["recipe"]["data"].items() if default_recipe["data"].get(k) != v]
+        changed += [f"{k}={v}" for k, v in run["recipe"].items()
+                    if k not in ("data", "steps") and default_recipe.get(k) != v]
+        changed += [f"{k}={v}" for k, v in run["config"].items() if default_config.get(k) != v]
+        cells = " | ".join(f"{run['tuning'][key]['top1']:.1f}" for key in TUNING_KEYS)
+        lines.append(f"| {run['name']} | {run['recipe']['steps']} | {', '.join(changed) or '-'} | "
+                     f"{run.get('run_seed', 0)} | {cells} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--report", type=Path, default=None, metavar="FOLDER",
+                        help="only print the table of the runs stored in FOLDER")
+    parser.add_argument("--name")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--validation-classes", type=int, default=50)
     parser.add_argument("--stem-class-token", action="store_true")
@@ -115,10 +142,16 @@ def main(argv=None) -> None:
     parser.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     parser.add_argument("--text-batch-size", type=int, default=Recipe.text_batch_size)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
+    parser.add_argument("--run-seed", type=int, default=0, help="initialisation and batch order (0: as the script)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "measurements" / "mini_clip_tuning")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        print(report(args.report))
+        return
+    if not args.name:
+        parser.error("--name is required to train a run")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     recipe = Recipe(data=DataRecipe(invert=args.invert, grey=args.grey), steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
@@ -128,7 +161,7 @@ def main(argv=None) -> None:
 
     classes, _ = emoji_pretrain_classes(recipe.data, args.root)
     left_out = validation_classes(len(classes), args.validation_classes)
-    model, info = train_variant(recipe, config, left_out, args.root)
+    model, info = train_variant(recipe, config, left_out, args.root, run_seed=args.run_seed)
     model.visual.stem_cache = StemFeatureCache(stem_cache_folder(config))
     clip = ClipModel(model, mini_preprocess(config), mini_tokenizer(config), f"tuning-{args.name}", config.image_size)
     results = {}
@@ -137,7 +170,7 @@ def main(argv=None) -> None:
         print(f"{args.name}: {key:22s} top-1 {results[key]['top1']:5.1f}%  top-5 {results[key]['top5']:5.1f}%", flush=True)
     record = {"name": args.name, "recipe": recipe.to_dict(), "config": config.to_dict(),
               "validation_classes": args.validation_classes, "validation_seed": VALIDATION_SEED,
-              "threads": args.threads, **info, "tuning": results}
+              "run_seed": args.run_seed, "threads": args.threads, **info, "tuning": results}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / f"{args.name}.json", json.dumps(record, indent=1) + "\n")
 

@@ -294,3 +294,21 @@ def test_tuning_runs_leave_their_validation_classes_out_of_every_training_tensor
     assert kept.emoji.labels["class_names"] == ["a", "c", "d"]
     chosen = tuning.validation_classes(749, 50)
     assert chosen == tuning.validation_classes(749, 50) and len(set(chosen)) == 50, "seeded and distinct"
+
+
+def test_tuning_report_names_what_each_run_changed(tmp_path):
+    import json
+
+    from repo_scripts import load_script
+
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    scores = {key: {"top1": 10.0 + i} for i, key in enumerate(tuning.TUNING_KEYS)}
+    base = {"name": "base", "recipe": tuning.Recipe(data=tuning.DataRecipe()).to_dict(),
+            "config": tuning.MiniClipConfig().to_dict(), "run_seed": 0, "tuning": scores}
+    other = json.loads(json.dumps(base))
+    other["name"], other["recipe"]["data"]["invert"], other["run_seed"] = "inverted", 0.4, 2
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    rows = tuning.report(tmp_path).splitlines()
+    assert rows[2] == "| base | 1500 | - | 0 | 10.0 | 11.0 | 12.0 | 13.0 |"
+    assert rows[3] == "| inverted | 1500 | invert=0.4 | 2 | 10.0 | 11.0 | 12.0 | 13.0 |"
