@@ -2,8 +2,10 @@
 
 Usage::
 
-    python benchmarks/mini_clip_tuning.py --name base --steps 600 [--stem-class-token] [--weight-decay 0.05]
-                                          [--lr 1e-3] [--threads 1] [--out docs/measurements/mini_clip_tuning]
+    python benchmarks/mini_clip_tuning.py --name base --steps 600 [--weight-decay 0.05]
+                                          [--lr 1e-3] [--freeze-text-projection] [--invert P] [--grey P]
+                                          [--run-seed R] [--threads 1] [--out docs/measurements/mini_clip_tuning]
+    python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
 
 Each run trains the recipe of ``data_scripts/pretrain_mini_clip.py`` (its own step function, on the cached
 pretraining data) with ``--validation-classes`` pretraining classes left out, then measures zero-shot top-1
@@ -115,16 +117,34 @@ def report(folder: Path) -> str:
     lines = ["| run | steps | changed from the shipped recipe | run seed | " + " | ".join(TUNING_KEYS) + " |",
              "|---|---|---|---|" + "---|" * len(TUNING_KEYS)]
     default_recipe, default_config = Recipe(data=DataRecipe()).to_dict(), MiniClipConfig().to_dict()
+    groups: dict[tuple, list[dict]] = {}
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text(encoding="utf-8"))
         changed = [f"{k}={v}" for k, v in run["recipe"]["data"].items() if default_recipe["data"].get(k) != v]
         changed += [f"{k}={v}" for k, v in run["recipe"].items()
                     if k not in ("data", "steps") and default_recipe.get(k) != v]
-        changed += [f"{k}={v}" for k, v in run["config"].items() if default_config.get(k) != v]
+        # A config field this version lacks is an option tried and removed since (stem_class_token, commit a9a3b88).
+        changed += [f"{k}={v}" for k, v in run["config"].items()
+                    if default_config.get(k) != v and (k in default_config or v)]
         cells = " | ".join(f"{run['tuning'][key]['top1']:.1f}" for key in TUNING_KEYS)
         lines.append(f"| {run['name']} | {run['recipe']['steps']} | {', '.join(changed) or '-'} | "
                      f"{run.get('run_seed', 0)} | {cells} |")
+        groups.setdefault((run["recipe"]["steps"], ", ".join(changed) or "-"), []).append(run)
+    lines += ["", "Mean ± sample std over run seeds, recipes with more than one run:", "",
+              "| steps | changed from the shipped recipe | run seeds | " + " | ".join(TUNING_KEYS) + " |",
+              "|---|---|---|" + "---|" * len(TUNING_KEYS)]
+    for (steps, changed), runs in groups.items():
+        if len(runs) > 1:
+            cells = " | ".join(_mean_std([r["tuning"][key]["top1"] for r in runs]) for key in TUNING_KEYS)
+            seeds = ",".join(str(r.get("run_seed", 0)) for r in runs)
+            lines.append(f"| {steps} | {changed} | {seeds} | {cells} |")
     return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.1f} ± {std:.1f}"
 
 
 def main(argv=None) -> None:
@@ -134,7 +154,6 @@ def main(argv=None) -> None:
     parser.add_argument("--name")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--validation-classes", type=int, default=50)
-    parser.add_argument("--stem-class-token", action="store_true")
     parser.add_argument("--freeze-text-projection", action="store_true")
     parser.add_argument("--invert", type=float, default=DataRecipe.invert)
     parser.add_argument("--grey", type=float, default=DataRecipe.grey)
@@ -156,7 +175,7 @@ def main(argv=None) -> None:
     torch.set_flush_denormal(True)
     recipe = Recipe(data=DataRecipe(invert=args.invert, grey=args.grey), steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     text_batch_size=args.text_batch_size, freeze_text_projection=args.freeze_text_projection)
-    config = MiniClipConfig(stem_class_token=args.stem_class_token, vision_layers=args.vision_layers)
+    config = MiniClipConfig(vision_layers=args.vision_layers)
     from pretrain_data import emoji_pretrain_classes
 
     classes, _ = emoji_pretrain_classes(recipe.data, args.root)

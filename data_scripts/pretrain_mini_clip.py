@@ -430,8 +430,6 @@ def parse_args(argv=None):
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
-    parser.add_argument("--stem-class-token", action=argparse.BooleanOptionalAction,
-                        default=MiniClipConfig.stem_class_token, help="class token reads the CNN's pooled features")
     parser.add_argument("--freeze-text-projection", action=argparse.BooleanOptionalAction,
                         default=defaults.freeze_text_projection, help="keep the text projection at its centred start")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores of the target machine)")
@@ -463,7 +461,7 @@ def main(argv=None) -> None:
                     lr=args.lr, imagenet_weight=args.imagenet_weight,
                     freeze_text_projection=args.freeze_text_projection)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
-                            vision_layers=args.vision_layers, stem_class_token=args.stem_class_token)
+                            vision_layers=args.vision_layers)
     checkpoint = cache_root() / "mini_clip_pretrain" / f"{args.stem}-{recipe_digest(recipe, config)}.pt"
     print(f"recipe {recipe.to_dict()}\nconfig {config.to_dict()}\ncheckpoint {checkpoint}")
     model, times = train(recipe, config, root=args.root, checkpoint=checkpoint, fresh=args.fresh)

@@ -231,25 +231,6 @@ def test_pretraining_data_is_deterministic_and_respects_the_split(monkeypatch):
     assert not torch.equal(other.trunk, text_a.trunk)
 
 
-def test_stem_class_token_is_off_in_the_shipped_model_and_adds_the_pooled_stem_features(mini):
-    """Option ``stem_class_token``: block 0's class token is ln_pre(class + Linear(mean of the stem map) + pos_0)."""
-    from uniil_lib.hybrid_vit import HybridConfig, HybridVisionTower
-
-    assert mini.model.visual.stem_class_proj is None, "a json without the field loads with the option off"
-    stem = mini.model.visual.stem
-    torch.manual_seed(0)
-    tower = HybridVisionTower(stem, HybridConfig(image_size=64, width=64, layers=1, stem_class_token=True))
-    maps = torch.randn(2, 1280, 2, 2, generator=torch.Generator().manual_seed(1))
-    expected = tower.ln_pre(tower.class_embedding + tower.stem_class_proj(maps.mean(dim=(2, 3)))
-                            + tower.positional_embedding[0])
-    tokens = tower.tokens(maps)
-    assert torch.allclose(tokens[:, 0], expected, atol=1e-6)
-    plain = HybridVisionTower(stem, HybridConfig(image_size=64, width=64, layers=1))
-    plain.load_state_dict({k: v for k, v in tower.state_dict().items() if not k.startswith("stem_class_proj")})
-    assert torch.allclose(plain.tokens(maps)[:, 1:], tokens[:, 1:]), "patch tokens do not change"
-    assert not torch.allclose(plain.tokens(maps)[:, 0], tokens[:, 0]), "the class token does"
-
-
 @pytest.mark.parametrize("frozen", [False, True])
 def test_text_projection_starts_centred_and_trains_unless_frozen(monkeypatch, frozen):
     script = _script(monkeypatch, "pretrain_mini_clip")
@@ -309,6 +290,11 @@ def test_tuning_report_names_what_each_run_changed(tmp_path):
     other["name"], other["recipe"]["data"]["invert"], other["run_seed"] = "inverted", 0.4, 2
     (tmp_path / "a.json").write_text(json.dumps(base))
     (tmp_path / "b.json").write_text(json.dumps(other))
+    again = json.loads(json.dumps(other))
+    again["run_seed"], again["tuning"]["validation_twitter"]["top1"] = 3, 14.0
+    (tmp_path / "c.json").write_text(json.dumps(again))
     rows = tuning.report(tmp_path).splitlines()
     assert rows[2] == "| base | 1500 | - | 0 | 10.0 | 11.0 | 12.0 | 13.0 |"
     assert rows[3] == "| inverted | 1500 | invert=0.4 | 2 | 10.0 | 11.0 | 12.0 | 13.0 |"
+    assert rows[-1] == "| 1500 | invert=0.4 | 2,3 | 12.0 ± 2.8 | 11.0 ± 0.0 | 12.0 ± 0.0 | 13.0 ± 0.0 |", \
+        "one mean row for the two runs of the same recipe, none for the single base run"

@@ -9,8 +9,6 @@ one token. The mini-CLIP's image tower is such a hybrid:
       -> stem: EfficientNet-Lite0, ImageNet weights, frozen           (B, 1280, g, g), g = ceil(S / 32)
       -> token projection (a 1x1 convolution, i.e. nn.Linear 1280 -> d) per position, plus a class token
          and learned position embeddings, layer norm                     (B, 1 + g*g, d)
-         (optional, ``stem_class_token``: the class token also gets a linear map of the stem's globally
-         pooled features, so a linear path from the CNN's pooled features reaches the embedding)
       -> transformer blocks (open_clip ``ResidualAttentionBlock``s)      (B, 1 + g*g, d)
       -> layer norm of the class token, linear projection to the joint space (B, D)
 
@@ -55,10 +53,6 @@ class HybridConfig:
         head_width: width of one attention head (``width // head_width`` heads).
         embed_dim: width of the joint image-text space.
         stem_channels: channels of the CNN feature map (1280 for EfficientNet-Lite0's conv head).
-        stem_class_token: add ``Linear(mean over positions of the stem's feature map)`` to the class token
-            (our choice, not in the ViT paper: the ImageNet CNN's pooled feature, which a linear probe reads
-            well, reaches the embedding through the residual stream even where the blocks learn emoji-only
-            features; the measurement that decided it is in the model card).
     """
 
     image_size: int = 128
@@ -67,7 +61,6 @@ class HybridConfig:
     head_width: int = 64
     embed_dim: int = 384
     stem_channels: int = FEATURE_CHANNELS
-    stem_class_token: bool = False
 
     @property
     def grid(self) -> int:
@@ -172,7 +165,6 @@ class HybridVisionTower(nn.Module):
         self.image_size = config.image_size
         self.token_proj = nn.Linear(config.stem_channels, d)
         self.class_embedding = nn.Parameter(scale * torch.randn(d))
-        self.stem_class_proj = nn.Linear(config.stem_channels, d) if config.stem_class_token else None
         self.positional_embedding = nn.Parameter(scale * torch.randn(1 + config.grid**2, d))
         self.ln_pre = nn.LayerNorm(d)
         self.transformer = open_clip.transformer.Transformer(d, config.layers, d // config.head_width,
@@ -194,8 +186,6 @@ class HybridVisionTower(nn.Module):
         """``(B, C, g, g)`` stem features -> ``(B, 1 + g*g, d)`` block-0 input (projection, class token, positions)."""
         patches = self.token_proj(feature_map.flatten(2).transpose(1, 2))  # (B, g*g, d)
         cls = self.class_embedding.to(patches.dtype).expand(len(patches), 1, -1)
-        if self.stem_class_proj is not None:
-            cls = cls + self.stem_class_proj(feature_map.mean(dim=(2, 3))).unsqueeze(1)
         return self.ln_pre(torch.cat([cls, patches], dim=1) + self.positional_embedding.to(patches.dtype))
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:

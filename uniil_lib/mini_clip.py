@@ -81,8 +81,6 @@ class MiniClipConfig:
         vision_layers: number of image transformer blocks (where image adapters attach).
         vision_head_width: width of one attention head (``vision_width // vision_head_width`` heads).
         context_length: text tokens per prompt (MiniLM accepts up to 512; prompts here are short).
-        stem_class_token: the class token also reads the CNN's pooled features
-            (:class:`~uniil_lib.hybrid_vit.HybridConfig`); files without the field load with ``False``.
     """
 
     version: int = 2
@@ -92,7 +90,6 @@ class MiniClipConfig:
     vision_layers: int = 4
     vision_head_width: int = 64
     context_length: int = 64
-    stem_class_token: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,8 +105,7 @@ class MiniClipConfig:
     def hybrid(self) -> HybridConfig:
         """The image tower's shape."""
         return HybridConfig(image_size=self.image_size, width=self.vision_width, layers=self.vision_layers,
-                            head_width=self.vision_head_width, embed_dim=self.embed_dim,
-                            stem_class_token=self.stem_class_token)
+                            head_width=self.vision_head_width, embed_dim=self.embed_dim)
 
 
 def text_model_dir() -> Path:
