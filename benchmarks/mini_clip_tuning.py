@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import replace
@@ -35,7 +34,7 @@ for folder in (REPO, REPO / "data_scripts"):
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
 from pretrain_data import DataRecipe, StemData  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
-    Recipe, TrainData, load_train_data, make_optimizer, start_text_projection, training_step,
+    Recipe, TrainData, load_train_data, make_optimizer, optimisation_step, start_text_projection,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -81,14 +80,7 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
     model.train()
     began, last = time.perf_counter(), {}
     for step in tqdm(range(recipe.steps), desc="tuning run", mininterval=10):
-        gen = torch.Generator().manual_seed((recipe.data.seed + 7919 * run_seed) * 1_000_003 + step)
-        parts = training_step(model, data, recipe, gen)
-        optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        optimizer.step()
-        scheduler.step()
-        if not math.isfinite(parts["loss"].item()):
-            raise FloatingPointError(f"loss {parts['loss'].item()} at step {step}")
+        parts = optimisation_step(model, data, recipe, optimizer, scheduler, step, run_seed=run_seed)
         last = {k: round(float(v.detach() if torch.is_tensor(v) else v), 4) for k, v in parts.items()}
     model.eval()
     return model, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": last}

@@ -309,6 +309,27 @@ def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) 
 # ----------------------------------------------------------------------------------------------------
 
 
+def optimisation_step(model, data: TrainData, recipe: Recipe, optimizer, scheduler, step: int, *,
+                      run_seed: int = 0) -> dict:
+    """One update: a step-seeded batch, the loss, backward, AdamW and the schedule; returns the loss parts.
+
+    The batch depends only on ``(data seed, run_seed, step)``, so a resumed run draws what it would have drawn;
+    ``run_seed`` 0 is the script's own draw (``benchmarks/mini_clip_tuning.py`` varies it).
+
+    Raises:
+        FloatingPointError: the loss is not finite (the step that made it is named).
+    """
+    gen = torch.Generator().manual_seed((recipe.data.seed + 7919 * run_seed) * 1_000_003 + step)
+    parts = training_step(model, data, recipe, gen)
+    optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    optimizer.step()
+    scheduler.step()
+    if not math.isfinite(parts["loss"].item()):
+        raise FloatingPointError(f"pretraining loss is {parts['loss'].item()} at step {step}")
+    return parts
+
+
 def center_projection(model, caption_features: torch.Tensor) -> None:
     """Start the text projection as ``I - u u^T``, with ``u`` the mean direction of all captions.
 
@@ -376,14 +397,7 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     bar = tqdm(range(start, recipe.steps), desc="pretrain", mininterval=10)
     chunk_began = time.perf_counter()
     for step in bar:
-        gen = torch.Generator().manual_seed(recipe.data.seed * 1_000_003 + step)  # step-seeded: resumable
-        parts = training_step(model, data, recipe, gen)
-        optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        optimizer.step()
-        scheduler.step()
-        if not math.isfinite(parts["loss"].item()):
-            raise FloatingPointError(f"pretraining loss is {parts['loss'].item()} at step {step}")
+        parts = optimisation_step(model, data, recipe, optimizer, scheduler, step)  # step-seeded: resumable
         bar.set_postfix({k: f"{v.item() if torch.is_tensor(v) else v:.3f}" for k, v in parts.items()} | {"scale": f"{model.logit_scale.exp().item():.1f}"})
         if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
             times["train_seconds"] += time.perf_counter() - chunk_began
@@ -422,6 +436,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=data.seed)
     parser.add_argument("--augmentations", type=int, default=data.augmentations)
     parser.add_argument("--rendered-items", type=int, default=data.rendered_items)
+    parser.add_argument("--invert", type=float, default=data.invert, help="share of emoji augmentations inverted")
+    parser.add_argument("--grey", type=float, default=data.grey, help="share of emoji augmentations in grey scale")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
@@ -456,7 +472,8 @@ def main(argv=None) -> None:
         evaluate_and_report(args.eval_only, root=args.root)
         return
     data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
-                      augmentations=args.augmentations, rendered_items=args.rendered_items)
+                      augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
+                      grey=args.grey)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                     lr=args.lr, imagenet_weight=args.imagenet_weight,
                     freeze_text_projection=args.freeze_text_projection)

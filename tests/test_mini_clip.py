@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import math
 import socket
 import sys
 from pathlib import Path
@@ -298,3 +299,30 @@ def test_tuning_report_names_what_each_run_changed(tmp_path):
     assert rows[3] == "| inverted | 1500 | invert=0.4 | 2 | 10.0 | 11.0 | 12.0 | 13.0 |"
     assert rows[-1] == "| 1500 | invert=0.4 | 2,3 | 12.0 ± 2.8 | 11.0 ± 0.0 | 12.0 ± 0.0 | 13.0 ± 0.0 |", \
         "one mean row for the two runs of the same recipe, none for the single base run"
+
+
+def test_one_pretraining_step_updates_the_tower_and_its_batch_depends_only_on_the_step(monkeypatch):
+    """``optimisation_step`` (shared by the pretraining script and the tuning runs) on four synthetic classes."""
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
+    gen = torch.Generator().manual_seed(0)
+    n_classes, n_styles = 4, 2
+    data = script.TrainData(
+        emoji=data_module.StemData(torch.randn(n_styles * n_classes, 320, 4, 4, generator=gen).half(), {}),
+        emoji_captions=torch.randn(n_styles * n_classes, 384, generator=gen),  # caption row 2c + s: class c, style s
+        fits=[[[n_styles * c + s] for s in range(n_styles)] for c in range(n_classes)],
+        generic=torch.arange(0, n_styles * n_classes, n_styles).view(n_classes, 1),
+        text=None, string_of_item=None, string_captions=None, digit_strings=None, imagenet_text=None)
+    losses = []
+    for _ in range(2):
+        model = mini_clip.build_mini_clip(seed=0)
+        optimizer, scheduler = script.make_optimizer(model, recipe)
+        before = model.visual.proj.detach().clone()
+        losses.append(script.optimisation_step(model, data, recipe, optimizer, scheduler, step=3)["loss"].item())
+        assert not torch.equal(model.visual.proj, before), "the image tower's head must move"
+    assert losses[0] == losses[1], "the same step draws the same batch from a fresh start"
+    model = mini_clip.build_mini_clip(seed=0)
+    third = script.optimisation_step(model, data, recipe, *script.make_optimizer(model, recipe), step=3,
+                                     run_seed=1)["loss"].item()
+    assert math.isfinite(third) and third != losses[0], "another run seed draws another batch"
