@@ -32,9 +32,9 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
-from pretrain_data import DataRecipe, StemData  # noqa: E402
+from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
-    Recipe, TrainData, load_train_data, make_optimizer, optimisation_step, start_text_projection,
+    Recipe, TrainData, load_train_data, make_optimizer, optimisation_step, run_base_seed, start_text_projection,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -58,7 +58,8 @@ def validation_classes(n_classes: int, count: int) -> list[int]:
 def without_classes(data: TrainData, left_out: list[int], augmentations: int) -> TrainData:
     """``data`` with the emoji classes ``left_out`` removed (images, captions' fits, style-free rows)."""
     n_classes, n_styles = len(data.fits), len(data.fits[0])
-    keep = torch.tensor([c for c in range(n_classes) if c not in set(left_out)])
+    dropped = set(left_out)
+    keep = torch.tensor([c for c in range(n_classes) if c not in dropped])
     trunk = data.emoji.trunk.view(augmentations, n_styles, n_classes, *data.emoji.trunk.shape[1:])
     trunk = trunk[:, :, keep].reshape(-1, *data.emoji.trunk.shape[1:]).contiguous()
     emoji = StemData(trunk, {"class_names": [data.emoji.labels["class_names"][c] for c in keep.tolist()]})
@@ -72,7 +73,7 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
     ``run_seed`` 0 initialises and draws batches exactly as the script does; another value changes both (the
     data stay the same), which measures how much a recipe's numbers move from run to run.
     """
-    model = build_mini_clip(config, seed=recipe.data.seed + 7919 * run_seed)
+    model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     data = load_train_data(model, recipe, root)
     start_text_projection(model, data.emoji_captions, recipe)
     data = without_classes(data, left_out, recipe.data.augmentations)
@@ -165,11 +166,9 @@ def main(argv=None) -> None:
         parser.error("--name is required to train a run")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    recipe = Recipe(data=DataRecipe(invert=args.invert, grey=args.grey), steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
-                    text_batch_size=args.text_batch_size, freeze_text_projection=args.freeze_text_projection)
+    recipe = Recipe(data=DataRecipe(invert=args.invert, grey=args.grey), steps=args.steps, lr=args.lr,
+                    weight_decay=args.weight_decay, text_batch_size=args.text_batch_size, freeze_text_projection=args.freeze_text_projection)
     config = MiniClipConfig(vision_layers=args.vision_layers)
-    from pretrain_data import emoji_pretrain_classes
-
     classes, _ = emoji_pretrain_classes(recipe.data, args.root)
     left_out = validation_classes(len(classes), args.validation_classes)
     model, info = train_variant(recipe, config, left_out, args.root, run_seed=args.run_seed)

@@ -309,6 +309,11 @@ def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) 
 # ----------------------------------------------------------------------------------------------------
 
 
+def run_base_seed(recipe: Recipe, run_seed: int = 0) -> int:
+    """Seed of a run's initialisation and batches: the data seed itself for run seed 0 (the script's own run)."""
+    return recipe.data.seed + 7919 * run_seed
+
+
 def optimisation_step(model, data: TrainData, recipe: Recipe, optimizer, scheduler, step: int, *,
                       run_seed: int = 0) -> dict:
     """One update: a step-seeded batch, the loss, backward, AdamW and the schedule; returns the loss parts.
@@ -319,7 +324,7 @@ def optimisation_step(model, data: TrainData, recipe: Recipe, optimizer, schedul
     Raises:
         FloatingPointError: the loss is not finite (the step that made it is named).
     """
-    gen = torch.Generator().manual_seed((recipe.data.seed + 7919 * run_seed) * 1_000_003 + step)
+    gen = torch.Generator().manual_seed(run_base_seed(recipe, run_seed) * 1_000_003 + step)
     parts = training_step(model, data, recipe, gen)
     optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()
