@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/mini_clip_tuning.py --name base --steps 600 [--weight-decay 0.05]
                                           [--lr 1e-3] [--freeze-text-projection] [--invert P] [--grey P]
-                                          [--run-seed R] [--threads 1] [--out docs/measurements/mini_clip_tuning]
+                                          [--run-seed R] [--image-size 128] [--imagenet-weight W]
+                                          [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
 
 Each run trains the recipe of ``data_scripts/pretrain_mini_clip.py`` (its own step function, on the cached
@@ -119,6 +120,7 @@ def report(folder: Path) -> str:
         # A config field this version lacks is an option tried and removed since (stem_class_token, commit a9a3b88).
         changed += [f"{k}={v}" for k, v in run["config"].items()
                     if default_config.get(k) != v and (k in default_config or v)]
+        changed = list(dict.fromkeys(changed))  # image_size is in both the data recipe and the config
         cells = " | ".join(f"{run['tuning'][key]['top1']:.1f}" for key in TUNING_KEYS)
         lines.append(f"| {run['name']} | {run['recipe']['steps']} | {', '.join(changed) or '-'} | "
                      f"{run.get('run_seed', 0)} | {cells} |")
@@ -140,7 +142,16 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def main(argv=None) -> None:
+def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
+    """The recipe and architecture a tuning run trains: the shipped ones with the options of ``args`` changed."""
+    data = DataRecipe(invert=args.invert, grey=args.grey, image_size=args.image_size)
+    recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
+                    text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
+                    freeze_text_projection=args.freeze_text_projection)
+    return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", type=Path, default=None, metavar="FOLDER",
                         help="only print the table of the runs stored in FOLDER")
@@ -154,21 +165,26 @@ def main(argv=None) -> None:
     parser.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     parser.add_argument("--text-batch-size", type=int, default=Recipe.text_batch_size)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
+    parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
+    parser.add_argument("--imagenet-weight", type=float, default=Recipe.imagenet_weight)
     parser.add_argument("--run-seed", type=int, default=0, help="initialisation and batch order (0: as the script)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "measurements" / "mini_clip_tuning")
     args = parser.parse_args(argv)
+    if args.report is None and not args.name:
+        parser.error("--name is required to train a run")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.report is not None:
         print(report(args.report))
         return
-    if not args.name:
-        parser.error("--name is required to train a run")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    recipe = Recipe(data=DataRecipe(invert=args.invert, grey=args.grey), steps=args.steps, lr=args.lr,
-                    weight_decay=args.weight_decay, text_batch_size=args.text_batch_size, freeze_text_projection=args.freeze_text_projection)
-    config = MiniClipConfig(vision_layers=args.vision_layers)
+    recipe, config = recipe_and_config(args)
     classes, _ = emoji_pretrain_classes(recipe.data, args.root)
     left_out = validation_classes(len(classes), args.validation_classes)
     model, info = train_variant(recipe, config, left_out, args.root, run_seed=args.run_seed)

@@ -326,3 +326,23 @@ def test_one_pretraining_step_updates_the_tower_and_its_batch_depends_only_on_th
     third = script.optimisation_step(model, data, recipe, *script.make_optimizer(model, recipe), step=3,
                                      run_seed=1)["loss"].item()
     assert math.isfinite(third) and third != losses[0], "another run seed draws another batch"
+
+
+def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
+    import json
+
+    from repo_scripts import load_script
+
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    recipe, config = tuning.recipe_and_config(tuning.parse_args(
+        ["--name", "x", "--image-size", "160", "--imagenet-weight", "0.3", "--vision-layers", "2"]))
+    assert (recipe.data.image_size, config.image_size) == (160, 160), "the data and the tower share one image size"
+    assert recipe.imagenet_weight == 0.3 and config.vision_layers == 2
+    default_recipe, default_config = tuning.recipe_and_config(tuning.parse_args(["--name", "x"]))
+    assert default_recipe == tuning.Recipe(data=tuning.DataRecipe(), steps=600)
+    assert default_config == tuning.MiniClipConfig()
+    run = {"name": "px160", "recipe": recipe.to_dict(), "config": config.to_dict(), "run_seed": 0,
+           "tuning": {key: {"top1": 1.0} for key in tuning.TUNING_KEYS}}
+    (tmp_path / "px160.json").write_text(json.dumps(run))
+    assert tuning.report(tmp_path).splitlines()[2].startswith(
+        "| px160 | 600 | image_size=160, imagenet_weight=0.3, vision_layers=2 | 0 |"), "each change named once"
