@@ -38,7 +38,7 @@ for folder in (REPO, REPO / "data_scripts", REPO / "benchmarks"):
         sys.path.insert(0, str(folder))
 
 from mini_clip_tuning import TUNING_KEYS, tuning_sets, validation_classes  # noqa: E402
-from pretrain_data import DataRecipe, emoji_images, emoji_pretrain_classes, load_base_drawings, normalise, resize_bases  # noqa: E402
+from pretrain_data import DataRecipe, emoji_bases, emoji_images, normalise  # noqa: E402
 from pretrain_mini_clip import caption_bank, embed_captions  # noqa: E402
 
 from uniil_lib.fileio import atomic_write_text  # noqa: E402
@@ -82,13 +82,7 @@ def pooled(stem: FrozenCNNStem, pixels01: torch.Tensor, batch_size: int = 64) ->
 def emoji_features(stem, recipe: DataRecipe, augmentations: int):
     """Pooled features of the first ``augmentations`` seeded augmentations of every pretraining class and style
     (the pretraining script's own images), rows ordered (k, style, class); and the classes and styles."""
-    classes, styles = emoji_pretrain_classes(recipe)
-    per_style = []
-    for style in styles:
-        code_points, images = load_base_drawings(style, None)
-        row = {cp: i for i, cp in enumerate(code_points)}
-        per_style.append(resize_bases(images[[row[c.code_point] for c in classes]], recipe.image_size))
-    bases = torch.stack(per_style, 1)
+    bases, classes, styles = emoji_bases(recipe)
     chunks = [pooled(stem, emoji_images(recipe, k, s, bases))
               for k in tqdm(range(augmentations), desc="emoji -> CNN") for s in range(len(styles))]
     return torch.cat(chunks), classes, styles
@@ -98,7 +92,8 @@ def train_probe(features, classes, styles, captions, fits, left_out, *, steps=20
     """Two linear maps trained with the pretraining script's emoji loss on the classes not left out."""
     gen = torch.Generator().manual_seed(seed)
     n_cls, n_sty = len(classes), len(styles)
-    keep = torch.tensor([c for c in range(n_cls) if c not in set(left_out)])
+    dropped = set(left_out)
+    keep = torch.tensor([c for c in range(n_cls) if c not in dropped])
     image_map = torch.nn.Linear(features.shape[1], captions.shape[1], bias=False)
     text_map = torch.nn.Linear(captions.shape[1], captions.shape[1], bias=False)
     torch.nn.init.eye_(text_map.weight)

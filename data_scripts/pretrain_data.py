@@ -174,15 +174,21 @@ def emoji_images(recipe: DataRecipe, k: int, style_index: int, bases: torch.Tens
     return augment(bases[:, style_index], gen, invert=recipe.invert, grey=recipe.grey)
 
 
-def build_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
-    """Trunk features of every augmentation: rows ordered (k, style, class)."""
+def emoji_bases(recipe: DataRecipe, root: Path | None = None):
+    """``(C, styles, 3, S, S)`` base drawings of every pretraining class and style at the recipe's size, with the
+    classes and styles."""
     classes, styles = emoji_pretrain_classes(recipe, root)
     per_style = []
     for style in styles:
         code_points, images = load_base_drawings(style, root)
         row = {cp: i for i, cp in enumerate(code_points)}
         per_style.append(resize_bases(images[[row[c.code_point] for c in classes]], recipe.image_size))
-    bases = torch.stack(per_style, 1)  # (C, styles, 3, S, S)
+    return torch.stack(per_style, 1), classes, styles
+
+
+def build_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
+    """Trunk features of every augmentation: rows ordered (k, style, class)."""
+    bases, classes, styles = emoji_bases(recipe, root)
     chunks = []
     for k in tqdm(range(recipe.augmentations), desc="emoji augmentations -> stem", leave=False):
         for s in range(len(styles)):
