@@ -57,14 +57,29 @@ def validation_classes(n_classes: int, count: int) -> list[int]:
 
 
 def without_classes(data: TrainData, left_out: list[int], augmentations: int) -> TrainData:
-    """``data`` with the emoji classes ``left_out`` removed (images, captions' fits, style-free rows)."""
+    """``data`` with the emoji classes ``left_out`` removed (images, captions' fits, style-free rows), and the
+    named icons that share a word with a left-out class's name."""
     n_classes, n_styles = len(data.fits), len(data.fits[0])
     dropped = set(left_out)
     keep = torch.tensor([c for c in range(n_classes) if c not in dropped])
     trunk = data.emoji.trunk.view(augmentations, n_styles, n_classes, *data.emoji.trunk.shape[1:])
     trunk = trunk[:, :, keep].reshape(-1, *data.emoji.trunk.shape[1:]).contiguous()
     emoji = StemData(trunk, {"class_names": [data.emoji.labels["class_names"][c] for c in keep.tolist()]})
-    return replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
+    left_out_words = {w for c in left_out for w in data.emoji.labels["class_names"][c].replace("-", " ").split()}
+    data = replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
+    return data if data.icons is None else without_icons(data, left_out_words)
+
+
+def without_icons(data: TrainData, words: set[str]) -> TrainData:
+    """``data`` without the named icons whose name has one of ``words`` (or its plural)."""
+    banned = words | {w + "s" for w in words}
+    names = data.icons.labels["names"]
+    keep = torch.tensor([i for i, name in enumerate(names) if not banned & set(name.split())])
+    copies = len(data.icons.trunk) // len(names)
+    trunk = data.icons.trunk.view(copies, len(names), *data.icons.trunk.shape[1:])[:, keep]
+    icons = StemData(trunk.reshape(-1, *trunk.shape[2:]).contiguous(),
+                     {"names": [names[i] for i in keep.tolist()]})
+    return replace(data, icons=icons, icon_captions=data.icon_captions[keep])
 
 
 def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], root, *,
@@ -144,9 +159,11 @@ def _mean_std(values: list[float]) -> str:
 
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
     """The recipe and architecture a tuning run trains: the shipped ones with the options of ``args`` changed."""
-    data = DataRecipe(invert=args.invert, grey=args.grey, image_size=args.image_size)
+    data = DataRecipe(invert=args.invert, grey=args.grey, image_size=args.image_size,
+                      icon_augmentations=args.icon_augmentations)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
+                    icon_weight=args.icon_weight,
                     freeze_text_projection=args.freeze_text_projection)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size)
 
@@ -167,6 +184,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
     parser.add_argument("--imagenet-weight", type=float, default=Recipe.imagenet_weight)
+    parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
+    parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--run-seed", type=int, default=0, help="initialisation and batch order (0: as the script)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", type=Path, default=None)

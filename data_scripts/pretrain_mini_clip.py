@@ -30,6 +30,8 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
      what the CNN knows about 1000 classes; this is how the classifier rows could tie the two towers.
      Off by default (weight 0): on our tuning sets it lowered every zero-shot number (the measurement is in
      the model card, ``uniil_lib/weights/MODEL_CARD.md``).
+   - named icons (weight ``icon_weight``, only with ``DataRecipe.icon_augmentations > 0``): symmetric InfoNCE
+     on a batch of distinct icons, each with one random caption ("an icon of a directions bike.").
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
    from which an interrupted run resumes exactly.
 5. Evaluation (final weights, loaded as users load them): zero-shot top-1/top-5 with the same prompts as
@@ -100,6 +102,8 @@ GENERIC_TEMPLATES = (
     "a cartoon {}.", "a small image of a {}.",
 )
 IMAGENET_TEMPLATE = "a photo of a {}."
+ICON_TEMPLATES = ("an icon of a {}.", "a {} icon.", "a black and white icon of a {}.", "a symbol of a {}.",
+                  "a {}.", "a drawing of a {}.")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class Recipe:
     imagenet_temperature: float = 2.0
     checkpoint_every: int = 250
     freeze_text_projection: bool = False  # keep the text projection at its centred start (I - u u^T)
+    icon_weight: float = 0.0  # weight of the named-icon loss (needs data.icon_augmentations > 0)
+    icon_batch_size: int = 128  # distinct icons per step
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +206,8 @@ class TrainData:
     string_captions: torch.Tensor  # (S, K, 384): K captions of every distinct string (padded by repetition)
     digit_strings: torch.Tensor  # (10,) string indices of "0".."9"
     imagenet_text: torch.Tensor  # (1000, 384) pooled MiniLM features of the ImageNet class prompts
+    icons: StemData | None = None  # rows (k, icon), when the recipe has the icon part
+    icon_captions: torch.Tensor | None = None  # (I, T, 384): every icon in every ICON_TEMPLATES caption
 
 
 def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
@@ -219,7 +227,15 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
     index = {s: i for i, s in enumerate(strings)}
     print(f"pretraining data: {len(classes)} emoji classes x {len(styles)} styles x {recipe.data.augmentations} "
           f"augmentations = {len(emoji.trunk)} images; {len(text.trunk)} rendered texts ({len(strings)} strings)")
+    icons = icon_captions = None
+    if recipe.icon_weight and recipe.data.icon_augmentations:
+        icons = load_or_build("icon", recipe.data, stem, root)
+        names = icons.labels["names"]
+        icon_captions = embed_captions(model, tokenizer, [t.format(n) for n in names for t in ICON_TEMPLATES])
+        icon_captions = icon_captions.view(len(names), len(ICON_TEMPLATES), -1)
+        print(f"named icons: {len(names)} x {recipe.data.icon_augmentations} augmentations")
     return TrainData(
+        icons=icons, icon_captions=icon_captions,
         emoji=emoji, emoji_captions=embed_captions(model, tokenizer, captions), fits=fits,
         generic=torch.tensor([f[0][:n_generic] for f in fits]), text=text,
         string_of_item=torch.tensor([index[s] for s in text.labels["text"]]),
@@ -291,6 +307,19 @@ def imagenet_loss(model, data: TrainData, recipe: Recipe, trunk, image):
     return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
 
 
+def icon_loss(model, data: TrainData, recipe: Recipe, gen: torch.Generator):
+    """Named icons: symmetric InfoNCE on distinct icons, one augmentation and one caption template each."""
+    n_icons = len(data.icon_captions)
+    icons = torch.randperm(n_icons, generator=gen)[:recipe.icon_batch_size]
+    copies = torch.randint(len(data.icons.trunk) // n_icons, (len(icons),), generator=gen)
+    templates = torch.randint(data.icon_captions.shape[1], (len(icons),), generator=gen)
+    image = encode_trunk(model, data.icons.trunk[copies * n_icons + icons])
+    text = project_text(model, data.icon_captions[icons, templates])
+    logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
+    target = torch.arange(len(icons))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
 def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) -> dict:
     trunk, classes, captions = emoji_batch(data, recipe, gen)
     loss, image = emoji_loss(model, trunk, classes, captions)
@@ -301,6 +330,9 @@ def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) 
     if recipe.imagenet_weight:
         distill = imagenet_loss(model, data, recipe, trunk, image)
         loss, parts["imagenet"] = loss + recipe.imagenet_weight * distill, distill.item()
+    if data.icons is not None:
+        icon = icon_loss(model, data, recipe, gen)
+        loss, parts["icon"] = loss + recipe.icon_weight * icon, icon.item()
     return {"loss": loss, **parts}
 
 
@@ -443,6 +475,9 @@ def parse_args(argv=None):
     parser.add_argument("--rendered-items", type=int, default=data.rendered_items)
     parser.add_argument("--invert", type=float, default=data.invert, help="share of emoji augmentations inverted")
     parser.add_argument("--grey", type=float, default=data.grey, help="share of emoji augmentations in grey scale")
+    parser.add_argument("--icon-augmentations", type=int, default=data.icon_augmentations,
+                        help="augmented copies per named icon (0: no icon part; needs fonts-material-design-icons-iconfont)")
+    parser.add_argument("--icon-weight", type=float, default=defaults.icon_weight, help="weight of the icon loss")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
@@ -478,9 +513,9 @@ def main(argv=None) -> None:
         return
     data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
                       augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
-                      grey=args.grey)
+                      grey=args.grey, icon_augmentations=args.icon_augmentations)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
-                    lr=args.lr, imagenet_weight=args.imagenet_weight,
+                    lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
                     freeze_text_projection=args.freeze_text_projection)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
                             vision_layers=args.vision_layers)

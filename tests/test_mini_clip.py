@@ -375,3 +375,74 @@ def test_stem_probe_learns_to_name_the_classes_it_trains_on():
     with torch.no_grad():
         guess = (F.normalize(image_map(centres), dim=-1) @ F.normalize(text_map(captions), dim=-1).T).argmax(1)
     assert (guess[:11] == torch.arange(11)).float().mean() >= 0.9
+
+
+def _icon_names_file(folder: Path) -> Path:
+    """A Material Icons name map in the Debian package's scss layout (two names share one code point)."""
+    scss = folder / "scss" / "_variables.scss"
+    scss.parent.mkdir(parents=True)
+    scss.write_text('$material-icons-codepoints: () !default;\n$material-icons-codepoints: map-merge((\n'
+                    '\t"directions_bike": 41,\n\t"pedal_bike": 41,\n\t"cat_face": 42,\n\t"shopping_bag": 43,\n'
+                    '\t"local_cafe": 44,\n\t"sailing": 45,\n), $material-icons-codepoints);\n')
+    return scss
+
+
+def test_named_icons_skip_repeated_code_points_and_banned_words(monkeypatch, tmp_path):
+    data = _script(monkeypatch, "pretrain_data")
+    icons = data.icon_names(_icon_names_file(tmp_path), banned={"cat", "bag"})
+    assert icons == [("directions bike", 0x41), ("local cafe", 0x44), ("sailing", 0x45)]
+    banned = data.banned_words(data.DataRecipe())
+    assert {"bag", "bags", "sandal", "boot"} <= banned, "Fashion-MNIST's class words are banned, with plurals"
+    with pytest.raises(FileNotFoundError, match="apt-get install fonts-material-design-icons-iconfont"):
+        data.material_icon_files(tmp_path, tmp_path / "MaterialIcons-Regular.ttf")
+
+
+def test_icon_part_is_deterministic_from_its_seed(monkeypatch, tmp_path):
+    """The icon part on a Latin font standing in for the icon font (same code path: glyphs by code point)."""
+    from uniil_lib.data.rendered_text import find_fonts
+    from uniil_lib.imagenet_backbone import FrozenCNNStem, load_efficientnet_lite0
+
+    data = _script(monkeypatch, "pretrain_data")
+    names = _icon_names_file(tmp_path)
+    monkeypatch.setattr(data, "material_icon_files", lambda: (find_fonts()[0], names))
+    monkeypatch.setattr(data, "banned_words", lambda recipe, root=None: {"cat"})
+    glyphs = data.render_icons(find_fonts()[0], [0x41, 0x42], 32)
+    assert glyphs.shape == (2, 3, 32, 32) and glyphs.min() < 0.2 < 0.9 < glyphs.max(), "dark glyphs on white"
+    stem = FrozenCNNStem(load_efficientnet_lite0())
+    recipe = data.DataRecipe(image_size=64, icon_augmentations=2)
+    first, again = data.build_icon_part(recipe, stem), data.build_icon_part(recipe, stem)
+    assert first.trunk.shape == (2 * 4, 320, 2, 2) and torch.equal(first.trunk, again.trunk)
+    assert first.labels["names"] == ["directions bike", "shopping bag", "local cafe", "sailing"]
+    other = data.build_icon_part(data.DataRecipe(image_size=64, icon_augmentations=2, seed=1), stem)
+    assert not torch.equal(other.trunk, first.trunk)
+    assert data.data_digest(recipe, "icon") != data.data_digest(data.DataRecipe(image_size=64), "icon")
+    assert data.data_digest(recipe, "emoji") == data.data_digest(data.DataRecipe(image_size=64), "emoji"), \
+        "adding icons leaves the emoji cache valid"
+
+
+def test_icon_loss_joins_the_step_and_tuning_drops_icons_named_like_left_out_classes(monkeypatch):
+    from repo_scripts import load_script
+
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    gen = torch.Generator().manual_seed(0)
+    n_classes, n_icons, copies = 4, 5, 2
+    names = ["red apple", "bike", "apple tree", "sailing", "local cafe"]
+    data = script.TrainData(
+        emoji=data_module.StemData(torch.randn(n_classes, 320, 4, 4, generator=gen).half(),
+                                   {"class_names": ["apple", "b", "c", "d"]}),
+        emoji_captions=torch.randn(n_classes, 384, generator=gen), fits=[[[c]] for c in range(n_classes)],
+        generic=torch.arange(n_classes).view(n_classes, 1), text=None, string_of_item=None, string_captions=None,
+        digit_strings=None, imagenet_text=None,
+        icons=data_module.StemData(torch.randn(copies * n_icons, 320, 4, 4, generator=gen).half(), {"names": names}),
+        icon_captions=torch.randn(n_icons, 3, 384, generator=gen))
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1, icon_augmentations=copies), batch_size=4,
+                           text_batch_size=0, warmup_steps=1, icon_weight=1.0, icon_batch_size=3)
+    model = mini_clip.build_mini_clip(seed=0)
+    parts = script.optimisation_step(model, data, recipe, *script.make_optimizer(model, recipe), step=0)
+    assert parts["icon"] > 0 and math.isclose(parts["loss"].item(), parts["emoji"] + parts["icon"], rel_tol=1e-5)
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    kept = tuning.without_classes(data, [0], augmentations=1)
+    assert kept.icons.labels["names"] == ["bike", "sailing", "local cafe"], "icons naming the left-out 'apple' go"
+    assert torch.equal(kept.icons.trunk.view(copies, 3, -1), data.icons.trunk.view(copies, n_icons, -1)[:, [1, 3, 4]])
+    assert torch.equal(kept.icon_captions, data.icon_captions[[1, 3, 4]])
