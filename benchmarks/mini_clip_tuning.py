@@ -35,7 +35,7 @@ for folder in (REPO, REPO / "data_scripts"):
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
-    Recipe, TrainData, load_train_data, make_optimizer, optimisation_step, run_base_seed, start_text_projection,
+    Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, run_base_seed, start_text_projection,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -71,15 +71,19 @@ def without_classes(data: TrainData, left_out: list[int], augmentations: int) ->
 
 
 def without_icons(data: TrainData, words: set[str]) -> TrainData:
-    """``data`` without the named icons whose name has one of ``words`` (or its plural)."""
+    """``data`` without the icon names that have one of ``words`` (or its plural), nor their drawings."""
     banned = words | {w + "s" for w in words}
-    names = data.icons.labels["names"]
-    keep = torch.tensor([i for i, name in enumerate(names) if not banned & set(name.split())])
-    copies = len(data.icons.trunk) // len(names)
-    trunk = data.icons.trunk.view(copies, len(names), *data.icons.trunk.shape[1:])[:, keep]
+    names, drawing_name = data.icons.labels["names"], data.icons.labels["drawing_name"]
+    keep_names = [i for i, name in enumerate(names) if not banned & set(name.split())]
+    new_index = torch.full((len(names),), -1, dtype=torch.long)
+    new_index[keep_names] = torch.arange(len(keep_names))
+    keep = torch.nonzero(new_index[drawing_name] >= 0).view(-1)
+    copies = len(data.icons.trunk) // len(drawing_name)
+    trunk = data.icons.trunk.view(copies, len(drawing_name), *data.icons.trunk.shape[1:])[:, keep]
     icons = StemData(trunk.reshape(-1, *trunk.shape[2:]).contiguous(),
-                     {"names": [names[i] for i in keep.tolist()]})
-    return replace(data, icons=icons, icon_captions=data.icon_captions[keep])
+                     {"names": [names[i] for i in keep_names], "drawing_name": new_index[drawing_name[keep]]})
+    return replace(data, icons=icons, icon_captions=data.icon_captions[keep_names],
+                   icon_drawings=drawings_of_names(icons.labels["drawing_name"], len(keep_names)))
 
 
 def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], root, *,
@@ -160,7 +164,7 @@ def _mean_std(values: list[float]) -> str:
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
     """The recipe and architecture a tuning run trains: the shipped ones with the options of ``args`` changed."""
     data = DataRecipe(invert=args.invert, grey=args.grey, image_size=args.image_size,
-                      icon_augmentations=args.icon_augmentations)
+                      icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight,
@@ -186,6 +190,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--imagenet-weight", type=float, default=Recipe.imagenet_weight)
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
+    parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)
     parser.add_argument("--run-seed", type=int, default=0, help="initialisation and batch order (0: as the script)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", type=Path, default=None)

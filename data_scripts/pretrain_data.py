@@ -12,12 +12,11 @@ Three parts (four with the optional icons), each a tensor of frozen-stem feature
    every word of a held-out emoji class name and of a Fashion-MNIST class name.
 3. **ImageNet** (the EfficientNet-Lite0 package): the 1000 class names and the pretrained classifier, used
    in the loss (``pretrain_mini_clip.py``); no ImageNet image is needed or used.
-4. **Named icons** (optional, ``DataRecipe.icon_augmentations > 0``; Debian's
-   ``fonts-material-design-icons-iconfont``): every glyph of Google's Material Icons font with its name
-   ("directions_bike" -> "directions bike"), minus every icon whose name shares a word with a held-out emoji
-   class or a Fashion-MNIST class; augmented as the emoji are. More named drawings of everyday things, in
-   one more drawing style, for the image-text alignment (our choice, measured in
-   ``docs/measurements/mini_clip_tuning.md``).
+4. **Named icons** (optional, ``DataRecipe.icon_augmentations > 0``; :mod:`icon_sets`): the drawings of
+   the icon sets ``DataRecipe.icon_sets`` (Debian's Material Icons font, npm's Phosphor and Tabler icons) with
+   their names, minus every icon whose name shares a word with a held-out emoji class or a Fashion-MNIST
+   class; augmented as the emoji are. More named drawings, in more drawing styles, for the image-text
+   alignment (our choice, measured in ``docs/measurements/mini_clip_tuning.md``).
 
 Held out, never read here: the held-out emoji classes, the fluent3d style, Fashion-MNIST, MNIST, optdigits.
 
@@ -47,6 +46,8 @@ if str(REPO) not in sys.path:
 from uniil_lib.data.emoji import load_base_drawings, load_emoji_classes  # noqa: E402
 from uniil_lib.data.emoji_split import emoji_split  # noqa: E402
 from uniil_lib.data.offline import FASHION_MNIST_CLASSES  # noqa: E402
+from icon_sets import named_icon_drawings, parse_icon_sets  # noqa: E402
+
 from uniil_lib.data.rendered_text import find_fonts, font_manifest, render_item  # noqa: E402
 from uniil_lib.imagenet_backbone import PIXEL_MEAN, PIXEL_STD, FrozenCNNStem  # noqa: E402
 from uniil_lib.mini_clip import text_model_dir  # noqa: E402
@@ -67,7 +68,8 @@ class DataRecipe:
     rendered_items: int = 12000  # rendered digits, numbers and words
     invert: float = 0.15  # share of emoji augmentations drawn light on dark
     grey: float = 0.1  # share of emoji augmentations turned grey scale
-    icon_augmentations: int = 0  # augmented copies per named icon (0: no icon part)
+    icon_augmentations: int = 0  # augmented copies per named icon drawing (0: no icon part)
+    icon_sets: str = "material"  # icon sets joined by "+" (data_scripts/icon_sets.py)
 
 
 @dataclass
@@ -213,25 +215,6 @@ def rendered_words(recipe: DataRecipe, root: Path | None = None) -> list[str]:
     return [w for w in vocab if w.isascii() and w.isalpha() and 3 <= len(w) <= 10 and w not in banned]
 
 
-MATERIAL_ICONS_PACKAGE = "fonts-material-design-icons-iconfont"
-MATERIAL_ICONS_DIR = Path("/usr/share/fonts-material-design-icons-iconfont")
-MATERIAL_ICONS_FONT = Path("/usr/share/fonts/truetype/material-design-icons-iconfont/MaterialIcons-Regular.ttf")
-
-
-def material_icon_files(folder: Path = MATERIAL_ICONS_DIR, font: Path = MATERIAL_ICONS_FONT) -> tuple[Path, Path]:
-    """The Material Icons font and its name -> code point map (``scss/_variables.scss``) of the Debian package.
-
-    Raises:
-        FileNotFoundError: the package is not installed (the message says how to install it).
-    """
-    names = folder / "scss" / "_variables.scss"
-    for path in (font, names):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the icon part of the pretraining data needs the Debian "
-                                    f"package {MATERIAL_ICONS_PACKAGE} (apt-get install {MATERIAL_ICONS_PACKAGE})")
-    return font, names
-
-
 def banned_words(recipe: DataRecipe, root: Path | None = None) -> set[str]:
     """Every word of a held-out emoji class name or a Fashion-MNIST class name, and their plurals."""
     split = emoji_split(recipe.split, root)
@@ -240,45 +223,15 @@ def banned_words(recipe: DataRecipe, root: Path | None = None) -> set[str]:
     return banned | {w + "s" for w in banned}
 
 
-def icon_names(names_file: Path, banned: set[str]) -> list[tuple[str, int]]:
-    """``(caption name, code point)`` of every glyph once (first name of a code point, ``_`` -> space), minus the
-    icons whose name has a banned word."""
-    import re
-
-    seen, icons = set(), []
-    for name, code in re.findall(r'"([a-z0-9_]+)":\s*([0-9a-f]+)', names_file.read_text(encoding="utf-8")):
-        words = name.split("_")
-        if code in seen or banned & set(words):
-            continue
-        seen.add(code)
-        icons.append((" ".join(words), int(code, 16)))
-    return icons
-
-
-def render_icons(font_path: Path, code_points: list[int], size: int) -> torch.Tensor:
-    """``(N, 3, S, S)`` black glyphs on white in [0, 1], each centred at 3/4 of the image size."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.truetype(str(font_path), round(size * 0.75))
-    images = []
-    for code in code_points:
-        image = Image.new("L", (size, size), 255)
-        ImageDraw.Draw(image).text((size / 2, size / 2), chr(code), font=font, fill=0, anchor="mm")
-        images.append(np.asarray(image))
-    x = torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1)
-    return x.expand(-1, 3, -1, -1).contiguous()
-
-
 def build_icon_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
-    """Trunk features of every icon augmentation: rows ordered (k, icon)."""
-    font, names_file = material_icon_files()
-    icons = icon_names(names_file, banned_words(recipe, root))
-    bases = render_icons(font, [code for _, code in icons], recipe.image_size)
+    """Trunk features of every augmentation of every named icon drawing: rows ordered (k, drawing)."""
+    drawings = named_icon_drawings(parse_icon_sets(recipe.icon_sets), recipe.image_size, banned_words(recipe, root),
+                                   cache_root() / "downloads" / "icons")
     chunks = []
     for k in tqdm(range(recipe.icon_augmentations), desc="icon augmentations -> stem", leave=False):
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 7_777_777 + k)
-        chunks.append(run_trunk(stem, augment(bases, gen, invert=recipe.invert, grey=recipe.grey)))
-    return StemData(torch.cat(chunks), {"names": [name for name, _ in icons], "font": font_manifest([font])})
+        chunks.append(run_trunk(stem, augment(drawings.images, gen, invert=recipe.invert, grey=recipe.grey)))
+    return StemData(torch.cat(chunks), {"names": drawings.names, "drawing_name": torch.tensor(drawings.drawing_name)})
 
 
 def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
@@ -297,14 +250,13 @@ def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None =
 PART_FIELDS = MappingProxyType({  # the DataRecipe fields that decide each part
     "emoji": ("split", "seed", "image_size", "augmentations", "invert", "grey"),
     "text": ("split", "seed", "image_size", "rendered_items"),
-    "icon": ("split", "seed", "image_size", "icon_augmentations", "invert", "grey"),
+    "icon": ("split", "seed", "image_size", "icon_augmentations", "icon_sets", "invert", "grey"),
 })
 
 
 def data_digest(recipe: DataRecipe, part: str) -> str:
     """Cache key of one part: the recipe fields that decide it, the part's name and the fonts (rendered text)."""
     extra = [p.name for p in find_fonts()] if part == "text" else []
-    extra = [MATERIAL_ICONS_FONT.name] if part == "icon" else extra
     fields = {name: value for name, value in asdict(recipe).items() if name in PART_FIELDS[part]}
     text = json.dumps([fields, part, extra], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]

@@ -206,8 +206,9 @@ class TrainData:
     string_captions: torch.Tensor  # (S, K, 384): K captions of every distinct string (padded by repetition)
     digit_strings: torch.Tensor  # (10,) string indices of "0".."9"
     imagenet_text: torch.Tensor  # (1000, 384) pooled MiniLM features of the ImageNet class prompts
-    icons: StemData | None = None  # rows (k, icon), when the recipe has the icon part
-    icon_captions: torch.Tensor | None = None  # (I, T, 384): every icon in every ICON_TEMPLATES caption
+    icons: StemData | None = None  # rows (k, drawing), when the recipe has the icon part
+    icon_captions: torch.Tensor | None = None  # (I, T, 384): every icon name in every ICON_TEMPLATES caption
+    icon_drawings: torch.Tensor | None = None  # (I, W): the drawings of every name (padded by repetition)
 
 
 def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
@@ -227,15 +228,17 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
     index = {s: i for i, s in enumerate(strings)}
     print(f"pretraining data: {len(classes)} emoji classes x {len(styles)} styles x {recipe.data.augmentations} "
           f"augmentations = {len(emoji.trunk)} images; {len(text.trunk)} rendered texts ({len(strings)} strings)")
-    icons = icon_captions = None
+    icons = icon_captions = icon_drawings = None
     if recipe.icon_weight and recipe.data.icon_augmentations:
         icons = load_or_build("icon", recipe.data, stem, root)
         names = icons.labels["names"]
         icon_captions = embed_captions(model, tokenizer, [t.format(n) for n in names for t in ICON_TEMPLATES])
         icon_captions = icon_captions.view(len(names), len(ICON_TEMPLATES), -1)
-        print(f"named icons: {len(names)} x {recipe.data.icon_augmentations} augmentations")
+        icon_drawings = drawings_of_names(icons.labels["drawing_name"], len(names))
+        print(f"named icons: {len(names)} names, {len(icons.labels['drawing_name'])} drawings x "
+              f"{recipe.data.icon_augmentations} augmentations")
     return TrainData(
-        icons=icons, icon_captions=icon_captions,
+        icons=icons, icon_captions=icon_captions, icon_drawings=icon_drawings,
         emoji=emoji, emoji_captions=embed_captions(model, tokenizer, captions), fits=fits,
         generic=torch.tensor([f[0][:n_generic] for f in fits]), text=text,
         string_of_item=torch.tensor([index[s] for s in text.labels["text"]]),
@@ -307,13 +310,22 @@ def imagenet_loss(model, data: TrainData, recipe: Recipe, trunk, image):
     return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
 
 
+def drawings_of_names(drawing_name: torch.Tensor, n_names: int) -> torch.Tensor:
+    """``(n_names, W)``: the drawing indices of every name, each row padded by repeating its drawings."""
+    rows = [torch.nonzero(drawing_name == i).view(-1) for i in range(n_names)]
+    width = max(len(r) for r in rows)
+    return torch.stack([r[torch.arange(width) % len(r)] for r in rows])
+
+
 def icon_loss(model, data: TrainData, recipe: Recipe, gen: torch.Generator):
-    """Named icons: symmetric InfoNCE on distinct icons, one augmentation and one caption template each."""
-    n_icons = len(data.icon_captions)
-    icons = torch.randperm(n_icons, generator=gen)[:recipe.icon_batch_size]
-    copies = torch.randint(len(data.icons.trunk) // n_icons, (len(icons),), generator=gen)
-    templates = torch.randint(data.icon_captions.shape[1], (len(icons),), generator=gen)
-    image = encode_trunk(model, data.icons.trunk[copies * n_icons + icons])
+    """Named icons: symmetric InfoNCE on distinct names, one drawing, augmentation and caption template each."""
+    n_names, n_drawings = data.icon_drawings.shape[0], len(data.icons.labels["drawing_name"])
+    names = torch.randperm(n_names, generator=gen)[:recipe.icon_batch_size]
+    drawings = data.icon_drawings[names, torch.randint(data.icon_drawings.shape[1], (len(names),), generator=gen)]
+    copies = torch.randint(len(data.icons.trunk) // n_drawings, (len(names),), generator=gen)
+    templates = torch.randint(data.icon_captions.shape[1], (len(names),), generator=gen)
+    image = encode_trunk(model, data.icons.trunk[copies * n_drawings + drawings])
+    icons = names
     text = project_text(model, data.icon_captions[icons, templates])
     logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
     target = torch.arange(len(icons))
@@ -478,6 +490,7 @@ def parse_args(argv=None):
     parser.add_argument("--icon-augmentations", type=int, default=data.icon_augmentations,
                         help="augmented copies per named icon (0: no icon part; needs fonts-material-design-icons-iconfont)")
     parser.add_argument("--icon-weight", type=float, default=defaults.icon_weight, help="weight of the icon loss")
+    parser.add_argument("--icon-sets", default=data.icon_sets, help="icon sets joined by '+' (material, phosphor, tabler)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
@@ -513,7 +526,7 @@ def main(argv=None) -> None:
         return
     data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
                       augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
-                      grey=args.grey, icon_augmentations=args.icon_augmentations)
+                      grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                     lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
                     freeze_text_projection=args.freeze_text_projection)

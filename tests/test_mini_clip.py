@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.machinery
+import io
 import importlib.util
 import math
 import socket
@@ -389,12 +390,50 @@ def _icon_names_file(folder: Path) -> Path:
 
 def test_named_icons_skip_repeated_code_points_and_banned_words(monkeypatch, tmp_path):
     data = _script(monkeypatch, "pretrain_data")
-    icons = data.icon_names(_icon_names_file(tmp_path), banned={"cat", "bag"})
+    icon_sets = sys.modules["icon_sets"]
+    icons = icon_sets.material_icon_names(_icon_names_file(tmp_path), banned={"cat", "bag"})
     assert icons == [("directions bike", 0x41), ("local cafe", 0x44), ("sailing", 0x45)]
     banned = data.banned_words(data.DataRecipe())
     assert {"bag", "bags", "sandal", "boot"} <= banned, "Fashion-MNIST's class words are banned, with plurals"
     with pytest.raises(FileNotFoundError, match="apt-get install fonts-material-design-icons-iconfont"):
-        data.material_icon_files(tmp_path, tmp_path / "MaterialIcons-Regular.ttf")
+        icon_sets.material_icon_files(tmp_path, tmp_path / "MaterialIcons-Regular.ttf")
+    assert icon_sets.parse_icon_sets("material+tabler") == ("material", "tabler")
+    with pytest.raises(ValueError, match="unknown icon set.*'emoji'.*material"):
+        icon_sets.parse_icon_sets("material+emoji")
+
+
+def _svg(path: str) -> bytes:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="24" height="24" viewBox="0 0 24 24" fill="none" '
+            f'stroke="currentColor" stroke-width="2"><path d="{path}"/></svg>').encode()
+
+
+def test_npm_icon_sets_are_read_by_name_and_weight_from_their_tarballs(monkeypatch, tmp_path):
+    """Phosphor and Tabler tarballs in their npm layout: names from file names, weights from folders."""
+    import tarfile
+
+    _script(monkeypatch, "pretrain_data")
+    icon_sets = sys.modules["icon_sets"]
+    members = {"package/assets/regular/paper-plane.svg": _svg("M2 2 L22 22"),
+               "package/assets/fill/paper-plane-fill.svg": _svg("M2 22 L22 2"),
+               "package/assets/duotone/paper-plane-duotone.svg": _svg("M12 2 L12 22"),
+               "package/dist/index.mjs": b"export {}",
+               "package/icons/outline/bike.svg": _svg("M2 12 L22 12"),
+               "package/icons/outline/brand-github.svg": _svg("M2 2 L2 22"),
+               "package/icons/filled/bike.svg": _svg("M4 4 L20 20")}
+    tarball = tmp_path / "icons.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    phosphor = icon_sets.svg_members(tarball, "phosphor")
+    assert [(n, w) for n, w, _ in phosphor] == [("paper plane", "regular"), ("paper plane", "fill"),
+                                                ("paper plane", "duotone")]
+    tabler = icon_sets.svg_members(tarball, "tabler")
+    assert [(n, w) for n, w, _ in tabler] == [("bike", "outline"), ("bike", "filled")], "brand logos are skipped"
+    image = icon_sets.render_svg(tabler[0][2], 64)
+    assert image.shape == (64, 64) and image[32].min() < 100 and image[2:6].min() == 255, \
+        "a dark stroke across the middle, white margins"
 
 
 def test_icon_part_is_deterministic_from_its_seed(monkeypatch, tmp_path):
@@ -403,19 +442,23 @@ def test_icon_part_is_deterministic_from_its_seed(monkeypatch, tmp_path):
     from uniil_lib.imagenet_backbone import FrozenCNNStem, load_efficientnet_lite0
 
     data = _script(monkeypatch, "pretrain_data")
+    icon_sets = sys.modules["icon_sets"]
     names = _icon_names_file(tmp_path)
-    monkeypatch.setattr(data, "material_icon_files", lambda: (find_fonts()[0], names))
+    monkeypatch.setattr(icon_sets, "material_icon_files", lambda: (find_fonts()[0], names))
     monkeypatch.setattr(data, "banned_words", lambda recipe, root=None: {"cat"})
-    glyphs = data.render_icons(find_fonts()[0], [0x41, 0x42], 32)
+    glyphs = icon_sets.render_glyphs(find_fonts()[0], [0x41, 0x42], 32)
     assert glyphs.shape == (2, 3, 32, 32) and glyphs.min() < 0.2 < 0.9 < glyphs.max(), "dark glyphs on white"
     stem = FrozenCNNStem(load_efficientnet_lite0())
     recipe = data.DataRecipe(image_size=64, icon_augmentations=2)
     first, again = data.build_icon_part(recipe, stem), data.build_icon_part(recipe, stem)
     assert first.trunk.shape == (2 * 4, 320, 2, 2) and torch.equal(first.trunk, again.trunk)
     assert first.labels["names"] == ["directions bike", "shopping bag", "local cafe", "sailing"]
+    assert first.labels["drawing_name"].tolist() == [0, 1, 2, 3]
     other = data.build_icon_part(data.DataRecipe(image_size=64, icon_augmentations=2, seed=1), stem)
     assert not torch.equal(other.trunk, first.trunk)
     assert data.data_digest(recipe, "icon") != data.data_digest(data.DataRecipe(image_size=64), "icon")
+    assert data.data_digest(recipe, "icon") != data.data_digest(
+        data.DataRecipe(image_size=64, icon_augmentations=2, icon_sets="material+tabler"), "icon")
     assert data.data_digest(recipe, "emoji") == data.data_digest(data.DataRecipe(image_size=64), "emoji"), \
         "adding icons leaves the emoji cache valid"
 
@@ -426,16 +469,20 @@ def test_icon_loss_joins_the_step_and_tuning_drops_icons_named_like_left_out_cla
     script = _script(monkeypatch, "pretrain_mini_clip")
     data_module = sys.modules["pretrain_data"]
     gen = torch.Generator().manual_seed(0)
-    n_classes, n_icons, copies = 4, 5, 2
+    n_classes, copies = 4, 2
     names = ["red apple", "bike", "apple tree", "sailing", "local cafe"]
+    drawing_name = torch.tensor([0, 1, 1, 2, 3, 4, 3])  # seven drawings: "bike" and "sailing" drawn twice
     data = script.TrainData(
         emoji=data_module.StemData(torch.randn(n_classes, 320, 4, 4, generator=gen).half(),
                                    {"class_names": ["apple", "b", "c", "d"]}),
         emoji_captions=torch.randn(n_classes, 384, generator=gen), fits=[[[c]] for c in range(n_classes)],
         generic=torch.arange(n_classes).view(n_classes, 1), text=None, string_of_item=None, string_captions=None,
         digit_strings=None, imagenet_text=None,
-        icons=data_module.StemData(torch.randn(copies * n_icons, 320, 4, 4, generator=gen).half(), {"names": names}),
-        icon_captions=torch.randn(n_icons, 3, 384, generator=gen))
+        icons=data_module.StemData(torch.randn(copies * 7, 320, 4, 4, generator=gen).half(),
+                                   {"names": names, "drawing_name": drawing_name}),
+        icon_captions=torch.randn(len(names), 3, 384, generator=gen),
+        icon_drawings=script.drawings_of_names(drawing_name, len(names)))
+    assert data.icon_drawings.tolist() == [[0, 0], [1, 2], [3, 3], [4, 6], [5, 5]]
     recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1, icon_augmentations=copies), batch_size=4,
                            text_batch_size=0, warmup_steps=1, icon_weight=1.0, icon_batch_size=3)
     model = mini_clip.build_mini_clip(seed=0)
@@ -444,5 +491,7 @@ def test_icon_loss_joins_the_step_and_tuning_drops_icons_named_like_left_out_cla
     tuning = load_script("benchmarks/mini_clip_tuning.py")
     kept = tuning.without_classes(data, [0], augmentations=1)
     assert kept.icons.labels["names"] == ["bike", "sailing", "local cafe"], "icons naming the left-out 'apple' go"
-    assert torch.equal(kept.icons.trunk.view(copies, 3, -1), data.icons.trunk.view(copies, n_icons, -1)[:, [1, 3, 4]])
+    assert kept.icons.labels["drawing_name"].tolist() == [0, 0, 1, 2, 1]
+    assert torch.equal(kept.icons.trunk.view(copies, 5, -1), data.icons.trunk.view(copies, 7, -1)[:, [1, 2, 4, 5, 6]])
     assert torch.equal(kept.icon_captions, data.icon_captions[[1, 3, 4]])
+    assert kept.icon_drawings.tolist() == [[0, 1], [2, 4], [3, 3]]
