@@ -156,4 +156,4 @@ def named_icon_drawings(sets: tuple[str, ...], size: int, banned: set[str], down
 
 def _to_tensor(grey: np.ndarray) -> torch.Tensor:
     """``(N, S, S)`` uint8 grey -> ``(N, 3, S, S)`` float in [0, 1]."""
-    return torch.from_numpy(grey).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    return torch.from_numpy(np.array(grey)).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()

