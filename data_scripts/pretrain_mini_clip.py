@@ -329,10 +329,9 @@ def icon_loss(model, data: TrainData, recipe: Recipe, gen: torch.Generator):
     copies = torch.randint(len(data.icons.trunk) // n_drawings, (len(names),), generator=gen)
     templates = torch.randint(data.icon_captions.shape[1], (len(names),), generator=gen)
     image = encode_trunk(model, data.icons.trunk[copies * n_drawings + drawings])
-    icons = names
-    text = project_text(model, data.icon_captions[icons, templates])
+    text = project_text(model, data.icon_captions[names, templates])
     logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
-    target = torch.arange(len(icons))
+    target = torch.arange(len(names))
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
@@ -492,7 +491,7 @@ def parse_args(argv=None):
     parser.add_argument("--invert", type=float, default=data.invert, help="share of emoji augmentations inverted")
     parser.add_argument("--grey", type=float, default=data.grey, help="share of emoji augmentations in grey scale")
     parser.add_argument("--icon-augmentations", type=int, default=data.icon_augmentations,
-                        help="augmented copies per named icon (0: no icon part; needs fonts-material-design-icons-iconfont)")
+                        help="augmented copies per named icon drawing (0: no icon part; see icon_sets.py)")
     parser.add_argument("--icon-weight", type=float, default=defaults.icon_weight, help="weight of the icon loss")
     parser.add_argument("--icon-sets", default=data.icon_sets, help="icon sets joined by '+' (material, phosphor, tabler)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
