@@ -33,7 +33,7 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
-from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes  # noqa: E402
+from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
     Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, run_base_seed, start_text_projection,
 )
@@ -65,14 +65,13 @@ def without_classes(data: TrainData, left_out: list[int], augmentations: int) ->
     trunk = data.emoji.trunk.view(augmentations, n_styles, n_classes, *data.emoji.trunk.shape[1:])
     trunk = trunk[:, :, keep].reshape(-1, *data.emoji.trunk.shape[1:]).contiguous()
     emoji = StemData(trunk, {"class_names": [data.emoji.labels["class_names"][c] for c in keep.tolist()]})
-    left_out_words = {w for c in left_out for w in data.emoji.labels["class_names"][c].replace("-", " ").split()}
+    banned = words_and_plurals([data.emoji.labels["class_names"][c] for c in left_out])
     data = replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
-    return data if data.icons is None else without_icons(data, left_out_words)
+    return data if data.icons is None else without_icons(data, banned)
 
 
-def without_icons(data: TrainData, words: set[str]) -> TrainData:
-    """``data`` without the icon names that have one of ``words`` (or its plural), nor their drawings."""
-    banned = words | {w + "s" for w in words}
+def without_icons(data: TrainData, banned: set[str]) -> TrainData:
+    """``data`` without the icon names that have a ``banned`` word, nor their drawings."""
     names, drawing_name = data.icons.labels["names"], data.icons.labels["drawing_name"]
     keep_names = [i for i, name in enumerate(names) if not banned & set(name.split())]
     new_index = torch.full((len(names),), -1, dtype=torch.long)

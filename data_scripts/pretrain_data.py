@@ -215,12 +215,15 @@ def rendered_words(recipe: DataRecipe, root: Path | None = None) -> list[str]:
     return [w for w in vocab if w.isascii() and w.isalpha() and 3 <= len(w) <= 10 and w not in banned]
 
 
+def words_and_plurals(class_names) -> set[str]:
+    """Every word of the class names ("ankle-boot" -> ankle, boot) and its plural (+s): what a name must avoid."""
+    words = {w for name in class_names for w in name.replace("-", " ").split()}
+    return words | {w + "s" for w in words}
+
+
 def banned_words(recipe: DataRecipe, root: Path | None = None) -> set[str]:
     """Every word of a held-out emoji class name or a Fashion-MNIST class name, and their plurals."""
-    split = emoji_split(recipe.split, root)
-    banned = {w for name in split.heldout_classes for w in name.replace("-", " ").split()}
-    banned |= {w for name in FASHION_MNIST_CLASSES for w in name.replace("-", " ").split()}
-    return banned | {w + "s" for w in banned}
+    return words_and_plurals([*emoji_split(recipe.split, root).heldout_classes, *FASHION_MNIST_CLASSES])
 
 
 def build_icon_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
