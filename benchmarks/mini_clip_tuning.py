@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/mini_clip_tuning.py --name base --steps 600 [--weight-decay 0.05]
+                                          [--weight-average D] [--extra-averages D,D]
                                           [--lr 1e-3] [--freeze-text-projection] [--invert P] [--grey P]
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
@@ -13,7 +14,8 @@ pretraining data) with ``--validation-classes`` pretraining classes left out, th
 on the **tuning sets**: those left-out classes (twitter and fluent3d test augmentations: stand-ins for the
 held-out classes and the held-out style), Fashion-MNIST's *train* split (3,000 images, seeded) and
 MNIST-5k's *train* split. The model card reports the *test* splits and the real held-out classes, which a
-tuning run never reads. One json per run, ``<out>/<name>.json``.
+tuning run never reads. One json per run, ``<out>/<name>.json``; with ``--extra-averages`` one more per
+decay, ``<out>/<name>-avg<D>.json``, measured from the same run (each also stores the last weights' numbers).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ for folder in (REPO, REPO / "data_scripts"):
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
-    Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, run_base_seed, start_text_projection,
+    Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, WeightAverage,
+    run_base_seed, start_text_projection,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -86,24 +89,41 @@ def without_icons(data: TrainData, banned: set[str]) -> TrainData:
 
 
 def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], root, *,
-                  run_seed: int = 0) -> tuple[torch.nn.Module, dict]:
+                  run_seed: int = 0, extra_averages: tuple[float, ...] = ()):
     """The pretraining loop of the script (same step, optimiser and schedule), on the classes not left out.
 
     ``run_seed`` 0 initialises and draws batches exactly as the script does; another value changes both (the
     data stay the same), which measures how much a recipe's numbers move from run to run.
+
+    Returns ``(model, averages, info)``: the model holds the last weights, ``averages`` maps each decay (the
+    recipe's ``weight_average`` if it has one, then ``extra_averages``) to its :class:`WeightAverage` kept
+    along the same run, so the last weights and every average can be measured without run-to-run spread.
     """
     model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     data = load_train_data(model, recipe, root)
     start_text_projection(model, data.emoji_captions, recipe)
     data = without_classes(data, left_out, recipe.data.augmentations)
     optimizer, scheduler = make_optimizer(model, recipe)
+    decays = ([recipe.weight_average] if recipe.weight_average > 0 else []) + list(extra_averages)
+    averages = {decay: WeightAverage(model, decay) for decay in decays}
     model.train()
     began, last = time.perf_counter(), {}
     for step in tqdm(range(recipe.steps), desc="tuning run", mininterval=10):
         parts = optimisation_step(model, data, recipe, optimizer, scheduler, step, run_seed=run_seed)
+        for average in averages.values():
+            average.update(model)
         last = {k: round(float(v.detach() if torch.is_tensor(v) else v), 4) for k, v in parts.items()}
     model.eval()
-    return model, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": last}
+    return model, averages, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": last}
+
+
+def measure_tuning_sets(clip: ClipModel, left_out_names: list[str], root, label: str) -> dict:
+    """Zero-shot top-1/top-5 of ``clip`` on every tuning set, printed as it goes."""
+    results = {}
+    for key, imageset, templates in tuning_sets(left_out_names, root):
+        results[key] = zero_shot_accuracy(clip, imageset, templates)
+        print(f"{label}: {key:22s} top-1 {results[key]['top1']:5.1f}%  top-5 {results[key]['top5']:5.1f}%", flush=True)
+    return results
 
 
 def tuning_sets(left_out_names: list[str], root):
@@ -166,7 +186,7 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                       icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
-                    icon_weight=args.icon_weight,
+                    icon_weight=args.icon_weight, weight_average=args.weight_average,
                     freeze_text_projection=args.freeze_text_projection)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size)
 
@@ -190,6 +210,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)
+    parser.add_argument("--weight-average", type=float, default=Recipe.weight_average,
+                        help="decay of the running weight average; the last weights are measured too")
+    parser.add_argument("--extra-averages", default="", metavar="D,D",
+                        help="more decays averaged along the same run, one json each (<name>-avg<D>.json)")
     parser.add_argument("--run-seed", type=int, default=0, help="initialisation and batch order (0: as the script)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", type=Path, default=None)
@@ -210,18 +234,27 @@ def main(argv=None) -> None:
     recipe, config = recipe_and_config(args)
     classes, _ = emoji_pretrain_classes(recipe.data, args.root)
     left_out = validation_classes(len(classes), args.validation_classes)
-    model, info = train_variant(recipe, config, left_out, args.root, run_seed=args.run_seed)
+    extra = tuple(float(d) for d in args.extra_averages.split(",") if d)
+    model, averages, info = train_variant(recipe, config, left_out, args.root, run_seed=args.run_seed,
+                                          extra_averages=extra)
     model.visual.stem_cache = StemFeatureCache(stem_cache_folder(config))
     clip = ClipModel(model, mini_preprocess(config), mini_tokenizer(config), f"tuning-{args.name}", config.image_size)
-    results = {}
-    for key, imageset, templates in tuning_sets([classes[c].name for c in left_out], args.root):
-        results[key] = zero_shot_accuracy(clip, imageset, templates)
-        print(f"{args.name}: {key:22s} top-1 {results[key]['top1']:5.1f}%  top-5 {results[key]['top5']:5.1f}%", flush=True)
-    record = {"name": args.name, "recipe": recipe.to_dict(), "config": config.to_dict(),
-              "validation_classes": args.validation_classes, "validation_seed": VALIDATION_SEED,
-              "run_seed": args.run_seed, "threads": args.threads, **info, "tuning": results}
+    left_out_names = [classes[c].name for c in left_out]
+    last_weights = measure_tuning_sets(clip, left_out_names, args.root, f"{args.name} (last weights)")
+    common = {"config": config.to_dict(), "validation_classes": args.validation_classes,
+              "validation_seed": VALIDATION_SEED, "run_seed": args.run_seed, "threads": args.threads, **info}
+    records = {}
+    if recipe.weight_average == 0:
+        records[args.name] = {"name": args.name, "recipe": recipe.to_dict(), **common, "tuning": last_weights}
+    for decay, average in averages.items():  # the recipe's own average (if any) first, then the extra ones
+        name = args.name if decay == recipe.weight_average else f"{args.name}-avg{decay:g}"
+        average.copy_to(model)
+        records[name] = {"name": name, "recipe": replace(recipe, weight_average=decay).to_dict(), **common,
+                         "tuning": measure_tuning_sets(clip, left_out_names, args.root, name),
+                         "tuning_last_weights": last_weights}
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"{args.name}.json", json.dumps(record, indent=1) + "\n")
+    for name, record in records.items():
+        atomic_write_text(args.out / f"{name}.json", json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

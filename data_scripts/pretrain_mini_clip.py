@@ -34,7 +34,9 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
    - named icons (weight ``icon_weight``, only with ``DataRecipe.icon_augmentations > 0``): symmetric InfoNCE
      on a batch of distinct icons, each with one random caption ("an icon of a directions bike.").
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
-   from which an interrupted run resumes exactly.
+   from which an interrupted run resumes exactly. With ``weight_average`` > 0 the written weights are an
+   exponential moving average of the trained ones (Polyak and Juditsky 1992; :class:`WeightAverage`), which
+   is meant to make two runs of one recipe land closer together; off by default.
 5. Evaluation (final weights, loaded as users load them): zero-shot top-1/top-5 with the same prompts as
    version 1 on held-out emoji (all four styles), Fashion-MNIST, MNIST-5k, optdigits.
 """
@@ -124,6 +126,7 @@ class Recipe:
     freeze_text_projection: bool = False  # keep the text projection at its centred start (I - u u^T)
     icon_weight: float = 0.0  # weight of the named-icon loss (needs data.icon_augmentations > 0)
     icon_batch_size: int = 128  # distinct icons per step
+    weight_average: float = 0.0  # decay of the running average of the trained weights (0: keep the last weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -423,6 +426,49 @@ def make_optimizer(model, recipe: Recipe):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class WeightAverage:
+    """Exponential moving average of the trained parameters, updated after every optimisation step.
+
+    ``average <- d * average + (1 - d) * weights`` with ``d = min(decay, (1 + t) / (10 + t))`` at update ``t``:
+    the ramp keeps the first updates from pinning the average to the random start (as TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``). Only parameters that train are averaged; everything
+    else in the model is left as it is.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"weight_average decay must lie in (0, 1), got {decay}; use 0 in the recipe for none")
+        self.decay, self.updates = decay, 0
+        self.average = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, p in model.named_parameters():
+            if name in self.average:
+                self.average[name].mul_(d).add_(p.detach(), alpha=1 - d)
+        self.updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        """Overwrite the model's trained parameters with their average."""
+        for name, p in model.named_parameters():
+            if name in self.average:
+                p.copy_(self.average[name])
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "average": self.average}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.updates = state["decay"], state["updates"]
+        self.average = {name: tensor.clone() for name, tensor in state["average"].items()}
+
+
+def make_weight_average(model: torch.nn.Module, recipe: Recipe) -> WeightAverage | None:
+    """The recipe's running weight average, or None when it keeps the last weights."""
+    return WeightAverage(model, recipe.weight_average) if recipe.weight_average > 0 else None
+
+
 def recipe_digest(recipe: Recipe, config: MiniClipConfig) -> str:
     text = json.dumps([recipe.to_dict(), config.to_dict()], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
@@ -437,12 +483,15 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     times = {"data_seconds": time.perf_counter() - began, "train_seconds": 0.0}
     start_text_projection(model, data.emoji_captions, recipe)
     optimizer, scheduler = make_optimizer(model, recipe)
+    average = make_weight_average(model, recipe)
     start = 0
     if checkpoint.exists() and not fresh:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if average is not None:
+            average.load_state_dict(state["average"])
         start, times["train_seconds"] = state["step"], state["train_seconds"]
         print(f"resuming from {checkpoint} at step {start} ({times['train_seconds'] / 60:.1f} min so far)")
     model.train()
@@ -450,14 +499,20 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     chunk_began = time.perf_counter()
     for step in bar:
         parts = optimisation_step(model, data, recipe, optimizer, scheduler, step)  # step-seeded: resumable
+        if average is not None:
+            average.update(model)
         bar.set_postfix({k: f"{v.item() if torch.is_tensor(v) else v:.3f}" for k, v in parts.items()} | {"scale": f"{model.logit_scale.exp().item():.1f}"})
         if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
             times["train_seconds"] += time.perf_counter() - chunk_began
             chunk_began = time.perf_counter()
             state = {"model": trained_state_dict(model), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "step": step + 1, "train_seconds": times["train_seconds"]}
+            if average is not None:
+                state["average"] = average.state_dict()
             atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))
     model.eval()
+    if average is not None:
+        average.copy_to(model)
     return model, times
 
 
@@ -497,7 +552,6 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--imagenet-weight", type=float, default=defaults.imagenet_weight)
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
@@ -532,7 +586,7 @@ def main(argv=None) -> None:
                       grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                     lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
-                    freeze_text_projection=args.freeze_text_projection)
+                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
                             vision_layers=args.vision_layers)
     checkpoint = cache_root() / "mini_clip_pretrain" / f"{args.stem}-{recipe_digest(recipe, config)}.pt"

@@ -8,6 +8,7 @@ import importlib.util
 import math
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -302,19 +303,24 @@ def test_tuning_report_names_what_each_run_changed(tmp_path):
         "one mean row for the two runs of the same recipe, none for the single base run"
 
 
-def test_one_pretraining_step_updates_the_tower_and_its_batch_depends_only_on_the_step(monkeypatch):
-    """``optimisation_step`` (shared by the pretraining script and the tuning runs) on four synthetic classes."""
-    script = _script(monkeypatch, "pretrain_mini_clip")
-    data_module = sys.modules["pretrain_data"]
-    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
+def _four_class_train_data(script, data_module):
+    """Pretraining data of four synthetic classes in two styles (random CNN features and captions)."""
     gen = torch.Generator().manual_seed(0)
     n_classes, n_styles = 4, 2
-    data = script.TrainData(
+    return script.TrainData(
         emoji=data_module.StemData(torch.randn(n_styles * n_classes, 320, 4, 4, generator=gen).half(), {}),
         emoji_captions=torch.randn(n_styles * n_classes, 384, generator=gen),  # caption row 2c + s: class c, style s
         fits=[[[n_styles * c + s] for s in range(n_styles)] for c in range(n_classes)],
         generic=torch.arange(0, n_styles * n_classes, n_styles).view(n_classes, 1),
         text=None, string_of_item=None, string_captions=None, digit_strings=None, imagenet_text=None)
+
+
+def test_one_pretraining_step_updates_the_tower_and_its_batch_depends_only_on_the_step(monkeypatch):
+    """``optimisation_step`` (shared by the pretraining script and the tuning runs) on four synthetic classes."""
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
+    data = _four_class_train_data(script, data_module)
     losses = []
     for _ in range(2):
         model = mini_clip.build_mini_clip(seed=0)
@@ -327,6 +333,61 @@ def test_one_pretraining_step_updates_the_tower_and_its_batch_depends_only_on_th
     third = script.optimisation_step(model, data, recipe, *script.make_optimizer(model, recipe), step=3,
                                      run_seed=1)["loss"].item()
     assert math.isfinite(third) and third != losses[0], "another run seed draws another batch"
+
+
+def test_weight_average_follows_its_formula_and_leaves_frozen_parameters_alone(monkeypatch):
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    model[1].weight.requires_grad_(False)
+    frozen = model[1].weight.detach().clone()
+    start = model[0].weight.detach().clone()
+    average = script.WeightAverage(model, decay=0.9)
+    expected = start.clone()
+    for t in range(30):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+            model[1].weight.add_(1.0)
+        average.update(model)
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * model[0].weight.detach()
+    assert "1.weight" not in average.average, "a frozen parameter is not averaged"
+    assert torch.allclose(average.average["0.weight"], expected, atol=1e-5)
+    assert (average.average["0.weight"] < model[0].weight - 2).all(), "the average trails the weights that keep rising"
+    average.copy_to(model)
+    assert torch.allclose(model[0].weight, expected, atol=1e-5)
+    assert torch.equal(model[1].weight, frozen + 30), "copy_to leaves what was not averaged as it is"
+    with pytest.raises(ValueError, match="weight_average decay must lie in"):
+        script.WeightAverage(model, decay=1.0)
+    assert script.make_weight_average(model, script.Recipe()) is None, "off by default"
+
+
+def test_interrupted_pretraining_with_a_weight_average_resumes_to_the_same_weights(monkeypatch, tmp_path):
+    """``train`` stopped after its first checkpoint and run again gives the uninterrupted run's averaged weights."""
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    monkeypatch.setattr(script, "load_train_data", lambda model, recipe, root: _four_class_train_data(script, data_module))
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0,
+                           warmup_steps=1, steps=4, checkpoint_every=2, weight_average=0.5)
+    config = mini_clip.MiniClipConfig()
+    whole, _ = script.train(recipe, config, root=None, checkpoint=tmp_path / "whole.pt", fresh=True)
+
+    real_step = script.optimisation_step
+
+    def stop_at_step_two(model, data, recipe, optimizer, scheduler, step, **kwargs):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_step(model, data, recipe, optimizer, scheduler, step, **kwargs)
+
+    monkeypatch.setattr(script, "optimisation_step", stop_at_step_two)
+    with pytest.raises(KeyboardInterrupt):
+        script.train(recipe, config, root=None, checkpoint=tmp_path / "cut.pt", fresh=True)
+    monkeypatch.setattr(script, "optimisation_step", real_step)
+    resumed, _ = script.train(recipe, config, root=None, checkpoint=tmp_path / "cut.pt", fresh=False)
+    last_only, _ = script.train(replace(recipe, weight_average=0.0), config, root=None,
+                                checkpoint=tmp_path / "last.pt", fresh=True)
+    for name, tensor in mini_clip.trained_state_dict(whole).items():
+        assert torch.allclose(mini_clip.trained_state_dict(resumed)[name], tensor, atol=1e-6), name
+    assert not torch.allclose(whole.visual.proj, last_only.visual.proj), "the averaged weights are not the last ones"
 
 
 def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
