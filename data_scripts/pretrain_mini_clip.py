@@ -552,6 +552,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--weight-average", type=float, default=defaults.weight_average,
+                        help="decay of the running average of the weights, e.g. 0.99 (0: write the last weights)")
     parser.add_argument("--imagenet-weight", type=float, default=defaults.imagenet_weight)
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
@@ -569,6 +572,19 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
+    """The recipe and architecture the command line asks for."""
+    data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
+                      augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
+                      grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
+    recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
+                    lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
+                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection)
+    config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
+                            vision_layers=args.vision_layers)
+    return recipe, config
+
+
 def main(argv=None) -> None:
     from evaluate_mini_clip import evaluate_and_report
 
@@ -581,14 +597,7 @@ def main(argv=None) -> None:
     if args.eval_only:
         evaluate_and_report(args.eval_only, root=args.root)
         return
-    data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
-                      augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
-                      grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
-    recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
-                    lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
-                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection)
-    config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
-                            vision_layers=args.vision_layers)
+    recipe, config = recipe_and_config(args)
     checkpoint = cache_root() / "mini_clip_pretrain" / f"{args.stem}-{recipe_digest(recipe, config)}.pt"
     print(f"recipe {recipe.to_dict()}\nconfig {config.to_dict()}\ncheckpoint {checkpoint}")
     model, times = train(recipe, config, root=args.root, checkpoint=checkpoint, fresh=args.fresh)
