@@ -433,7 +433,8 @@ class WeightAverage:
     the ramp keeps the first updates from pinning the average to the random start (as TensorFlow's
     ``ExponentialMovingAverage`` with ``num_updates``). Only parameters that train are averaged; everything
     else in the model is left as it is. The ramp stays below 0.985 for the first 600 updates, so at the
-    600-step length any decay above that gives the same average (step s weighs about (s / t)^9: mostly the last tenth of the run).
+    600-step length any decay above that gives the same average (step s weighs about (s / t)^9: mostly the
+    last tenth of the run).
     Measured on the tuning sets it changes nothing beyond the spread (``docs/measurements/mini_clip_tuning.md``,
     fifth round): with a cosine schedule that ends at zero the last weights already barely move.
     """
