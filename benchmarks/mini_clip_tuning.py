@@ -117,10 +117,10 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
     return model, averages, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": last}
 
 
-def measure_tuning_sets(clip: ClipModel, left_out_names: list[str], root, label: str) -> dict:
-    """Zero-shot top-1/top-5 of ``clip`` on every tuning set, printed as it goes."""
+def measure_tuning_sets(clip: ClipModel, sets, label: str) -> dict:
+    """Zero-shot top-1/top-5 of ``clip`` on every tuning set of ``sets`` (from :func:`tuning_sets`), printed."""
     results = {}
-    for key, imageset, templates in tuning_sets(left_out_names, root):
+    for key, imageset, templates in sets:
         results[key] = zero_shot_accuracy(clip, imageset, templates)
         print(f"{label}: {key:22s} top-1 {results[key]['top1']:5.1f}%  top-5 {results[key]['top5']:5.1f}%", flush=True)
     return results
@@ -239,8 +239,8 @@ def main(argv=None) -> None:
                                           extra_averages=extra)
     model.visual.stem_cache = StemFeatureCache(stem_cache_folder(config))
     clip = ClipModel(model, mini_preprocess(config), mini_tokenizer(config), f"tuning-{args.name}", config.image_size)
-    left_out_names = [classes[c].name for c in left_out]
-    last_weights = measure_tuning_sets(clip, left_out_names, args.root, f"{args.name} (last weights)")
+    sets = tuning_sets([classes[c].name for c in left_out], args.root)  # loaded once, measured once per weights
+    last_weights = measure_tuning_sets(clip, sets, f"{args.name} (last weights)")
     common = {"config": config.to_dict(), "validation_classes": args.validation_classes,
               "validation_seed": VALIDATION_SEED, "run_seed": args.run_seed, "threads": args.threads, **info}
     records = {}
@@ -250,7 +250,7 @@ def main(argv=None) -> None:
         name = args.name if decay == recipe.weight_average else f"{args.name}-avg{decay:g}"
         average.copy_to(model)
         records[name] = {"name": name, "recipe": replace(recipe, weight_average=decay).to_dict(), **common,
-                         "tuning": measure_tuning_sets(clip, left_out_names, args.root, name),
+                         "tuning": measure_tuning_sets(clip, sets, name),
                          "tuning_last_weights": last_weights}
     args.out.mkdir(parents=True, exist_ok=True)
     for name, record in records.items():

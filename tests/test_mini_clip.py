@@ -386,8 +386,9 @@ def test_interrupted_pretraining_with_a_weight_average_resumes_to_the_same_weigh
     resumed, _ = script.train(recipe, config, root=None, checkpoint=tmp_path / "cut.pt", fresh=False)
     last_only, _ = script.train(replace(recipe, weight_average=0.0), config, root=None,
                                 checkpoint=tmp_path / "last.pt", fresh=True)
+    resumed_tensors = mini_clip.trained_state_dict(resumed)
     for name, tensor in mini_clip.trained_state_dict(whole).items():
-        assert torch.allclose(mini_clip.trained_state_dict(resumed)[name], tensor, atol=1e-6), name
+        assert torch.allclose(resumed_tensors[name], tensor, atol=1e-6), name
     assert not torch.allclose(whole.visual.proj, last_only.visual.proj), "the averaged weights are not the last ones"
 
 
