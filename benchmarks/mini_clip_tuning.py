@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/mini_clip_tuning.py --name base --steps 600 [--weight-decay 0.05]
                                           [--weight-average D] [--extra-averages D,D]
-                                          [--lr 1e-3] [--freeze-text-projection] [--invert P] [--grey P]
+                                          [--lr 1e-3] [--batch-size 192] [--augmentations 12]
+                                          [--freeze-text-projection] [--invert P] [--grey P]
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -182,10 +183,10 @@ def _mean_std(values: list[float]) -> str:
 
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
     """The recipe and architecture a tuning run trains: the shipped ones with the options of ``args`` changed."""
-    data = DataRecipe(invert=args.invert, grey=args.grey, image_size=args.image_size,
+    data = DataRecipe(augmentations=args.augmentations, invert=args.invert, grey=args.grey, image_size=args.image_size,
                       icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
-                    text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
+                    batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight, weight_average=args.weight_average,
                     freeze_text_projection=args.freeze_text_projection)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size)
@@ -199,10 +200,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--validation-classes", type=int, default=50)
     parser.add_argument("--freeze-text-projection", action="store_true")
+    parser.add_argument("--augmentations", type=int, default=DataRecipe.augmentations,
+                        help="augmented copies per emoji drawing (a new value builds its data once)")
     parser.add_argument("--invert", type=float, default=DataRecipe.invert)
     parser.add_argument("--grey", type=float, default=DataRecipe.grey)
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
+    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="emoji images (distinct classes) a step")
     parser.add_argument("--text-batch-size", type=int, default=Recipe.text_batch_size)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)

@@ -415,8 +415,10 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
 
     tuning = load_script("benchmarks/mini_clip_tuning.py")
     recipe, config = tuning.recipe_and_config(tuning.parse_args(
-        ["--name", "x", "--image-size", "160", "--imagenet-weight", "0.3", "--vision-layers", "2"]))
+        ["--name", "x", "--image-size", "160", "--imagenet-weight", "0.3", "--vision-layers", "2",
+         "--augmentations", "24", "--batch-size", "96"]))
     assert (recipe.data.image_size, config.image_size) == (160, 160), "the data and the tower share one image size"
+    assert (recipe.data.augmentations, recipe.batch_size) == (24, 96)
     assert recipe.imagenet_weight == 0.3 and config.vision_layers == 2
     default_recipe, default_config = tuning.recipe_and_config(tuning.parse_args(["--name", "x"]))
     assert default_recipe == tuning.Recipe(data=tuning.DataRecipe(), steps=600)
@@ -425,7 +427,8 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
            "tuning": {key: {"top1": 1.0} for key in tuning.TUNING_KEYS}}
     (tmp_path / "px160.json").write_text(json.dumps(run))
     assert tuning.report(tmp_path).splitlines()[2].startswith(
-        "| px160 | 600 | image_size=160, imagenet_weight=0.3, vision_layers=2 | 0 |"), "each change named once"
+        "| px160 | 600 | image_size=160, augmentations=24, batch_size=96, imagenet_weight=0.3, vision_layers=2 | 0 |"), \
+        "each change named once"
 
 
 def test_stem_probe_names_the_package_of_a_cnn_that_is_not_installed():
