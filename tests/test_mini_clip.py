@@ -579,3 +579,17 @@ def test_icon_loss_joins_the_step_and_tuning_drops_icons_named_like_left_out_cla
     assert kept.icon_drawings.tolist() == [[0, 1], [2, 4], [3, 3]]
     with pytest.raises(ValueError, match="need both --icon-augmentations N > 0 and --icon-weight W > 0"):
         script.load_train_data(model, script.Recipe(icon_weight=1.0), root=None)
+
+
+def test_conse_embedding_is_the_probability_weighted_mean_of_the_top_classes():
+    """ConSE (Norouzi et al. 2014, eq. 2): T = 1 gives the most probable class's embedding; T = K the
+    probability-weighted mean of all of them."""
+    from repo_scripts import load_script
+
+    conse = load_script("benchmarks/conse_probe.py")
+    probabilities = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    class_text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    assert torch.equal(conse.conse_embedding(probabilities, class_text, 1), class_text[[1, 0]])
+    assert torch.allclose(conse.conse_embedding(probabilities, class_text, 3), probabilities @ class_text)
+    two = conse.conse_embedding(probabilities, class_text, 2)  # renormalised over the two kept classes
+    assert torch.allclose(two[0], (0.6 * class_text[1] + 0.3 * class_text[2]) / 0.9)
