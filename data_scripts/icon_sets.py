@@ -1,13 +1,16 @@
 """Named icon drawings for the mini-CLIP's pretraining: icon sets whose every drawing carries a name.
 
-Three sets, each from a registry package (pinned), each drawn in its own style:
+Four sets, each from a registry package (pinned), each drawn in its own style:
 
 - ``material``: Google's Material Icons font from Debian's ``fonts-material-design-icons-iconfont``
   (Apache-2.0): one filled glyph per name ("directions_bike" -> "directions bike");
 - ``phosphor``: ``@phosphor-icons/core`` from npm (MIT): every icon in six weights (thin, light, regular,
   bold, fill, duotone), six drawings of one name ("airplane-takeoff" -> "airplane takeoff");
 - ``tabler``: ``@tabler/icons`` from npm (MIT): outline drawings, and filled ones where the set has them;
-  the ``brand-*`` logos are skipped.
+  the ``brand-*`` logos are skipped;
+- ``game``: the game-icons.net drawings as the Iconify JSON package ``@iconify-json/game-icons`` from npm
+  (CC BY 3.0, by Lorc, Delapouite and the other game-icons.net authors): 4,134 filled silhouettes of things,
+  creatures and actions ("crossed-swords" -> "crossed swords"); numbered names ("abstract 001") are skipped.
 
 An icon whose name shares a word with a banned word (a held-out emoji class or a Fashion-MNIST class, see
 ``pretrain_data.banned_words``) is dropped. Drawings are black on white, centred, filling 3/4 of the image.
@@ -19,6 +22,7 @@ richer offline pretraining data from registry packages); its effect is measured 
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from dataclasses import dataclass
@@ -38,7 +42,9 @@ PHOSPHOR = NpmPackage("@phosphor-icons/core", "2.1.1",
                       "sha512-v4ARvrip4qBCImOE5rmPUylOEK4iiED9ZyKjcvzuezqMaiRASCHKcRIuvvxL/twvLpkfnEODCOJp5dM4eZilxQ==")
 TABLER = NpmPackage("@tabler/icons", "3.52.0",
                     "sha512-dldKlJNfO/gZnGLcIY0X2EFFKIMGwL/rEvTqglvBgAPFiwj9pZOCN5V3Sf0Gyjq6foX4VQmLdOmsS4w5FdWKAw==")
-ICON_SETS = ("material", "phosphor", "tabler")
+GAME_ICONS = NpmPackage("@iconify-json/game-icons", "1.2.4",
+                        "sha512-/HDDZxowXgDJcOEwPspUCq5RuDdl25OyZKdtxqqiPJQNTrWIym7r4StLzIVs77DyNzOWWhH5wDqwYR3WHeDfkg==")
+ICON_SETS = ("material", "phosphor", "tabler", "game")
 FILL = 0.75  # share of the image side a drawing fills
 
 
@@ -129,6 +135,30 @@ def svg_members(tarball: Path, kind: str) -> list[tuple[str, str, bytes]]:
     return out
 
 
+def iconify_members(tarball: Path) -> list[tuple[str, bytes]]:
+    """``(name, svg bytes)`` of every icon in an Iconify JSON tarball (``package/icons.json``), in file order.
+
+    Each icon's ``body`` is wrapped in an ``<svg>`` with its own or the set's view box; names with a number
+    word ("abstract 001") name no concept and are skipped.
+    """
+    with tarfile.open(tarball) as archive:
+        try:
+            data = json.load(archive.extractfile("package/icons.json"))
+        except KeyError:
+            raise ValueError(f"{tarball} has no package/icons.json: not an Iconify JSON package "
+                             "(delete the file to download it again)") from None
+    out = []
+    for key, icon in data["icons"].items():
+        name = key.replace("-", " ")
+        if any(word.isdigit() for word in name.split()):
+            continue
+        width, height = icon.get("width", data.get("width", 16)), icon.get("height", data.get("height", 16))
+        svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+               f'viewBox="{icon.get("left", 0)} {icon.get("top", 0)} {width} {height}">{icon["body"]}</svg>')
+        out.append((name, svg.encode()))
+    return out
+
+
 def named_icon_drawings(sets: tuple[str, ...], size: int, banned: set[str], download_dir: Path) -> NamedDrawings:
     """Every kept drawing of the icon ``sets`` at ``size`` px; npm tarballs are fetched into ``download_dir``."""
     names, drawing_name, images, index = [], [], [], {}
@@ -146,6 +176,12 @@ def named_icon_drawings(sets: tuple[str, ...], size: int, banned: set[str], down
             icons = material_icon_names(names_file, banned)
             for (name, _), image in zip(icons, render_glyphs(font, [code for _, code in icons], size)):
                 add(name, image)
+            continue
+        if kind == "game":
+            tarball = fetch_package(require_npm, GAME_ICONS, download_dir)
+            for name, svg in tqdm(iconify_members(tarball), desc="render game icons", leave=False):
+                if not banned & set(name.split()):
+                    add(name, _to_tensor(render_svg(svg, size)[None])[0])
             continue
         tarball = fetch_package(require_npm, PHOSPHOR if kind == "phosphor" else TABLER, download_dir)
         for name, _, svg in tqdm(svg_members(tarball, kind), desc=f"render {kind} icons", leave=False):

@@ -13,7 +13,7 @@ Three parts (four with the optional icons), each a tensor of frozen-stem feature
 3. **ImageNet** (the EfficientNet-Lite0 package): the 1000 class names and the pretrained classifier, used
    in the loss (``pretrain_mini_clip.py``); no ImageNet image is needed or used.
 4. **Named icons** (optional, ``DataRecipe.icon_augmentations > 0``; :mod:`icon_sets`): the drawings of
-   the icon sets ``DataRecipe.icon_sets`` (Debian's Material Icons font, npm's Phosphor and Tabler icons) with
+   the icon sets ``DataRecipe.icon_sets`` (Debian's Material Icons font, npm's Phosphor, Tabler and game icons) with
    their names, minus every icon whose name shares a word with a held-out emoji class or a Fashion-MNIST
    class; augmented as the emoji are. More named drawings, in more drawing styles, for the image-text
    alignment (our choice, measured in ``docs/measurements/mini_clip_tuning.md``).

@@ -552,7 +552,7 @@ def parse_args(argv=None):
     parser.add_argument("--icon-augmentations", type=int, default=data.icon_augmentations,
                         help="augmented copies per named icon drawing (0: no icon part; see icon_sets.py)")
     parser.add_argument("--icon-weight", type=float, default=defaults.icon_weight, help="weight of the icon loss")
-    parser.add_argument("--icon-sets", default=data.icon_sets, help="icon sets joined by '+' (material, phosphor, tabler)")
+    parser.add_argument("--icon-sets", default=data.icon_sets, help="icon sets joined by '+' (material, phosphor, tabler, game)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)

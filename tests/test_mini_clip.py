@@ -518,6 +518,40 @@ def test_npm_icon_sets_are_read_by_name_and_weight_from_their_tarballs(monkeypat
         "a dark stroke across the middle, white margins"
 
 
+def test_iconify_icon_sets_are_read_from_their_json_and_drawn(monkeypatch, tmp_path):
+    """An Iconify JSON tarball (the npm layout of ``@iconify-json/game-icons``): names from the keys, numbered
+    names skipped, each body drawn in the set's view box (a filled square in the middle: dark centre, white
+    margins)."""
+    import json
+    import tarfile
+
+    _script(monkeypatch, "pretrain_data")
+    icon_sets = sys.modules["icon_sets"]
+    square = '<path fill="currentColor" d="M128 128h256v256H128z"/>'
+    icons = {"prefix": "game-icons", "width": 512, "height": 512,
+             "icons": {"crossed-swords": {"body": square}, "abstract-001": {"body": square},
+                       "small-box": {"body": '<path fill="currentColor" d="M4 4h8v8H4z"/>', "width": 16, "height": 16}}}
+    tarball = tmp_path / "game-icons.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, content in {"package/icons.json": json.dumps(icons).encode(), "package/info.json": b"{}"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    members = icon_sets.iconify_members(tarball)
+    assert [name for name, _ in members] == ["crossed swords", "small box"], "numbered names are skipped"
+    for _, svg in members:
+        image = icon_sets.render_svg(svg, 64)
+        assert image.shape == (64, 64) and image[32, 32] < 50 and image[2:6].min() == 255, \
+            "the square is drawn dark in the middle of its own view box, the margins stay white"
+    assert icon_sets.parse_icon_sets("material+game") == ("material", "game")
+    empty = tmp_path / "not-iconify.tgz"
+    with tarfile.open(empty, "w:gz") as archive:
+        info = tarfile.TarInfo("package/readme.md")
+        archive.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ValueError, match="no package/icons.json: not an Iconify JSON package"):
+        icon_sets.iconify_members(empty)
+
+
 def test_icon_part_is_deterministic_from_its_seed(monkeypatch, tmp_path):
     """The icon part on a Latin font standing in for the icon font (same code path: glyphs by code point)."""
     from uniil_lib.data.rendered_text import find_fonts
