@@ -178,13 +178,11 @@ def named_icon_drawings(sets: tuple[str, ...], size: int, banned: set[str], down
                 add(name, image)
             continue
         if kind == "game":
-            tarball = fetch_package(require_npm, GAME_ICONS, download_dir)
-            for name, svg in tqdm(iconify_members(tarball), desc="render game icons", leave=False):
-                if not banned & set(name.split()):
-                    add(name, _to_tensor(render_svg(svg, size)[None])[0])
-            continue
-        tarball = fetch_package(require_npm, PHOSPHOR if kind == "phosphor" else TABLER, download_dir)
-        for name, _, svg in tqdm(svg_members(tarball, kind), desc=f"render {kind} icons", leave=False):
+            members = iconify_members(fetch_package(require_npm, GAME_ICONS, download_dir))
+        else:
+            tarball = fetch_package(require_npm, PHOSPHOR if kind == "phosphor" else TABLER, download_dir)
+            members = [(name, svg) for name, _, svg in svg_members(tarball, kind)]
+        for name, svg in tqdm(members, desc=f"render {kind} icons", leave=False):
             if not banned & set(name.split()):
                 add(name, _to_tensor(render_svg(svg, size)[None])[0])
     return NamedDrawings(names, drawing_name, torch.stack(images))
