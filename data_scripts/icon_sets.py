@@ -1,6 +1,6 @@
 """Named icon drawings for the mini-CLIP's pretraining: icon sets whose every drawing carries a name.
 
-Four sets, each from a registry package (pinned), each drawn in its own style:
+Six sets, each from a registry package (pinned), each drawn in its own style:
 
 - ``material``: Google's Material Icons font from Debian's ``fonts-material-design-icons-iconfont``
   (Apache-2.0): one filled glyph per name ("directions_bike" -> "directions bike");
@@ -10,10 +10,16 @@ Four sets, each from a registry package (pinned), each drawn in its own style:
   the ``brand-*`` logos are skipped;
 - ``game``: the game-icons.net drawings as the Iconify JSON package ``@iconify-json/game-icons`` from npm
   (CC BY 3.0, by Lorc, Delapouite and the other game-icons.net authors): 4,134 filled silhouettes of things,
-  creatures and actions ("crossed-swords" -> "crossed swords"); numbered names ("abstract 001") are skipped.
+  creatures and actions ("crossed-swords" -> "crossed swords"); numbered names ("abstract 001") are skipped;
+- ``emojione`` and ``fxemoji``: two more emoji drawing styles, kept in colour, as the Iconify JSON packages
+  ``@iconify-json/emojione`` (CC BY 4.0, EmojiOne 2 by Ranks.com) and ``@iconify-json/fxemoji`` (Apache-2.0,
+  Mozilla's FxEmoji). More styles of the concepts the pretraining already names: an emojione key is a CLDR
+  name ("red-apple" -> "red apple"), skin-tone variants skipped; an fxemoji key is a Unicode name without
+  spaces ("redapple"), so it is named by the emoji class or emojione name it spells, and dropped when it
+  spells none (:func:`emoji_style_members`).
 
 An icon whose name shares a word with a banned word (a held-out emoji class or a Fashion-MNIST class, see
-``pretrain_data.banned_words``) is dropped. Drawings are black on white, centred, filling 3/4 of the image.
+``pretrain_data.banned_words``) is dropped. Drawings are black on white (the emoji styles in their own colours), centred, filling 3/4 of the image.
 Using icons at all, and these sets, is our choice for version 2's data (issue "A stronger offline CLIP":
 richer offline pretraining data from registry packages); its effect is measured in
 ``docs/measurements/mini_clip_tuning.md``.
@@ -44,7 +50,13 @@ TABLER = NpmPackage("@tabler/icons", "3.52.0",
                     "sha512-dldKlJNfO/gZnGLcIY0X2EFFKIMGwL/rEvTqglvBgAPFiwj9pZOCN5V3Sf0Gyjq6foX4VQmLdOmsS4w5FdWKAw==")
 GAME_ICONS = NpmPackage("@iconify-json/game-icons", "1.2.4",
                         "sha512-/HDDZxowXgDJcOEwPspUCq5RuDdl25OyZKdtxqqiPJQNTrWIym7r4StLzIVs77DyNzOWWhH5wDqwYR3WHeDfkg==")
-ICON_SETS = ("material", "phosphor", "tabler", "game")
+EMOJIONE = NpmPackage("@iconify-json/emojione", "1.2.3",
+                      "sha512-T9+T3HIbJNLKKsmxYKlaYhvnHYkz/HNYTV7SHCXVZPfeUi4FqskY70YeN8yYAZT8cCv7w5vJxS4Q1m8zb9CMMg==")
+FXEMOJI = NpmPackage("@iconify-json/fxemoji", "1.2.2",
+                     "sha512-UAasRaxzFUKfIGSmLwnoarsssA4LX0VLLuEmplIqM6ZNQqIQRtav8tZ4H1neTlBreXuMQyAifr5jP4kn78DpiQ==")
+ICONIFY_PACKAGES = {"game": GAME_ICONS, "emojione": EMOJIONE, "fxemoji": FXEMOJI}
+EMOJI_STYLE_SETS = ("emojione", "fxemoji")  # drawn in colour, named after the emoji they draw
+ICON_SETS = ("material", "phosphor", "tabler", "game", *EMOJI_STYLE_SETS)
 FILL = 0.75  # share of the image side a drawing fills
 
 
@@ -104,8 +116,9 @@ def render_glyphs(font_path: Path, code_points: list[int], size: int) -> torch.T
     return _to_tensor(np.stack(images))
 
 
-def render_svg(svg: bytes, size: int) -> np.ndarray:
-    """An SVG icon (``currentColor`` drawn black) as ``(S, S)`` uint8 grey, centred on white at ``FILL``."""
+def render_svg(svg: bytes, size: int, *, colour: bool = False) -> np.ndarray:
+    """An SVG icon (``currentColor`` drawn black) as ``(S, S)`` uint8 grey (``(S, S, 3)`` RGB with ``colour``),
+    centred on white at ``FILL``."""
     import resvg_py
 
     inner = round(size * FILL)
@@ -113,7 +126,7 @@ def render_svg(svg: bytes, size: int) -> np.ndarray:
     drawing = Image.open(io.BytesIO(bytes(png))).convert("RGBA")
     canvas = Image.new("RGBA", (size, size), (255, 255, 255, 255))
     canvas.alpha_composite(drawing, ((size - inner) // 2, (size - inner) // 2))
-    return np.asarray(canvas.convert("L"))
+    return np.asarray(canvas.convert("RGB" if colour else "L"))
 
 
 def svg_members(tarball: Path, kind: str) -> list[tuple[str, str, bytes]]:
@@ -159,8 +172,36 @@ def iconify_members(tarball: Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def named_icon_drawings(sets: tuple[str, ...], size: int, banned: set[str], download_dir: Path) -> NamedDrawings:
-    """Every kept drawing of the icon ``sets`` at ``size`` px; npm tarballs are fetched into ``download_dir``."""
+def spelled(name: str) -> str:
+    """A name without case, spaces or punctuation: ``"Red-Apple"`` and ``"redapple"`` -> ``"redapple"``."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def emoji_style_members(kind: str, members: list[tuple[str, bytes]], class_names: list[str],
+                        emojione_names: list[str]) -> list[tuple[str, bytes]]:
+    """The drawings of an emoji-style set (``emojione`` or ``fxemoji``) under the names the pretraining uses.
+
+    A drawing is named by the emoji class (``class_names``) whose name it spells, else (emojione) by its own
+    CLDR name or (fxemoji) by the emojione name it spells; fxemoji keys that spell neither are dropped (their
+    words cannot be told apart), as are emojione's skin-tone variants. Our choice, so that one concept has one
+    caption across the styles.
+    """
+    known = {spelled(n): n for n in emojione_names}
+    known.update({spelled(n): n for n in class_names})
+    out = []
+    for name, svg in members:
+        if kind == "emojione" and "skin tone" in name:
+            continue
+        named = known.get(spelled(name), name if kind == "emojione" else None)
+        if named is not None:
+            out.append((named, svg))
+    return out
+
+
+def named_icon_drawings(sets: tuple[str, ...], size: int, banned: set[str], download_dir: Path,
+                        class_names: list[str] = ()) -> NamedDrawings:
+    """Every kept drawing of the icon ``sets`` at ``size`` px; npm tarballs are fetched into ``download_dir``.
+    ``class_names`` (the emoji classes) name the drawings of the emoji-style sets where they match."""
     names, drawing_name, images, index = [], [], [], {}
 
     def add(name: str, image: torch.Tensor) -> None:
@@ -177,17 +218,22 @@ def named_icon_drawings(sets: tuple[str, ...], size: int, banned: set[str], down
             for (name, _), image in zip(icons, render_glyphs(font, [code for _, code in icons], size)):
                 add(name, image)
             continue
-        if kind == "game":
-            members = iconify_members(fetch_package(require_npm, GAME_ICONS, download_dir))
+        if kind in ICONIFY_PACKAGES:
+            members = iconify_members(fetch_package(require_npm, ICONIFY_PACKAGES[kind], download_dir))
+            if kind in EMOJI_STYLE_SETS:
+                emojione = members if kind == "emojione" else iconify_members(
+                    fetch_package(require_npm, EMOJIONE, download_dir))
+                members = emoji_style_members(kind, members, list(class_names), [n for n, _ in emojione])
         else:
             tarball = fetch_package(require_npm, PHOSPHOR if kind == "phosphor" else TABLER, download_dir)
             members = [(name, svg) for name, _, svg in svg_members(tarball, kind)]
         for name, svg in tqdm(members, desc=f"render {kind} icons", leave=False):
             if not banned & set(name.split()):
-                add(name, _to_tensor(render_svg(svg, size)[None])[0])
+                add(name, _to_tensor(render_svg(svg, size, colour=kind in EMOJI_STYLE_SETS)[None])[0])
     return NamedDrawings(names, drawing_name, torch.stack(images))
 
 
-def _to_tensor(grey: np.ndarray) -> torch.Tensor:
-    """``(N, S, S)`` uint8 grey -> ``(N, 3, S, S)`` float in [0, 1]."""
-    return torch.from_numpy(np.array(grey)).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """``(N, S, S)`` uint8 grey or ``(N, S, S, 3)`` RGB -> ``(N, 3, S, S)`` float in [0, 1]."""
+    x = torch.from_numpy(np.array(pixels)).float().div(255)
+    return (x.permute(0, 3, 1, 2) if x.dim() == 4 else x.unsqueeze(1).expand(-1, 3, -1, -1)).contiguous()

@@ -13,7 +13,8 @@ Three parts (four with the optional icons), each a tensor of frozen-stem feature
 3. **ImageNet** (the EfficientNet-Lite0 package): the 1000 class names and the pretrained classifier, used
    in the loss (``pretrain_mini_clip.py``); no ImageNet image is needed or used.
 4. **Named icons** (optional, ``DataRecipe.icon_augmentations > 0``; :mod:`icon_sets`): the drawings of
-   the icon sets ``DataRecipe.icon_sets`` (Debian's Material Icons font, npm's Phosphor, Tabler and game icons) with
+   the icon sets ``DataRecipe.icon_sets`` (Debian's Material Icons font, npm's Phosphor, Tabler and game icons, and
+   two more emoji styles, EmojiOne and FxEmoji) with
    their names, minus every icon whose name shares a word with a held-out emoji class or a Fashion-MNIST
    class; augmented as the emoji are. More named drawings, in more drawing styles, for the image-text
    alignment (our choice, measured in ``docs/measurements/mini_clip_tuning.md``).
@@ -229,7 +230,7 @@ def banned_words(recipe: DataRecipe, root: Path | None = None) -> set[str]:
 def build_icon_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
     """Trunk features of every augmentation of every named icon drawing: rows ordered (k, drawing)."""
     drawings = named_icon_drawings(parse_icon_sets(recipe.icon_sets), recipe.image_size, banned_words(recipe, root),
-                                   cache_root() / "downloads" / "icons")
+                                   cache_root() / "downloads" / "icons", [c.name for c in load_emoji_classes(root)])
     chunks = []
     for k in tqdm(range(recipe.icon_augmentations), desc="icon augmentations -> stem", leave=False):
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 7_777_777 + k)

@@ -552,6 +552,31 @@ def test_iconify_icon_sets_are_read_from_their_json_and_drawn(monkeypatch, tmp_p
         icon_sets.iconify_members(empty)
 
 
+def test_emoji_style_sets_are_named_after_the_emoji_they_draw_and_kept_in_colour(monkeypatch):
+    """EmojiOne keys are CLDR names, FxEmoji keys Unicode names without spaces: both are named by the emoji class
+    (or emojione name) they spell, FxEmoji keys that spell none are dropped, skin-tone variants skipped; the
+    drawings keep their colours."""
+    _script(monkeypatch, "pretrain_data")
+    icon_sets = sys.modules["icon_sets"]
+    red = b'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><path fill="#e00000" d="M4 4h8v8H4z"/></svg>'
+    emojione = [("red apple", red), ("grinning face", red), ("waving hand medium skin tone", red),
+                ("t rex", red)]
+    class_names = ["red apple", "t-rex", "hot beverage"]
+    named = icon_sets.emoji_style_members("emojione", emojione, class_names, [n for n, _ in emojione])
+    assert [n for n, _ in named] == ["red apple", "grinning face", "t-rex"], \
+        "class names win, other CLDR names stay, skin tones are skipped"
+    fxemoji = [("redapple", red), ("hotbeverage", red), ("grinningface", red), ("blackrightwardsarrow", red)]
+    named = icon_sets.emoji_style_members("fxemoji", fxemoji, class_names, [n for n, _ in emojione])
+    assert [n for n, _ in named] == ["red apple", "hot beverage", "grinning face"], \
+        "fxemoji keys become the names they spell; a key that spells no known name is dropped"
+    image = icon_sets.render_svg(red, 64, colour=True)
+    assert image.shape == (64, 64, 3) and tuple(image[32, 32]) == (224, 0, 0) and image[2:6].min() == 255, \
+        "the red square stays red in the middle, white margins"
+    pixels = icon_sets._to_tensor(image[None])
+    assert pixels.shape == (1, 3, 64, 64) and pixels[0, 0, 32, 32] > 0.8 > 0.1 > pixels[0, 1, 32, 32]
+    assert icon_sets.parse_icon_sets("emojione+fxemoji") == ("emojione", "fxemoji")
+
+
 def test_icon_part_is_deterministic_from_its_seed(monkeypatch, tmp_path):
     """The icon part on a Latin font standing in for the icon font (same code path: glyphs by code point)."""
     from uniil_lib.data.rendered_text import find_fonts
