@@ -187,8 +187,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                       icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
-                    icon_weight=args.icon_weight, weight_average=args.weight_average,
-                    freeze_text_projection=args.freeze_text_projection)
+                    icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
+                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size)
 
 
@@ -214,6 +214,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)
+    parser.add_argument("--icon-style-share", type=float, default=Recipe.icon_style_share)
     parser.add_argument("--weight-average", type=float, default=Recipe.weight_average,
                         help="decay of the running weight average; the last weights are measured too")
     parser.add_argument("--extra-averages", default="", metavar="D,D",

@@ -32,7 +32,11 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
      Off by default (weight 0): on our tuning sets it lowered every zero-shot number (the measurement is in
      the model card, ``uniil_lib/weights/MODEL_CARD.md``).
    - named icons (weight ``icon_weight``, only with ``DataRecipe.icon_augmentations > 0``): symmetric InfoNCE
-     on a batch of distinct icons, each with one random caption ("an icon of a directions bike.").
+     on a batch of distinct icons, each with one random caption ("an icon of a directions bike.");
+   - with ``icon_style_share`` > 0, that share of the emoji batch's classes which have named drawings of their
+     own (the emoji-style icon sets, EmojiOne and FxEmoji, name drawings after the classes) show one of those
+     instead of an EmojiDomains drawing, with a style-free caption: more drawing styles inside the emoji loss
+     (our ablation, off by default; measured in ``docs/measurements/mini_clip_tuning.md``, seventh round).
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
    from which an interrupted run resumes exactly. With ``weight_average`` > 0 the written weights are an
    exponential moving average of the trained ones (Polyak and Juditsky 1992; :class:`WeightAverage`), which
@@ -126,6 +130,7 @@ class Recipe:
     freeze_text_projection: bool = False  # keep the text projection at its centred start (I - u u^T)
     icon_weight: float = 0.0  # weight of the named-icon loss (needs data.icon_augmentations > 0)
     icon_batch_size: int = 128  # distinct icons per step
+    icon_style_share: float = 0.0  # share of emoji-batch classes shown as one of their named icon drawings
     weight_average: float = 0.0  # decay of the running average of the trained weights (0: keep the last weights)
 
     def to_dict(self) -> dict:
@@ -219,6 +224,9 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
     if bool(recipe.icon_weight) != bool(recipe.data.icon_augmentations):
         raise ValueError(f"named icons need both --icon-augmentations N > 0 and --icon-weight W > 0; got "
                          f"{recipe.data.icon_augmentations} augmentations and weight {recipe.icon_weight}")
+    if recipe.icon_style_share and not recipe.icon_weight:
+        raise ValueError(f"--icon-style-share {recipe.icon_style_share} draws on the named icons: add "
+                         "--icon-augmentations N > 0 and --icon-weight W > 0 (and --icon-sets emojione+fxemoji)")
     stem = model.visual.stem
     tokenizer = mini_tokenizer(MiniClipConfig())
     emoji = load_or_build("emoji", recipe.data, stem, root)
@@ -271,19 +279,39 @@ def project_text(model, pooled: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.text.proj(pooled), dim=-1)
 
 
+def icon_drawings_of_classes(data: TrainData) -> torch.Tensor:
+    """``(C, W)``: the named icon drawings of every emoji class (a name equal to the class name), padded by
+    repetition; ``-1`` rows for classes without any."""
+    row_of_name = {name: i for i, name in enumerate(data.icons.labels["names"])}
+    none = torch.full((data.icon_drawings.shape[1],), -1, dtype=torch.long)
+    return torch.stack([data.icon_drawings[row_of_name[name]] if name in row_of_name else none
+                        for name in data.emoji.labels["class_names"]])
+
+
 def emoji_batch(data: TrainData, recipe: Recipe, gen: torch.Generator):
-    """Distinct classes, a random style and augmentation each, one fitting caption each, one caption per class."""
+    """Distinct classes, a random style and augmentation each, one fitting caption each, one caption per class;
+    with ``recipe.icon_style_share``, some classes shown as one of their named icon drawings instead."""
     n_classes, n_styles = len(data.fits), len(data.fits[0])
     classes = torch.randperm(n_classes, generator=gen)[:recipe.batch_size]
     styles = torch.randint(n_styles, (len(classes),), generator=gen)
     copies = torch.randint(recipe.data.augmentations, (len(classes),), generator=gen)
     rows = (copies * n_styles + styles) * n_classes + classes
-    columns = data.generic[torch.arange(n_classes), torch.randint(data.generic.shape[1], (n_classes,), generator=gen)]
+    style_free = data.generic[torch.arange(n_classes), torch.randint(data.generic.shape[1], (n_classes,), generator=gen)]
+    columns = style_free.clone()
     picks = torch.randint(1 << 30, (len(classes),), generator=gen)
     for c, s, pick in zip(classes.tolist(), styles.tolist(), picks.tolist()):
         options = data.fits[c][s]
         columns[c] = options[pick % len(options)]
-    return data.emoji.trunk[rows], classes, data.emoji_captions[columns]
+    trunk = data.emoji.trunk[rows]
+    if recipe.icon_style_share:
+        drawings = icon_drawings_of_classes(data)[classes]
+        swap = (torch.rand(len(classes), generator=gen) < recipe.icon_style_share) & (drawings[:, 0] >= 0)
+        which = drawings[swap, torch.randint(drawings.shape[1], (int(swap.sum()),), generator=gen)]
+        n_drawings = len(data.icons.labels["drawing_name"])
+        copies = torch.randint(len(data.icons.trunk) // n_drawings, (len(which),), generator=gen)
+        trunk[swap] = data.icons.trunk[copies * n_drawings + which]
+        columns[classes[swap]] = style_free[classes[swap]]  # a style-free caption: the style is not ours to name
+    return trunk, classes, data.emoji_captions[columns]
 
 
 def emoji_loss(model, trunk, classes, caption_features):
@@ -552,7 +580,10 @@ def parse_args(argv=None):
     parser.add_argument("--icon-augmentations", type=int, default=data.icon_augmentations,
                         help="augmented copies per named icon drawing (0: no icon part; see icon_sets.py)")
     parser.add_argument("--icon-weight", type=float, default=defaults.icon_weight, help="weight of the icon loss")
-    parser.add_argument("--icon-sets", default=data.icon_sets, help="icon sets joined by '+' (material, phosphor, tabler, game)")
+    parser.add_argument("--icon-sets", default=data.icon_sets,
+                        help="icon sets joined by '+' (material, phosphor, tabler, game, emojione, fxemoji)")
+    parser.add_argument("--icon-style-share", type=float, default=defaults.icon_style_share,
+                        help="share of emoji-batch classes shown as their named icon drawings (emoji-style sets)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
@@ -583,7 +614,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                       grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                     lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
-                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection)
+                    icon_style_share=args.icon_style_share, weight_average=args.weight_average,
+                    freeze_text_projection=args.freeze_text_projection)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
                             vision_layers=args.vision_layers)
     return recipe, config

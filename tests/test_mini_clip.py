@@ -640,6 +640,45 @@ def test_icon_loss_joins_the_step_and_tuning_drops_icons_named_like_left_out_cla
         script.load_train_data(model, script.Recipe(icon_weight=1.0), root=None)
 
 
+def test_icon_style_share_shows_classes_as_their_named_drawings_with_style_free_captions(monkeypatch):
+    """``icon_style_share`` 1: every batch class with a named drawing of its own shows one of those drawings
+    (an augmented copy from the icon part) under a style-free caption; the other classes keep the batch that
+    share 0 draws."""
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    gen = torch.Generator().manual_seed(0)
+    n_classes, n_styles, copies = 4, 2, 2
+    names = ["bike", "red apple", "sailing"]
+    drawing_name = torch.tensor([0, 0, 1, 2])  # "bike" drawn twice
+    data = script.TrainData(
+        emoji=data_module.StemData(torch.randn(n_styles * n_classes, 320, 2, 2, generator=gen).half(),
+                                   {"class_names": ["bike", "cat", "sailing", "dog"]}),
+        emoji_captions=torch.randn(n_styles * n_classes + n_classes, 384, generator=gen),
+        fits=[[[n_classes + n_styles * c + s] for s in range(n_styles)] for c in range(n_classes)],
+        generic=torch.arange(n_classes).view(n_classes, 1), text=None, string_of_item=None, string_captions=None,
+        digit_strings=None, imagenet_text=None,
+        icons=data_module.StemData(torch.randn(copies * 4, 320, 2, 2, generator=gen).half(),
+                                   {"names": names, "drawing_name": drawing_name}),
+        icon_captions=torch.randn(len(names), 3, 384, generator=gen),
+        icon_drawings=script.drawings_of_names(drawing_name, len(names)))
+    assert script.icon_drawings_of_classes(data).tolist() == [[0, 1], [-1, -1], [3, 3], [-1, -1]]
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1, icon_augmentations=copies), batch_size=4,
+                           icon_weight=1.0)
+    plain, classes, plain_captions = script.emoji_batch(data, recipe, torch.Generator().manual_seed(5))
+    shared, same, captions = script.emoji_batch(data, replace(recipe, icon_style_share=1.0),
+                                                torch.Generator().manual_seed(5))
+    assert torch.equal(classes, same)
+    for i, c in enumerate(classes.tolist()):
+        if c in (1, 3):  # "cat" and "dog" have no named drawing
+            assert torch.equal(shared[i], plain[i]) and torch.equal(captions[c], plain_captions[c])
+        else:
+            rows = {0: [0, 1, 4, 5], 2: [3, 7]}[c]  # (copy, drawing) rows of the class's drawings
+            assert any(torch.equal(shared[i], data.icons.trunk[r]) for r in rows), f"class {c}: its own drawing"
+            assert torch.equal(captions[c], data.emoji_captions[c]), "a style-free caption"
+    with pytest.raises(ValueError, match="--icon-style-share 0.5 draws on the named icons"):
+        script.load_train_data(None, script.Recipe(icon_style_share=0.5), root=None)
+
+
 def test_conse_embedding_is_the_probability_weighted_mean_of_the_top_classes():
     """ConSE (Norouzi et al. 2014, eq. 2): T = 1 gives the most probable class's embedding; T = K the
     probability-weighted mean of all of them."""
