@@ -33,6 +33,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ EMOJIONE = NpmPackage("@iconify-json/emojione", "1.2.3",
                       "sha512-T9+T3HIbJNLKKsmxYKlaYhvnHYkz/HNYTV7SHCXVZPfeUi4FqskY70YeN8yYAZT8cCv7w5vJxS4Q1m8zb9CMMg==")
 FXEMOJI = NpmPackage("@iconify-json/fxemoji", "1.2.2",
                      "sha512-UAasRaxzFUKfIGSmLwnoarsssA4LX0VLLuEmplIqM6ZNQqIQRtav8tZ4H1neTlBreXuMQyAifr5jP4kn78DpiQ==")
-ICONIFY_PACKAGES = {"game": GAME_ICONS, "emojione": EMOJIONE, "fxemoji": FXEMOJI}
+ICONIFY_PACKAGES = MappingProxyType({"game": GAME_ICONS, "emojione": EMOJIONE, "fxemoji": FXEMOJI})
 EMOJI_STYLE_SETS = ("emojione", "fxemoji")  # drawn in colour, named after the emoji they draw
 ICON_SETS = ("material", "phosphor", "tabler", "game", *EMOJI_STYLE_SETS)
 FILL = 0.75  # share of the image side a drawing fills
