@@ -604,25 +604,34 @@ def test_icon_part_is_deterministic_from_its_seed(monkeypatch, tmp_path):
         "adding icons leaves the emoji cache valid"
 
 
+def _train_data_with_icons(script, data_module, class_names, n_styles, names, drawing_name, copies):
+    """Pretraining data of synthetic classes (random CNN features; caption row ``c`` the style-free caption of
+    class ``c``, then one row per class and style) and of named icon drawings (``drawing_name[i]``: the name of
+    drawing ``i``; ``copies`` augmented copies each)."""
+    gen = torch.Generator().manual_seed(0)
+    n_classes, drawing_name = len(class_names), torch.tensor(drawing_name)
+    return script.TrainData(
+        emoji=data_module.StemData(torch.randn(n_styles * n_classes, 320, 4, 4, generator=gen).half(),
+                                   {"class_names": class_names}),
+        emoji_captions=torch.randn(n_classes + n_styles * n_classes, 384, generator=gen),
+        fits=[[[n_classes + n_styles * c + s] for s in range(n_styles)] for c in range(n_classes)],
+        generic=torch.arange(n_classes).view(n_classes, 1), text=None, string_of_item=None, string_captions=None,
+        digit_strings=None, imagenet_text=None,
+        icons=data_module.StemData(torch.randn(copies * len(drawing_name), 320, 4, 4, generator=gen).half(),
+                                   {"names": names, "drawing_name": drawing_name}),
+        icon_captions=torch.randn(len(names), 3, 384, generator=gen),
+        icon_drawings=script.drawings_of_names(drawing_name, len(names)))
+
+
 def test_icon_loss_joins_the_step_and_tuning_drops_icons_named_like_left_out_classes(monkeypatch):
     from repo_scripts import load_script
 
     script = _script(monkeypatch, "pretrain_mini_clip")
     data_module = sys.modules["pretrain_data"]
-    gen = torch.Generator().manual_seed(0)
-    n_classes, copies = 4, 2
+    copies = 2
     names = ["red apple", "bike", "apple tree", "sailing", "local cafe"]
-    drawing_name = torch.tensor([0, 1, 1, 2, 3, 4, 3])  # seven drawings: "bike" and "sailing" drawn twice
-    data = script.TrainData(
-        emoji=data_module.StemData(torch.randn(n_classes, 320, 4, 4, generator=gen).half(),
-                                   {"class_names": ["apple", "b", "c", "d"]}),
-        emoji_captions=torch.randn(n_classes, 384, generator=gen), fits=[[[c]] for c in range(n_classes)],
-        generic=torch.arange(n_classes).view(n_classes, 1), text=None, string_of_item=None, string_captions=None,
-        digit_strings=None, imagenet_text=None,
-        icons=data_module.StemData(torch.randn(copies * 7, 320, 4, 4, generator=gen).half(),
-                                   {"names": names, "drawing_name": drawing_name}),
-        icon_captions=torch.randn(len(names), 3, 384, generator=gen),
-        icon_drawings=script.drawings_of_names(drawing_name, len(names)))
+    drawing_name = [0, 1, 1, 2, 3, 4, 3]  # seven drawings: "bike" and "sailing" drawn twice
+    data = _train_data_with_icons(script, data_module, ["apple", "b", "c", "d"], 1, names, drawing_name, copies)
     assert data.icon_drawings.tolist() == [[0, 0], [1, 2], [3, 3], [4, 6], [5, 5]]
     recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1, icon_augmentations=copies), batch_size=4,
                            text_batch_size=0, warmup_steps=1, icon_weight=1.0, icon_batch_size=3)
@@ -646,21 +655,9 @@ def test_icon_style_share_shows_classes_as_their_named_drawings_with_style_free_
     share 0 draws."""
     script = _script(monkeypatch, "pretrain_mini_clip")
     data_module = sys.modules["pretrain_data"]
-    gen = torch.Generator().manual_seed(0)
-    n_classes, n_styles, copies = 4, 2, 2
-    names = ["bike", "red apple", "sailing"]
-    drawing_name = torch.tensor([0, 0, 1, 2])  # "bike" drawn twice
-    data = script.TrainData(
-        emoji=data_module.StemData(torch.randn(n_styles * n_classes, 320, 2, 2, generator=gen).half(),
-                                   {"class_names": ["bike", "cat", "sailing", "dog"]}),
-        emoji_captions=torch.randn(n_styles * n_classes + n_classes, 384, generator=gen),
-        fits=[[[n_classes + n_styles * c + s] for s in range(n_styles)] for c in range(n_classes)],
-        generic=torch.arange(n_classes).view(n_classes, 1), text=None, string_of_item=None, string_captions=None,
-        digit_strings=None, imagenet_text=None,
-        icons=data_module.StemData(torch.randn(copies * 4, 320, 2, 2, generator=gen).half(),
-                                   {"names": names, "drawing_name": drawing_name}),
-        icon_captions=torch.randn(len(names), 3, 384, generator=gen),
-        icon_drawings=script.drawings_of_names(drawing_name, len(names)))
+    copies = 2
+    data = _train_data_with_icons(script, data_module, ["bike", "cat", "sailing", "dog"], 2,
+                                  ["bike", "red apple", "sailing"], [0, 0, 1, 2], copies)  # "bike" drawn twice
     assert script.icon_drawings_of_classes(data).tolist() == [[0, 1], [-1, -1], [3, 3], [-1, -1]]
     recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1, icon_augmentations=copies), batch_size=4,
                            icon_weight=1.0)
