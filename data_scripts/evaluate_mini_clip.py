@@ -202,8 +202,9 @@ Unicode subcategories held out, so no held-out class has a sibling of its own su
   ImageNet stem and the rendered digits.
 - Below two of the targets we set for version 2 (Fashion-MNIST >= 35, held-out twitter >= 25): a probe of
   two linear maps on the frozen stem's pooled features (160 px) reached 33-37 on Fashion-MNIST, so the
-  transformer part, trained on emoji, loses some of the stem's generality. Untried: a linear path from the
-  pooled stem features beside the class token, and 160 px.
+  transformer part, trained on emoji, loses some of the stem's generality. Tried on our tuning sets without a
+  gain outside the run-to-run spread (`docs/measurements/mini_clip_tuning.md`, seven rounds): the stem's pooled
+  features added to the class token, 160 px, and every optimisation knob and data addition listed there.
 """
 
 
