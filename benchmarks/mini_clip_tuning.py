@@ -45,7 +45,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from uniil_lib.clip_model import ClipModel  # noqa: E402
 from uniil_lib.fileio import atomic_write_text  # noqa: E402
-from uniil_lib.hybrid_vit import StemFeatureCache  # noqa: E402
+from uniil_lib.hybrid_vit import POOLS, StemFeatureCache  # noqa: E402
 from uniil_lib.mini_clip import (  # noqa: E402
     MiniClipConfig, build_mini_clip, mini_preprocess, mini_tokenizer, stem_cache_folder,
 )
@@ -189,7 +189,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
                     weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection)
-    return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size)
+    return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size,
+                                  vision_pool=args.vision_pool)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -210,6 +211,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--text-batch-size", type=int, default=Recipe.text_batch_size)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
+    parser.add_argument("--vision-pool", choices=POOLS, default=MiniClipConfig.vision_pool)
     parser.add_argument("--imagenet-weight", type=float, default=Recipe.imagenet_weight)
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)

@@ -203,8 +203,9 @@ Unicode subcategories held out, so no held-out class has a sibling of its own su
 - Below two of the targets we set for version 2 (Fashion-MNIST >= 35, held-out twitter >= 25): a probe of
   two linear maps on the frozen stem's pooled features (160 px) reached 33-37 on Fashion-MNIST, so the
   transformer part, trained on emoji, loses some of the stem's generality. Tried on our tuning sets without a
-  gain outside the run-to-run spread (`docs/measurements/mini_clip_tuning.md`, seven rounds): the stem's pooled
-  features added to the class token, 160 px, and every optimisation knob and data addition listed there.
+  gain outside the run-to-run spread (`docs/measurements/mini_clip_tuning.md`, eight rounds): the stem's pooled
+  features added to the class token, 160 px, a head reading the mean of the position tokens, and every
+  optimisation knob and data addition listed there.
 """
 
 

@@ -70,6 +70,7 @@ for folder in (REPO, REPO / "data_scripts"):
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, load_or_build  # noqa: E402
 from uniil_lib.clip_model import pooled_text_features  # noqa: E402
 from uniil_lib.fileio import atomic_write, atomic_write_text  # noqa: E402
+from uniil_lib.hybrid_vit import POOLS  # noqa: E402
 from uniil_lib.imagenet_backbone import imagenet_class_names  # noqa: E402
 from uniil_lib.mini_clip import (  # noqa: E402
     TEXT_PIP_NAME, WEIGHTS_DIR, MiniClipConfig, build_mini_clip, mini_tokenizer,
@@ -594,6 +595,8 @@ def parse_args(argv=None):
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
+    parser.add_argument("--vision-pool", choices=POOLS, default=MiniClipConfig.vision_pool,
+                        help="what the image head reads: the class token or the mean of the position tokens")
     parser.add_argument("--freeze-text-projection", action=argparse.BooleanOptionalAction,
                         default=defaults.freeze_text_projection, help="keep the text projection at its centred start")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores of the target machine)")
@@ -617,7 +620,7 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     icon_style_share=args.icon_style_share, weight_average=args.weight_average,
                     freeze_text_projection=args.freeze_text_projection)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
-                            vision_layers=args.vision_layers)
+                            vision_layers=args.vision_layers, vision_pool=args.vision_pool)
     return recipe, config
 
 

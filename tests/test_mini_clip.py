@@ -102,6 +102,25 @@ def test_image_tower_splits_at_every_block(mini):
         assert torch.allclose(image_suffix(visual, hidden, start), whole, atol=1e-5), f"split at block {start}"
 
 
+def test_mean_pooling_head_reads_the_position_tokens_and_not_the_class_token(mini):
+    """``vision_pool="mean"``: the head's input is the mean of the position tokens (ViT's global average pooling);
+    the class token, which the shipped ``"token"`` head reads alone, then changes nothing."""
+    from uniil_lib.hybrid_vit import HybridConfig, HybridVisionTower
+
+    shipped = mini.model.visual
+    tower = HybridVisionTower(shipped.stem, HybridConfig(pool="mean"))
+    hidden = torch.randn(3, *tower.token_shape, generator=torch.Generator().manual_seed(0))
+    other_class_token = hidden.clone()
+    other_class_token[:, 0] += 5.0
+    expected = tower.ln_post(hidden[:, 1:].mean(dim=1)) @ tower.proj
+    assert torch.allclose(tower.pool_project(hidden), expected, atol=1e-6)
+    assert torch.allclose(tower.pool_project(other_class_token), expected, atol=1e-6)
+    assert not torch.allclose(shipped.pool_project(other_class_token), shipped.pool_project(hidden)), \
+        "the shipped head reads the class token"
+    with pytest.raises(ValueError, match="pool must be one of"):
+        HybridConfig(pool="max")
+
+
 def test_stem_cache_runs_the_cnn_once_per_image(tmp_path):
     from uniil_lib.hybrid_vit import StemFeatureCache
 
@@ -397,12 +416,13 @@ def test_pretraining_options_reach_the_recipe_and_the_architecture(monkeypatch):
     recipe, config = script.recipe_and_config(script.parse_args(
         ["--seed", "2", "--steps", "40", "--lr", "0.002", "--weight-average", "0.99", "--text-batch-size", "8",
          "--imagenet-weight", "0.3", "--icon-augmentations", "2", "--icon-weight", "0.5", "--split", "subcategory",
-         "--image-size", "160", "--vision-layers", "2", "--freeze-text-projection"]))
+         "--image-size", "160", "--vision-layers", "2", "--freeze-text-projection", "--vision-pool", "mean"]))
     assert (recipe.data.seed, recipe.steps, recipe.lr) == (2, 40, 0.002)
     assert (recipe.weight_average, recipe.text_batch_size) == (0.99, 8)
     assert (recipe.imagenet_weight, recipe.data.icon_augmentations, recipe.icon_weight) == (0.3, 2, 0.5)
     assert recipe.data.split == "subcategory" and recipe.freeze_text_projection
     assert (recipe.data.image_size, config.image_size, config.vision_layers) == (160, 160, 2)
+    assert config.vision_pool == "mean" and config.hybrid().pool == "mean"
     default_recipe, default_config = script.recipe_and_config(script.parse_args([]))
     assert default_recipe == script.Recipe() and default_config == mini_clip.MiniClipConfig(), \
         "no option given: the recipe and architecture of the shipped weights' script defaults"
@@ -416,8 +436,9 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
     tuning = load_script("benchmarks/mini_clip_tuning.py")
     recipe, config = tuning.recipe_and_config(tuning.parse_args(
         ["--name", "x", "--image-size", "160", "--imagenet-weight", "0.3", "--vision-layers", "2",
-         "--augmentations", "24", "--batch-size", "96"]))
+         "--augmentations", "24", "--batch-size", "96", "--vision-pool", "mean"]))
     assert (recipe.data.image_size, config.image_size) == (160, 160), "the data and the tower share one image size"
+    assert config.vision_pool == "mean"
     assert (recipe.data.augmentations, recipe.batch_size) == (24, 96)
     assert recipe.imagenet_weight == 0.3 and config.vision_layers == 2
     default_recipe, default_config = tuning.recipe_and_config(tuning.parse_args(["--name", "x"]))
@@ -427,7 +448,8 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
            "tuning": {key: {"top1": 1.0} for key in tuning.TUNING_KEYS}}
     (tmp_path / "px160.json").write_text(json.dumps(run))
     assert tuning.report(tmp_path).splitlines()[2].startswith(
-        "| px160 | 600 | image_size=160, augmentations=24, batch_size=96, imagenet_weight=0.3, vision_layers=2 | 0 |"), \
+        "| px160 | 600 | image_size=160, augmentations=24, batch_size=96, imagenet_weight=0.3, vision_layers=2, "
+        "vision_pool=mean | 0 |"), \
         "each change named once"
 
 

@@ -39,6 +39,7 @@ import torch.nn as nn
 from .fileio import atomic_write
 from .imagenet_backbone import FEATURE_CHANNELS, STRIDE, FrozenCNNStem
 
+POOLS = ("token", "mean")  # what the head reads: the class token, or the mean of the position tokens
 DEFAULT_MEMORY_BUDGET = 128 * 2**20  # bytes of trunk features kept in memory per tower (10 KiB per 128-px image)
 
 
@@ -53,6 +54,10 @@ class HybridConfig:
         head_width: width of one attention head (``width // head_width`` heads).
         embed_dim: width of the joint image-text space.
         stem_channels: channels of the CNN feature map (1280 for EfficientNet-Lite0's conv head).
+        pool: what the head reads from the last block: ``"token"``, the class token (ViT's choice, shipped), or
+            ``"mean"``, the mean of the position tokens (ViT paper, appendix D.3, "global average pooling";
+            open_clip's ``pool_type="avg"``). With the residual branches still small, ``"mean"`` starts near a
+            linear map of the CNN's pooled features, the probe the issue measured.
     """
 
     image_size: int = 128
@@ -61,6 +66,11 @@ class HybridConfig:
     head_width: int = 64
     embed_dim: int = 384
     stem_channels: int = FEATURE_CHANNELS
+    pool: str = "token"
+
+    def __post_init__(self):
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
 
     @property
     def grid(self) -> int:
@@ -193,8 +203,10 @@ class HybridVisionTower(nn.Module):
         return self.tokens(self.stem_features(pixels))
 
     def pool_project(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``(B, T, d)`` last block's output -> ``(B, D)`` embedding (class token, layer norm, projection)."""
-        return self.ln_post(hidden[:, 0]) @ self.proj
+        """``(B, T, d)`` last block's output -> ``(B, D)`` embedding (class token or mean of the position tokens, see
+        :attr:`HybridConfig.pool`; layer norm, projection)."""
+        pooled = hidden[:, 0] if self.config.pool == "token" else hidden[:, 1:].mean(dim=1)
+        return self.ln_post(pooled) @ self.proj
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.pool_project(self.transformer(self.embed(pixels)))

@@ -81,6 +81,8 @@ class MiniClipConfig:
         vision_layers: number of image transformer blocks (where image adapters attach).
         vision_head_width: width of one attention head (``vision_width // vision_head_width`` heads).
         context_length: text tokens per prompt (MiniLM accepts up to 512; prompts here are short).
+        vision_pool: what the image head reads, the class token or the mean of the position tokens
+            (:attr:`~uniil_lib.hybrid_vit.HybridConfig.pool`).
     """
 
     version: int = 2
@@ -90,6 +92,7 @@ class MiniClipConfig:
     vision_layers: int = 4
     vision_head_width: int = 64
     context_length: int = 64
+    vision_pool: str = "token"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +108,7 @@ class MiniClipConfig:
     def hybrid(self) -> HybridConfig:
         """The image tower's shape."""
         return HybridConfig(image_size=self.image_size, width=self.vision_width, layers=self.vision_layers,
-                            head_width=self.vision_head_width, embed_dim=self.embed_dim)
+                            head_width=self.vision_head_width, embed_dim=self.embed_dim, pool=self.vision_pool)
 
 
 def text_model_dir() -> Path:
