@@ -188,7 +188,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
-                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection)
+                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection,
+                    label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size,
                                   vision_pool=args.vision_pool)
 
@@ -213,6 +214,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
     parser.add_argument("--vision-pool", choices=POOLS, default=MiniClipConfig.vision_pool)
     parser.add_argument("--imagenet-weight", type=float, default=Recipe.imagenet_weight)
+    parser.add_argument("--label-smoothing", type=float, default=Recipe.label_smoothing)
+    parser.add_argument("--semantic-targets", type=float, default=Recipe.semantic_targets)
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)

@@ -37,6 +37,11 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
      own (the emoji-style icon sets, EmojiOne and FxEmoji, name drawings after the classes) show one of those
      instead of an EmojiDomains drawing, with a style-free caption: more drawing styles inside the emoji loss
      (our ablation, off by default; measured in ``docs/measurements/mini_clip_tuning.md``, seventh round).
+   - soft emoji targets (our ablations, off by default; ninth round of the tuning file): the image->text
+     side's one-hot target gives a share ``label_smoothing`` evenly to every class (Szegedy et al. 2016,
+     label smoothing), or a share ``semantic_targets`` to the classes whose style-free captions MiniLM
+     places near the true one (:func:`semantic_class_targets`), so the image embedding learns MiniLM's
+     neighbourhoods of class names instead of 749 isolated points.
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
    from which an interrupted run resumes exactly. With ``weight_average`` > 0 the written weights are an
    exponential moving average of the trained ones (Polyak and Juditsky 1992; :class:`WeightAverage`), which
@@ -133,6 +138,9 @@ class Recipe:
     icon_batch_size: int = 128  # distinct icons per step
     icon_style_share: float = 0.0  # share of emoji-batch classes shown as one of their named icon drawings
     weight_average: float = 0.0  # decay of the running average of the trained weights (0: keep the last weights)
+    label_smoothing: float = 0.0  # emoji image->text targets: this share spread evenly over the classes
+    semantic_targets: float = 0.0  # emoji image->text targets: this share spread by MiniLM's class similarity
+    semantic_temperature: float = 0.05  # softmax temperature of that class similarity (cosine)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -315,12 +323,32 @@ def emoji_batch(data: TrainData, recipe: Recipe, gen: torch.Generator):
     return trunk, classes, data.emoji_captions[columns]
 
 
-def emoji_loss(model, trunk, classes, caption_features):
-    """Symmetric InfoNCE; the image->text side over one caption of every class (see the module docstring)."""
+def semantic_class_targets(data: TrainData, temperature: float) -> torch.Tensor:
+    """``(C, C)``: row ``c`` is a softmax over the OTHER training classes of MiniLM's cosine similarity to ``c``.
+
+    Each class is the mean of its style-free captions' pooled MiniLM features (frozen, before the trained
+    projection), so the rows are fixed by the text encoder and by nothing trained; the diagonal is zero, so a
+    share of the target put on these rows goes to the class's neighbours ("monkey face" -> "monkey"). Our
+    choice, a soft target in the spirit of label smoothing whose spread follows the text space (measured:
+    ninth tuning round).
+    """
+    names = F.normalize(data.emoji_captions[data.generic].mean(dim=1), dim=-1)
+    similarity = names @ names.T / temperature
+    return torch.softmax(similarity.fill_diagonal_(float("-inf")), dim=1)
+
+
+def emoji_loss(model, trunk, classes, caption_features, soft_targets: torch.Tensor | None = None,
+               label_smoothing: float = 0.0):
+    """Symmetric InfoNCE; the image->text side over one caption of every class (see the module docstring).
+
+    ``soft_targets`` (``(B, C)`` probabilities) replaces the image->text side's one-hot targets when given;
+    ``label_smoothing`` is PyTorch's (a share spread evenly over the ``C`` classes).
+    """
     image = encode_trunk(model, trunk)  # (B, D)
     text = project_text(model, caption_features)  # (C, D)
     logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
-    image_to_text = F.cross_entropy(logits, classes)
+    targets = classes if soft_targets is None else soft_targets
+    image_to_text = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     text_to_image = F.cross_entropy(logits[:, classes].T, torch.arange(len(classes)))
     return (image_to_text + text_to_image) / 2, image
 
@@ -369,7 +397,12 @@ def icon_loss(model, data: TrainData, recipe: Recipe, gen: torch.Generator):
 
 def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) -> dict:
     trunk, classes, captions = emoji_batch(data, recipe, gen)
-    loss, image = emoji_loss(model, trunk, classes, captions)
+    soft_targets = None
+    if recipe.semantic_targets:
+        one_hot = F.one_hot(classes, len(data.generic)).float()
+        similar = semantic_class_targets(data, recipe.semantic_temperature)[classes]
+        soft_targets = (1 - recipe.semantic_targets) * one_hot + recipe.semantic_targets * similar
+    loss, image = emoji_loss(model, trunk, classes, captions, soft_targets, recipe.label_smoothing)
     parts = {"emoji": loss.item()}
     if recipe.text_batch_size:
         text = text_loss(model, data, recipe, gen)
@@ -592,6 +625,10 @@ def parse_args(argv=None):
     parser.add_argument("--weight-average", type=float, default=defaults.weight_average,
                         help="decay of the running average of the weights, e.g. 0.99 (0: write the last weights)")
     parser.add_argument("--imagenet-weight", type=float, default=defaults.imagenet_weight)
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                        help="share of the emoji image->text target spread evenly over the classes")
+    parser.add_argument("--semantic-targets", type=float, default=defaults.semantic_targets,
+                        help="share of the emoji image->text target spread by MiniLM's class-name similarity")
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
@@ -618,7 +655,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                     lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
                     icon_style_share=args.icon_style_share, weight_average=args.weight_average,
-                    freeze_text_projection=args.freeze_text_projection)
+                    freeze_text_projection=args.freeze_text_projection, label_smoothing=args.label_smoothing,
+                    semantic_targets=args.semantic_targets)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
                             vision_layers=args.vision_layers, vision_pool=args.vision_pool)
     return recipe, config

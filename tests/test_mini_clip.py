@@ -354,6 +354,31 @@ def test_one_pretraining_step_updates_the_tower_and_its_batch_depends_only_on_th
     assert math.isfinite(third) and third != losses[0], "another run seed draws another batch"
 
 
+def test_soft_emoji_targets_follow_minilm_class_similarity_and_reduce_to_one_hot(monkeypatch):
+    """Ninth tuning round's options: ``semantic_targets`` (MiniLM's neighbourhoods) and ``label_smoothing``."""
+    from types import SimpleNamespace
+
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    g = torch.Generator().manual_seed(0)
+    captions = torch.randn(8, 384, generator=g)
+    captions[4:6] = captions[0:2] + 0.1 * torch.randn(2, 384, generator=g)  # class 2's captions close to class 0's
+    data = SimpleNamespace(emoji_captions=captions, generic=torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]]))
+    targets = script.semantic_class_targets(data, temperature=0.05)
+    assert targets.shape == (4, 4) and torch.allclose(targets.sum(dim=1), torch.ones(4))
+    assert torch.equal(targets.diag(), torch.zeros(4)), "the share goes to the other classes"
+    assert targets[0, 2] > 0.99 and targets[2, 0] > 0.99, "classes 0 and 2 have similar names: each other's spread"
+
+    model = mini_clip.build_mini_clip(seed=0)
+    trunk = torch.randn(3, 320, 4, 4, generator=g)
+    classes = torch.tensor([0, 1, 3])
+    hard, _ = script.emoji_loss(model, trunk, classes, captions[[0, 2, 4, 6]])
+    one_hot, _ = script.emoji_loss(model, trunk, classes, captions[[0, 2, 4, 6]], F.one_hot(classes, 4).float())
+    soft, _ = script.emoji_loss(model, trunk, classes, captions[[0, 2, 4, 6]], 0.7 * F.one_hot(classes, 4) + 0.3 * targets[classes])
+    smooth, _ = script.emoji_loss(model, trunk, classes, captions[[0, 2, 4, 6]], label_smoothing=0.2)
+    assert torch.allclose(hard, one_hot, atol=1e-6), "one-hot soft targets are the hard loss"
+    assert not torch.allclose(hard, soft) and not torch.allclose(hard, smooth)
+
+
 def test_weight_average_follows_its_formula_and_leaves_frozen_parameters_alone(monkeypatch):
     script = _script(monkeypatch, "pretrain_mini_clip")
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
@@ -416,7 +441,9 @@ def test_pretraining_options_reach_the_recipe_and_the_architecture(monkeypatch):
     recipe, config = script.recipe_and_config(script.parse_args(
         ["--seed", "2", "--steps", "40", "--lr", "0.002", "--weight-average", "0.99", "--text-batch-size", "8",
          "--imagenet-weight", "0.3", "--icon-augmentations", "2", "--icon-weight", "0.5", "--split", "subcategory",
-         "--image-size", "160", "--vision-layers", "2", "--freeze-text-projection", "--vision-pool", "mean"]))
+         "--image-size", "160", "--vision-layers", "2", "--freeze-text-projection", "--vision-pool", "mean",
+         "--label-smoothing", "0.1", "--semantic-targets", "0.3"]))
+    assert (recipe.label_smoothing, recipe.semantic_targets) == (0.1, 0.3)
     assert (recipe.data.seed, recipe.steps, recipe.lr) == (2, 40, 0.002)
     assert (recipe.weight_average, recipe.text_batch_size) == (0.99, 8)
     assert (recipe.imagenet_weight, recipe.data.icon_augmentations, recipe.icon_weight) == (0.3, 2, 0.5)
@@ -436,7 +463,8 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
     tuning = load_script("benchmarks/mini_clip_tuning.py")
     recipe, config = tuning.recipe_and_config(tuning.parse_args(
         ["--name", "x", "--image-size", "160", "--imagenet-weight", "0.3", "--vision-layers", "2",
-         "--augmentations", "24", "--batch-size", "96", "--vision-pool", "mean"]))
+         "--augmentations", "24", "--batch-size", "96", "--vision-pool", "mean", "--semantic-targets", "0.3"]))
+    assert recipe.semantic_targets == 0.3
     assert (recipe.data.image_size, config.image_size) == (160, 160), "the data and the tower share one image size"
     assert config.vision_pool == "mean"
     assert (recipe.data.augmentations, recipe.batch_size) == (24, 96)
@@ -448,7 +476,8 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
            "tuning": {key: {"top1": 1.0} for key in tuning.TUNING_KEYS}}
     (tmp_path / "px160.json").write_text(json.dumps(run))
     assert tuning.report(tmp_path).splitlines()[2].startswith(
-        "| px160 | 600 | image_size=160, augmentations=24, batch_size=96, imagenet_weight=0.3, vision_layers=2, "
+        "| px160 | 600 | image_size=160, augmentations=24, batch_size=96, imagenet_weight=0.3, semantic_targets=0.3, "
+        "vision_layers=2, "
         "vision_pool=mean | 0 |"), \
         "each change named once"
 
