@@ -971,3 +971,23 @@ def test_threads_follow_one_documented_rule(monkeypatch):
             choose_threads("fast")
     finally:
         torch.set_num_threads(before)
+
+
+def test_benchmark_workers_share_the_cores_instead_of_taking_one_thread_per_core_each(monkeypatch):
+    from uniil_lib import threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("UNIIL_THREADS", raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(threads, "available_cores", lambda: 2)
+        assert threads.share_cores(2) == 1  # the README's main job: --devices cpu,cpu on two cores
+        assert threads.share_cores(1) == 2
+        monkeypatch.setattr(threads, "available_cores", lambda: 16)
+        assert threads.share_cores(3) == 5
+        monkeypatch.setenv("UNIIL_THREADS", "3")  # an administrator's setting wins
+        assert threads.share_cores(2) == 3
+        with pytest.raises(ValueError, match="workers must be at least 1"):
+            threads.share_cores(0)
+    finally:
+        torch.set_num_threads(before)

@@ -239,7 +239,8 @@ def _run_jobs(jobs: list[tuple[int, str]], devices: list[str], shared: dict) -> 
     queue, answers = context.Queue(), context.Queue()
     for job in jobs:
         queue.put(job)
-    workers = [context.Process(target=_spread_worker, args=(device, queue, answers, shared), daemon=True)
+    workers = [context.Process(target=_spread_worker, args=(device, queue, answers, shared, len(devices)),
+                               daemon=True)
                for device in devices]
     for worker in workers:
         queue.put(None)  # one stop sign per worker
@@ -266,10 +267,16 @@ def _run_jobs(jobs: list[tuple[int, str]], devices: list[str], shared: dict) -> 
     return entries
 
 
-def _spread_worker(device: str, queue, answers, shared: dict) -> None:
-    """One device's worker: run jobs from ``queue`` until a stop sign (see :func:`run_spread`)."""
+def _spread_worker(device: str, queue, answers, shared: dict, workers: int = 1) -> None:
+    """One device's worker: run jobs from ``queue`` until a stop sign (see :func:`run_spread`).
+
+    The ``workers`` processes share the machine's cores evenly (:func:`~uniil_lib.threads.share_cores`).
+    """
     import torch
 
+    from .threads import share_cores
+
+    share_cores(workers)
     if device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(device))
     while (job := queue.get()) is not None:
