@@ -14,7 +14,7 @@ Only entry points call it, once, at start: each notebook's first cell (a kernel 
 and the command line. Library functions never change the thread count. The one other entry point is a
 worker process of ``benchmark --devices cpu,cpu`` (:func:`share_cores`): torch would give each worker
 one thread per core, so two workers on two cores would run four threads and slow each other down
-(measured: the README's main job took 31 min that way, 12 with one thread each).
+(measured: the README's main job took 31 min that way, 9.5 with one thread each).
 """
 
 from __future__ import annotations
