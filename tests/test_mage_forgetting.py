@@ -189,3 +189,18 @@ def test_within_between_averages_cosines_of_same_and_different_labels():
     assert consistency.within_between(vectors, torch.tensor([0, 1, 0, 1])) == (0.0, 0.5)
     with pytest.raises(ValueError, match="two rows of one label"):
         consistency.within_between(vectors, torch.tensor([0, 1, 2, 3]))
+
+
+def test_the_verdict_report_names_and_skips_a_baseline_some_seed_did_not_run():
+    verdict = load_script("benchmarks/mage_verdict.py")
+
+    def result(seed, mage, baseline, noattr=None):
+        rows = {"mage": mage, "moe-adapters-ddas": baseline} | ({} if noattr is None else {"mage-noattr": noattr})
+        return {"scenario": "uniil-offline", "profile": "fast", "seed": seed,
+                "methods": {name: {"metrics": {"last": last, "avg": last}} for name, last in rows.items()}}
+
+    lines = verdict.report("uniil-offline", [result(0, 83.0, 80.0, 80.0), result(1, 81.0, 80.0)])
+    assert "(not compared: mage-noattr, missing from some seed's results)" in lines
+    assert any(line.startswith("mage - moe-adapters-ddas  last per seed [3.0, 1.0]  mean +2.00") for line in lines)
+    assert "  [x] Last >= moe-adapters-ddas + 2 on the mean" in lines
+    assert not any("[x] Last >= mage-noattr" in line or "[ ] Last >= mage-noattr" in line for line in lines)

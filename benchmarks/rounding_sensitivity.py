@@ -1,0 +1,190 @@
+"""How far does one seed's result move when the image features move by less than rounding moves them?
+
+    .venv/bin/python benchmarks/rounding_sensitivity.py --seed 0 --methods moe-adapters-ddas --draws 0,1,2,3,4
+    .venv/bin/python benchmarks/rounding_sensitivity.py --seed 0 --report-only
+
+**Why.** A seed's Last on ``uniil-offline`` did not repeat across machines: the README's seed-0
+``moe-adapters-ddas`` Last was 76.91 when the ten-seed table was measured (2026-12-01, another machine and
+another stem cache) and is 82.41 today (one thread), 81.91 from an empty cache and 75.04 at two threads a
+process. The frozen CNN's output for an image differs between CPUs, thread counts and convolution kernels by
+up to 3e-5 (``docs/measurements/stem_chunks.json``); if training amplifies differences of that size into points
+of accuracy, a single seed's number is one draw from a spread, and only a comparison over seeds means anything.
+
+**What it does.** Each *draw* runs ``run_benchmark(scenario, [method], profile, seed)`` exactly as the CLI
+does, in a fresh process and a fresh feature cache, with every output of the frozen stem's head multiplied by
+``1 + epsilon * sin(1e4 * value + draw)``: a fixed function of the value, so an image gets the same perturbed
+features every time it is encoded (as it gets the same rounding on one machine), and a different one per draw.
+With ``epsilon`` = 1e-6 a feature moves by at most 1e-6 of itself, less than thread counts move it: measured on
+16 random images at 128 px, the head's output at one thread against two differs by up to 2.2e-5, and where
+``|x| > 1e-3`` by 3.4e-6 of its value at the median (mean 1.7e-5) (zeros after ReLU6 stay zero, here as there). Draw 0 is unperturbed: it must repeat the plain run. The
+stem's trunk cache and the downloaded data are shared (linked) with the normal cache root, the perturbation is
+applied after them. One json per (seed, method, draw) in ``--out`` (default
+``docs/measurements/rounding_sensitivity``); the report gives, per method, Last per draw, their mean, sample
+standard deviation and range, next to the spread over seeds of the saved ten-seed table
+(``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
+methods draw by draw.
+
+Run it with one torch thread a process (the default here), one or two processes at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_OUT = ROOT / "docs" / "measurements" / "rounding_sensitivity"
+SEED_TABLE = ROOT / "docs" / "measurements" / "fixed_trunk"
+SHARED_CACHE_PARTS = ("downloads", "stem", "file-digests.json")  # read-only inputs a draw may share
+WOBBLE_FREQUENCY = 1e4  # sin(1e4 * value): neighbouring values get unrelated perturbations
+
+
+def perturbation(values, epsilon: float, draw: int):
+    """``values * (1 + epsilon * sin(1e4 * values + draw))``: deterministic per value, different per draw."""
+    import torch
+
+    if epsilon == 0:
+        return values
+    return values * (1 + epsilon * torch.sin(values * WOBBLE_FREQUENCY + float(draw)))
+
+
+@contextmanager
+def perturbed_stem_head(epsilon: float, draw: int) -> Iterator[None]:
+    """Inside, every :class:`FrozenCNNStem` head output passes through :func:`perturbation`; restored on exit."""
+    from uniil_lib.imagenet_backbone import FrozenCNNStem
+
+    plain_head = FrozenCNNStem.head
+
+    def head(self, trunk_features):
+        return perturbation(plain_head(self, trunk_features), epsilon, draw)
+
+    FrozenCNNStem.head = head
+    try:
+        yield
+    finally:
+        FrozenCNNStem.head = plain_head
+
+
+def result_path(out_dir: Path, scenario: str, seed: int, method: str, epsilon: float, draw: int) -> Path:
+    return out_dir / f"{scenario}-seed{seed}-{method}-eps{epsilon:g}-draw{draw}.json"
+
+
+def fresh_cache_root(parent: Path) -> Path:
+    """A cache root whose stem cache and downloads are the normal ones (linked), with no cached features."""
+    from uniil_lib.paths import cache_root
+
+    shared = cache_root()
+    root = parent / "cache"
+    root.mkdir()
+    for part in SHARED_CACHE_PARTS:
+        if (shared / part).exists():
+            (root / part).symlink_to(shared / part)
+    return root
+
+
+def run_one(args) -> None:
+    """The child: one method, one draw, in this process (its cache root already set by the parent)."""
+    import torch
+
+    from uniil_lib.benchmark import run_benchmark, save_result
+
+    torch.set_num_threads(args.threads)
+    with perturbed_stem_head(args.epsilon, args.draw):
+        result = run_benchmark(args.scenario, [args.method], profile=args.profile, seed=args.seed, progress=False)
+    result["perturbation"] = {"where": "FrozenCNNStem.head output", "epsilon": args.epsilon, "draw": args.draw,
+                              "formula": "x * (1 + epsilon * sin(1e4 * x + draw))", "threads": args.threads}
+    save_result(result, args.path)
+
+
+def run_missing(args, out_dir: Path) -> None:
+    for method in args.methods.split(","):
+        for draw in (int(d) for d in args.draws.split(",")):
+            epsilon = 0.0 if draw == 0 else args.epsilon
+            path = result_path(out_dir, args.scenario, args.seed, method, epsilon, draw)
+            if path.exists():
+                continue
+            with tempfile.TemporaryDirectory(prefix="rounding-") as tmp:
+                env = dict(os.environ, UNIIL_CACHE=str(fresh_cache_root(Path(tmp))), OMP_NUM_THREADS=str(args.threads))
+                command = [sys.executable, __file__, "--child", "--scenario", args.scenario, "--profile", args.profile,
+                           "--seed", str(args.seed), "--method", method, "--draw", str(draw),
+                           "--epsilon", repr(epsilon), "--threads", str(args.threads), "--path", str(path)]
+                print(f"{method} seed {args.seed} draw {draw} (epsilon {epsilon:g}) ...", flush=True)
+                subprocess.run(command, check=True, env=env)
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return mean, sd
+
+
+def report(out_dir: Path, scenario: str, seed: int, baseline: str = "moe-adapters-ddas") -> str:
+    """The Markdown table of the draws saved in ``out_dir``, and the other method minus ``baseline`` per draw."""
+    runs: dict[str, dict[int, float]] = {}
+    for path in sorted(out_dir.glob(f"{scenario}-seed{seed}-*.json")):
+        result = json.loads(path.read_text())
+        (method,) = result["methods"]
+        runs.setdefault(method, {})[result["perturbation"]["draw"]] = result["methods"][method]["metrics"]["last"]
+    lines = [f"{scenario}, seed {seed}: Last per draw (draw 0 unperturbed)", "",
+             "| method | draws | Last per draw | mean ± sd over draws | range | sd over seeds (saved table) |",
+             "|---|---|---|---|---|---|"]
+    for method, by_draw in runs.items():
+        draws = sorted(by_draw)
+        values = [by_draw[d] for d in draws]
+        mean, sd = mean_sd(values)
+        seed_values = [json.loads(p.read_text())["methods"][method]["metrics"]["last"]
+                       for p in sorted(SEED_TABLE.glob(f"faithful-{scenario}-fast-seed*.json"))
+                       if method in json.loads(p.read_text())["methods"]]
+        seeds = f"{mean_sd(seed_values)[1]:.2f} ({len(seed_values)} seeds)" if len(seed_values) > 1 else "-"
+        lines.append(f"| {method} | {','.join(map(str, draws))} | {' / '.join(f'{v:.2f}' for v in values)} | "
+                     f"{mean:.2f} ± {sd:.2f} | {max(values) - min(values):.2f} | {seeds} |")
+    others = [method for method in runs if method != baseline]
+    if baseline in runs and len(others) == 1:
+        first, (second,) = baseline, others
+        common = sorted(set(runs[first]) & set(runs[second]))
+        differences = [runs[second][d] - runs[first][d] for d in common]
+        if differences:
+            mean, sd = mean_sd(differences)
+            lines += ["", f"{second} - {first}, draw by draw ({','.join(map(str, common))}): "
+                      f"{' / '.join(f'{v:+.2f}' for v in differences)}; mean {mean:+.2f} ± {sd:.2f}, "
+                      f"ahead on {sum(v > 0 for v in differences)} of {len(differences)}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="uniil-offline")
+    parser.add_argument("--profile", default="fast")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="moe-adapters-ddas,mage")
+    parser.add_argument("--draws", default="0,1,2,3,4")
+    parser.add_argument("--epsilon", type=float, default=1e-6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--draw", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_one(args)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run_missing(args, args.out)
+    print(report(args.out, args.scenario, args.seed))
+
+
+if __name__ == "__main__":
+    main()

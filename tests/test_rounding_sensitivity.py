@@ -1,0 +1,60 @@
+"""benchmarks/rounding_sensitivity.py: the perturbation is tiny, fixed per value and per draw, applied to the real
+stem's head only inside its context, and the report reads the per-draw results it wrote."""
+
+from __future__ import annotations
+
+import json
+
+import timm
+import torch
+
+from repo_scripts import load_script
+
+rounding = load_script("benchmarks/rounding_sensitivity.py")
+
+
+def test_perturbation_is_a_fixed_function_of_the_value_smaller_than_epsilon_and_different_per_draw():
+    values = torch.linspace(-3, 3, 10_001)
+    first = rounding.perturbation(values, 1e-6, 1)
+    assert torch.equal(first, rounding.perturbation(values.clone(), 1e-6, 1)), "same value, same draw: same output"
+    relative = ((first - values).abs() / values.abs().clamp_min(1e-12))
+    assert relative.max() <= 1.2e-6, "at most epsilon, plus float32 rounding of the product"
+    assert (first != values).float().mean() > 0.5, "most values must actually move"
+    assert not torch.equal(first, rounding.perturbation(values, 1e-6, 2)), "another draw, another perturbation"
+    assert torch.equal(rounding.perturbation(values, 0.0, 3), values), "epsilon 0 is the plain run"
+
+
+def test_the_stem_head_is_perturbed_inside_the_context_and_restored_after_it():
+    from uniil_lib.imagenet_backbone import FrozenCNNStem
+
+    torch.manual_seed(0)
+    stem = FrozenCNNStem(timm.create_model("tf_efficientnet_lite0", pretrained=False))
+    trunk = torch.rand(2, 320, 2, 2)
+    plain = stem.head(trunk)
+    with rounding.perturbed_stem_head(1e-3, 5):
+        perturbed = stem.head(trunk)
+    assert torch.equal(perturbed, rounding.perturbation(plain, 1e-3, 5))
+    assert not torch.equal(perturbed, plain)
+    assert torch.equal(stem.head(trunk), plain), "the plain head must be back after the context"
+
+
+def test_report_lists_each_draw_and_the_paired_difference(tmp_path):
+    lasts = {"moe-adapters-ddas": [80.0, 78.0, 82.0], "mage": [83.0, 79.0, 81.0]}
+    for method, values in lasts.items():
+        for draw, last in enumerate(values):
+            result = {"scenario": "uniil-offline", "seed": 0,
+                      "methods": {method: {"metrics": {"last": last}}},
+                      "perturbation": {"epsilon": 0.0 if draw == 0 else 1e-6, "draw": draw}}
+            path = rounding.result_path(tmp_path, "uniil-offline", 0, method, 1e-6, draw)
+            path.write_text(json.dumps(result))
+    text = rounding.report(tmp_path, "uniil-offline", 0)
+    assert "| moe-adapters-ddas | 0,1,2 | 80.00 / 78.00 / 82.00 | 80.00 ± 2.00 | 4.00 |" in text
+    assert "| mage | 0,1,2 | 83.00 / 79.00 / 81.00 | 81.00 ± 2.00 | 4.00 |" in text
+    assert "+3.00 / +1.00 / -1.00; mean +1.00 ± 2.00, ahead on 2 of 3" in text
+
+
+def test_report_compares_with_the_spread_over_the_saved_ten_seed_table(tmp_path):
+    result = {"methods": {"moe-adapters-ddas": {"metrics": {"last": 80.0}}}, "perturbation": {"draw": 0}}
+    rounding.result_path(tmp_path, "uniil-offline", 0, "moe-adapters-ddas", 0.0, 0).write_text(json.dumps(result))
+    row = next(r for r in rounding.report(tmp_path, "uniil-offline", 0).splitlines() if r.startswith("| moe-adapters-ddas |"))
+    assert row.endswith("| 2.44 (10 seeds) |"), row
