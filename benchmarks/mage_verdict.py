@@ -8,6 +8,9 @@
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0 --attributes --report-only  # what the attributes carry
     .venv/bin/python benchmarks/mage_verdict.py --seeds 0,1,2 --per-step --report-only  # which steps decide Last
     .venv/bin/python benchmarks/mage_verdict.py --seeds 30,31,32 --config configs/mage_coverage_uniil_offline_fast.json
+    .venv/bin/python benchmarks/mage_verdict.py --seeds 0,1,2,3,4,5,6,7,8,9,40,41,42,43,44,45,46,47,48,49 \
+        --scenarios uniil-offline --out-dir docs/measurements/fixed_trunk \
+        --also-read docs/measurements/verdict_seeds_40_49 --report-only          # the twenty-seed verdict
 
 For every scenario and seed it runs ``python -m uniil_lib benchmark --scenario S --methods ... --profile P --seed N
 --out FILE --quiet`` in a subprocess, one at a time (torch runs fight over cores), unless FILE already holds
@@ -78,6 +81,14 @@ CONTROL_MARGIN = 1.0  # the rule fixed before the controls ran: mage - control >
 
 def result_path(out_dir: Path, role: str, scenario: str, profile: str, seed: int) -> Path:
     return out_dir / f"{role}-{scenario}-{profile}-seed{seed}.json"
+
+
+def found_result(path: Path, also_read: list[Path]) -> Path | None:
+    """``path`` if it exists, else the first file of that name in the ``also_read`` folders, else None."""
+    for candidate in (path, *(folder / path.name for folder in also_read)):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def run_cli(scenario: str, methods: list[str], *, profile: str, seed: int, path: Path,
@@ -228,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="faithful: reported seeds; tuning: seeds for choosing settings (never reported)")
     parser.add_argument("--out-dir", default=str(ROOT / "docs" / "measurements" / "seeds"))
     parser.add_argument("--report-only", action="store_true", help="run nothing; report from the saved files")
+    parser.add_argument("--also-read", help="comma-separated folders where the report also looks for a seed's file "
+                        "missing from --out-dir (e.g. seeds kept apart from the notebooks' folder)")
     parser.add_argument("--smoke", action="store_true", help="2 steps, 1 epoch, few images, into a temporary folder")
     parser.add_argument("--per-step", action="store_true",
                         help="also print mage - moe-adapters-ddas per step and Last on the larger steps")
@@ -241,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir, args.role = tempfile.mkdtemp(prefix="mage-verdict-smoke-"), "smoke"
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out_dir = Path(args.out_dir)
+    also_read = [Path(d) for d in (args.also_read or "").split(",") if d.strip()]
     out_dir.mkdir(parents=True, exist_ok=True)
     config = None
     if args.config:
@@ -273,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"have {path}", flush=True)
         if args.attributes:
             print(attribute_report(scenario, profile=args.profile, seed=seeds[0]) + "\n", flush=True)
-        results = [json.loads(p.read_text()) for p in paths if p.exists()]
-        if not results or not all(m in results[0]["methods"] for m in ("mage", *BASELINES)):
+        results = [json.loads(p.read_text()) for p in (found_result(p, also_read) for p in paths) if p is not None]
+        if not results or "mage" not in results[0]["methods"] or not any(b in results[0]["methods"] for b in BASELINES):
             print(f"## {scenario}: no results with mage, {', '.join(BASELINES)} for seeds {seeds}; run without "
                   "--report-only (or pass those methods)")
             continue

@@ -204,3 +204,15 @@ def test_the_verdict_report_names_and_skips_a_baseline_some_seed_did_not_run():
     assert any(line.startswith("mage - moe-adapters-ddas  last per seed [3.0, 1.0]  mean +2.00") for line in lines)
     assert "  [x] Last >= moe-adapters-ddas + 2 on the mean" in lines
     assert not any("[x] Last >= mage-noattr" in line or "[ ] Last >= mage-noattr" in line for line in lines)
+
+
+def test_the_verdict_report_finds_a_seed_kept_in_another_folder(tmp_path):
+    verdict = load_script("benchmarks/mage_verdict.py")
+    main_folder, other = tmp_path / "main", tmp_path / "other"
+    main_folder.mkdir(), other.mkdir()
+    (other / "faithful-uniil-offline-fast-seed40.json").write_text("{}")
+    (main_folder / "faithful-uniil-offline-fast-seed0.json").write_text("{}")
+    for seed, where in ((0, main_folder), (40, other)):
+        path = verdict.result_path(main_folder, "faithful", "uniil-offline", "fast", seed)
+        assert verdict.found_result(path, [other]) == where / path.name
+    assert verdict.found_result(verdict.result_path(main_folder, "faithful", "uniil-offline", "fast", 41), [other]) is None
