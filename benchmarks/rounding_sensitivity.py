@@ -16,8 +16,8 @@ does, in a fresh process and a fresh feature cache, with every output of the fro
 features every time it is encoded (as it gets the same rounding on one machine), and a different one per draw.
 With ``epsilon`` = 1e-6 a feature moves by at most 1e-6 of itself, less than thread counts move it: measured on
 16 random images at 128 px, the head's output at one thread against two differs by up to 2.2e-5, and where
-``|x| > 1e-3`` by 3.4e-6 of its value at the median (mean 1.7e-5) (zeros after ReLU6 stay zero, here as there). Draw 0 is unperturbed: it must repeat the plain run. The
-stem's trunk cache and the downloaded data are shared (linked) with the normal cache root, the perturbation is
+``|x| > 1e-3`` by 3.4e-6 of its value at the median (mean 1.7e-5); zeros after ReLU6 stay zero, here as there.
+Draw 0 is unperturbed: it must repeat the plain run. The stem's trunk cache and the downloaded data are shared (linked) with the normal cache root, the perturbation is
 applied after them. One json per (seed, method, draw) in ``--out`` (default
 ``docs/measurements/rounding_sensitivity``); the report gives, per method, Last per draw, their mean, sample
 standard deviation and range, next to the spread over seeds of the saved ten-seed table
@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,9 +124,8 @@ def run_missing(args, out_dir: Path) -> None:
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
-    return mean, sd
+    """Mean and sample standard deviation (NaN for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def report(out_dir: Path, scenario: str, seed: int, baseline: str = "moe-adapters-ddas") -> str:
@@ -138,13 +138,12 @@ def report(out_dir: Path, scenario: str, seed: int, baseline: str = "moe-adapter
     lines = [f"{scenario}, seed {seed}: Last per draw (draw 0 unperturbed)", "",
              "| method | draws | Last per draw | mean ± sd over draws | range | sd over seeds (saved table) |",
              "|---|---|---|---|---|---|"]
+    seed_results = [json.loads(p.read_text()) for p in sorted(SEED_TABLE.glob(f"faithful-{scenario}-fast-seed*.json"))]
     for method, by_draw in runs.items():
         draws = sorted(by_draw)
         values = [by_draw[d] for d in draws]
         mean, sd = mean_sd(values)
-        seed_values = [json.loads(p.read_text())["methods"][method]["metrics"]["last"]
-                       for p in sorted(SEED_TABLE.glob(f"faithful-{scenario}-fast-seed*.json"))
-                       if method in json.loads(p.read_text())["methods"]]
+        seed_values = [r["methods"][method]["metrics"]["last"] for r in seed_results if method in r["methods"]]
         seeds = f"{mean_sd(seed_values)[1]:.2f} ({len(seed_values)} seeds)" if len(seed_values) > 1 else "-"
         lines.append(f"| {method} | {','.join(map(str, draws))} | {' / '.join(f'{v:.2f}' for v in values)} | "
                      f"{mean:.2f} ± {sd:.2f} | {max(values) - min(values):.2f} | {seeds} |")
