@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/rounding_sensitivity.py --seed 0 --methods moe-adapters-ddas --draws 0,1,2,3,4
     .venv/bin/python benchmarks/rounding_sensitivity.py --seed 0 --report-only
+    .venv/bin/python benchmarks/rounding_sensitivity.py --across-seeds 0,1,2,3,4,5,6,7,8,9
 
 **Why.** A seed's Last on ``uniil-offline`` did not repeat across machines: the README's seed-0
 ``moe-adapters-ddas`` Last was 76.91 when the ten-seed table was measured (2026-12-01, another machine and
@@ -22,7 +23,9 @@ applied after them. One json per (seed, method, draw) in ``--out`` (default
 ``docs/measurements/rounding_sensitivity``); the report gives, per method, Last per draw, their mean, sample
 standard deviation and range, next to the spread over seeds of the saved ten-seed table
 (``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
-methods draw by draw.
+methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last (the
+table's, then one per draw) and their mean, the seed's expected difference, and splits the spread of those values
+into a rounding part and a between-seed part (one-way random effects, method of moments: :func:`random_effects`).
 
 Run it with one torch thread a process (the default here), one or two processes at a time.
 """
@@ -160,6 +163,79 @@ def report(out_dir: Path, scenario: str, seed: int, baseline: str = "moe-adapter
     return "\n".join(lines)
 
 
+def seed_differences(out_dir: Path, scenario: str, seeds: list[int], method: str = "mage",
+                     baseline: str = "moe-adapters-ddas", *, with_table: bool = True,
+                     table_dir: Path = SEED_TABLE) -> dict[int, list[float]]:
+    """Every measured value of ``method`` - ``baseline`` Last on each seed: the saved table's (if ``with_table``;
+    one rounding, that machine's) first, then one per draw both methods ran (paired: the same perturbation)."""
+    by_seed: dict[int, list[float]] = {}
+    for seed in seeds:
+        values = []
+        table = table_dir / f"faithful-{scenario}-fast-seed{seed}.json"
+        if with_table and table.exists():
+            methods = json.loads(table.read_text())["methods"]
+            if method in methods and baseline in methods:
+                values.append(methods[method]["metrics"]["last"] - methods[baseline]["metrics"]["last"])
+        draws: dict[str, dict[int, float]] = {method: {}, baseline: {}}
+        for path in sorted(out_dir.glob(f"{scenario}-seed{seed}-*.json")):
+            result = json.loads(path.read_text())
+            (name,) = result["methods"]
+            if name in draws:
+                draws[name][result["perturbation"]["draw"]] = result["methods"][name]["metrics"]["last"]
+        values += [draws[method][d] - draws[baseline][d] for d in sorted(set(draws[method]) & set(draws[baseline]))]
+        if values:
+            by_seed[seed] = values
+    return by_seed
+
+
+def random_effects(groups: dict[int, list[float]]) -> dict:
+    """One-way random effects by the method of moments: a value is ``mu + b_seed + e``, ``b ~ N(0, sigma_b^2)``
+    (the seed's expected difference about the grand mean), ``e ~ N(0, sigma_w^2)`` (the rounding draw).
+
+    ``sigma_w^2`` is the pooled within-seed variance (seeds with one value add nothing to it);
+    ``sigma_b^2 = var(seed means) - mean_s(sigma_w^2 / n_s)``, floored at 0 (the spread of the seed means less what
+    their own rounding noise explains); ``mu`` the mean of the seed means. Returns those (as sds), the seed means and
+    counts, and ``share_above_zero = Phi(mu / sigma_b)``: the share of seeds whose expected difference is above 0
+    under the normal model (1 or 0 when ``sigma_b`` is 0).
+    """
+    means = {seed: statistics.mean(values) for seed, values in groups.items()}
+    counts = {seed: len(values) for seed, values in groups.items()}
+    dof = sum(n - 1 for n in counts.values())
+    if dof == 0 or len(groups) < 2:
+        raise ValueError("need at least two seeds and one seed with two values or more")
+    within = sum((n - 1) * statistics.variance(groups[s]) for s, n in counts.items() if n > 1) / dof
+    between = max(0.0, statistics.variance(means.values()) - statistics.mean(within / n for n in counts.values()))
+    mu = statistics.mean(means.values())
+    share = statistics.NormalDist().cdf(mu / math.sqrt(between)) if between > 0 else float(mu > 0)
+    return {"seed_means": means, "counts": counts, "within_sd": math.sqrt(within), "within_dof": dof,
+            "between_sd": math.sqrt(between), "grand_mean": mu, "share_above_zero": share}
+
+
+def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "mage",
+                baseline: str = "moe-adapters-ddas") -> str:
+    """Each seed's expected ``method`` - ``baseline`` Last (mean over its roundings), with and without the table."""
+    lines = []
+    for with_table, title in ((True, "the table's value and every rounding draw"), (False, "rounding draws only")):
+        groups = seed_differences(out_dir, scenario, seeds, method, baseline, with_table=with_table)
+        fit = random_effects(groups)
+        lines += [f"{method} - {baseline} Last per seed, {title}", "",
+                  "| seed | values | n | mean | verdict |", "|---|---|---|---|---|"]
+        for seed, values in groups.items():
+            mean, half = fit["seed_means"][seed], 1.96 * fit["within_sd"] / math.sqrt(len(values))
+            verdict = "clearly ahead" if mean - half > 0 else "clearly behind" if mean + half < 0 else "undecided"
+            lines.append(f"| {seed} | {' / '.join(f'{v:+.2f}' for v in values)} | {len(values)} | {mean:+.2f} | "
+                         f"{verdict} (± {half:.2f}) |")
+        ahead = sum(m > 0 for m in fit["seed_means"].values())
+        lines += ["", f"seeds with mean above 0: {ahead} of {len(groups)}; grand mean {fit['grand_mean']:+.2f}; "
+                  f"rounding sd {fit['within_sd']:.2f} ({fit['within_dof']} dof); between-seed sd of the expected "
+                  f"difference {fit['between_sd']:.2f}; share of seeds expected above 0 (normal model) "
+                  f"{fit['share_above_zero']:.2f}", ""]
+    missing = [s for s in seeds if s not in seed_differences(out_dir, scenario, seeds, method, baseline)]
+    if missing:
+        lines.append(f"missing (no value yet): seeds {', '.join(map(str, missing))}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="uniil-offline")
@@ -171,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--across-seeds", help="comma-separated seeds: report each seed's expected difference "
+                        "(mean over the table's value and its draws) and the random-effects split, then stop")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--draw", type=int, help=argparse.SUPPRESS)
@@ -178,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         run_one(args)
+        return
+    if args.across_seeds:
+        print(seed_report(args.out, args.scenario, [int(s) for s in args.across_seeds.split(",")]))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

@@ -4,7 +4,9 @@ stem's head only inside its context, and the report reads the per-draw results i
 from __future__ import annotations
 
 import json
+from statistics import NormalDist
 
+import pytest
 import timm
 import torch
 
@@ -58,3 +60,35 @@ def test_report_compares_with_the_spread_over_the_saved_ten_seed_table(tmp_path)
     rounding.result_path(tmp_path, "uniil-offline", 0, "moe-adapters-ddas", 0.0, 0).write_text(json.dumps(result))
     row = next(r for r in rounding.report(tmp_path, "uniil-offline", 0).splitlines() if r.startswith("| moe-adapters-ddas |"))
     assert row.endswith("| 2.44 (10 seeds) |"), row
+
+
+def _write_draw(folder, seed, method, draw, last):
+    result = {"methods": {method: {"metrics": {"last": last}}}, "perturbation": {"draw": draw}}
+    rounding.result_path(folder, "uniil-offline", seed, method, 1e-6, draw).write_text(json.dumps(result))
+
+
+def test_seed_differences_pair_draws_by_index_and_put_the_tables_value_first(tmp_path):
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "faithful-uniil-offline-fast-seed4.json").write_text(json.dumps(
+        {"methods": {"mage": {"metrics": {"last": 81.0}}, "moe-adapters-ddas": {"metrics": {"last": 80.0}}}}))
+    for draw, (base, other) in enumerate([(70.0, 75.0), (72.0, 71.0)], start=1):
+        _write_draw(tmp_path, 4, "moe-adapters-ddas", draw, base)
+        _write_draw(tmp_path, 4, "mage", draw, other)
+    _write_draw(tmp_path, 4, "mage", 3, 99.0)  # no baseline run of draw 3: not a pair, left out
+    found = rounding.seed_differences(tmp_path, "uniil-offline", [4, 5], table_dir=table)
+    assert found == {4: [1.0, 5.0, -1.0]}, "table first, then draws 1 and 2; seed 5 has nothing"
+    assert rounding.seed_differences(tmp_path, "uniil-offline", [4], with_table=False, table_dir=table) == {4: [5.0, -1.0]}
+
+
+def test_random_effects_splits_the_spread_into_rounding_and_seed_parts():
+    fit = rounding.random_effects({0: [1.0, 3.0], 1: [5.0, 7.0], 2: [9.0, 11.0]})
+    assert fit["within_sd"] == pytest.approx(2 ** 0.5), "each seed's two values have variance 2"
+    assert fit["between_sd"] == pytest.approx(15 ** 0.5), "var of the means (16) less 2 / 2"
+    assert fit["grand_mean"] == pytest.approx(6.0)
+    assert fit["share_above_zero"] == pytest.approx(NormalDist().cdf(6 / 15 ** 0.5))
+    noise_only = rounding.random_effects({0: [-4.0, 4.0], 1: [-3.0, 5.0]})
+    assert noise_only["between_sd"] == 0.0, "seed means closer than their rounding noise explains: floored at 0"
+    assert noise_only["share_above_zero"] == 1.0
+    with pytest.raises(ValueError, match="two values"):
+        rounding.random_effects({0: [1.0], 1: [2.0]})
