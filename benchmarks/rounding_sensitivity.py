@@ -25,7 +25,7 @@ standard deviation and range, next to the spread over seeds of the saved ten-see
 (``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
 methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last (the
 table's, then one per draw) and their mean, the seed's expected difference, and splits the spread of those values
-into a rounding part and a between-seed part (one-way random effects, method of moments: :func:`random_effects`).
+into a rounding part and a between-seed part (one-way random effects, method of moments: :func:`uniil_lib.benchmark.random_effects`).
 
 Run it with one torch thread a process (the default here), one or two processes at a time.
 """
@@ -188,32 +188,11 @@ def seed_differences(out_dir: Path, scenario: str, seeds: list[int], method: str
     return by_seed
 
 
-def random_effects(groups: dict[int, list[float]]) -> dict:
-    """One-way random effects by the method of moments: a value is ``mu + b_seed + e``, ``b ~ N(0, sigma_b^2)``
-    (the seed's expected difference about the grand mean), ``e ~ N(0, sigma_w^2)`` (the rounding draw).
-
-    ``sigma_w^2`` is the pooled within-seed variance (seeds with one value add nothing to it);
-    ``sigma_b^2 = var(seed means) - mean_s(sigma_w^2 / n_s)``, floored at 0 (the spread of the seed means less what
-    their own rounding noise explains); ``mu`` the mean of the seed means. Returns those (as sds), the seed means and
-    counts, and ``share_above_zero = Phi(mu / sigma_b)``: the share of seeds whose expected difference is above 0
-    under the normal model (1 or 0 when ``sigma_b`` is 0).
-    """
-    means = {seed: statistics.mean(values) for seed, values in groups.items()}
-    counts = {seed: len(values) for seed, values in groups.items()}
-    dof = sum(n - 1 for n in counts.values())
-    if dof == 0 or len(groups) < 2:
-        raise ValueError("need at least two seeds and one seed with two values or more")
-    within = sum((n - 1) * statistics.variance(groups[s]) for s, n in counts.items() if n > 1) / dof
-    between = max(0.0, statistics.variance(means.values()) - statistics.mean(within / n for n in counts.values()))
-    mu = statistics.mean(means.values())
-    share = statistics.NormalDist().cdf(mu / math.sqrt(between)) if between > 0 else float(mu > 0)
-    return {"seed_means": means, "counts": counts, "within_sd": math.sqrt(within), "within_dof": dof,
-            "between_sd": math.sqrt(between), "grand_mean": mu, "share_above_zero": share}
-
-
 def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "mage",
                 baseline: str = "moe-adapters-ddas") -> str:
     """Each seed's expected ``method`` - ``baseline`` Last (mean over its roundings), with and without the table."""
+    from uniil_lib.benchmark import random_effects
+
     lines = []
     for with_table, title in ((True, "the table's value and every rounding draw"), (False, "rounding draws only")):
         groups = seed_differences(out_dir, scenario, seeds, method, baseline, with_table=with_table)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
+from uniil_lib.benchmark import random_effects
 from uniil_lib.cli import main
 from uniil_lib.named_scenarios import build_scenario, scenario_names
 
@@ -192,3 +194,16 @@ def test_step_test_sizes_counts_each_steps_test_images_of_the_profile():
     assert twitter == [10 * fast.emoji_test_per_class] * 3, "three steps of ten twitter classes"
     assert sizes[0] == 10 * fast.test_per_class, "Fashion-MNIST: ten classes"
     assert step_test_sizes("dil-emoji", profile="cpu") == [100 * get_profile("cpu").emoji_test_per_class] * 4
+
+
+def test_random_effects_splits_the_spread_into_rounding_and_seed_parts():
+    fit = random_effects({0: [1.0, 3.0], 1: [5.0, 7.0], 2: [9.0, 11.0]})
+    assert fit["within_sd"] == pytest.approx(2 ** 0.5), "each seed's two values have variance 2"
+    assert fit["between_sd"] == pytest.approx(15 ** 0.5), "var of the means (16) less 2 / 2"
+    assert fit["grand_mean"] == pytest.approx(6.0)
+    assert fit["share_above_zero"] == pytest.approx(NormalDist().cdf(6 / 15 ** 0.5))
+    noise_only = random_effects({0: [-4.0, 4.0], 1: [-3.0, 5.0]})
+    assert noise_only["between_sd"] == 0.0, "seed means closer than their rounding noise explains: floored at 0"
+    assert noise_only["share_above_zero"] == 1.0
+    with pytest.raises(ValueError, match="two values"):
+        random_effects({0: [1.0], 1: [2.0]})

@@ -79,16 +79,3 @@ def test_seed_differences_pair_draws_by_index_and_put_the_tables_value_first(tmp
     found = rounding.seed_differences(tmp_path, "uniil-offline", [4, 5], table_dir=table)
     assert found == {4: [1.0, 5.0, -1.0]}, "table first, then draws 1 and 2; seed 5 has nothing"
     assert rounding.seed_differences(tmp_path, "uniil-offline", [4], with_table=False, table_dir=table) == {4: [5.0, -1.0]}
-
-
-def test_random_effects_splits_the_spread_into_rounding_and_seed_parts():
-    fit = rounding.random_effects({0: [1.0, 3.0], 1: [5.0, 7.0], 2: [9.0, 11.0]})
-    assert fit["within_sd"] == pytest.approx(2 ** 0.5), "each seed's two values have variance 2"
-    assert fit["between_sd"] == pytest.approx(15 ** 0.5), "var of the means (16) less 2 / 2"
-    assert fit["grand_mean"] == pytest.approx(6.0)
-    assert fit["share_above_zero"] == pytest.approx(NormalDist().cdf(6 / 15 ** 0.5))
-    noise_only = rounding.random_effects({0: [-4.0, 4.0], 1: [-3.0, 5.0]})
-    assert noise_only["between_sd"] == 0.0, "seed means closer than their rounding noise explains: floored at 0"
-    assert noise_only["share_above_zero"] == 1.0
-    with pytest.raises(ValueError, match="two values"):
-        rounding.random_effects({0: [1.0], 1: [2.0]})

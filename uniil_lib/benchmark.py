@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -412,6 +413,34 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
     wilcoxon_p = float(stats.wilcoxon(differences[differences != 0]).pvalue) if untied else float("nan")
     return {"seeds": seeds, "differences": differences.round(4).tolist(), "mean": mean, "std": std, "ci95": ci95,
             "wins": wins, "losses": losses, "t": float(t), "p": p, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p}
+
+
+def random_effects(groups: Mapping[int, Sequence[float]]) -> dict:
+    """One-way random effects by the method of moments, for repeated runs of each seed (e.g. rounding draws).
+
+    A value is ``mu + b_seed + e``: ``b ~ N(0, sigma_b^2)`` is the seed's expected value about the grand mean,
+    ``e ~ N(0, sigma_w^2)`` the run-to-run noise within a seed (the one-way classification of Searle, Casella and
+    McCulloch 1992, *Variance Components*, ch. 3; with unequal counts per seed we use the unweighted-means estimator
+    below, our choice: it needs no iteration and equals the ANOVA estimator when every seed has the same count).
+
+    ``sigma_w^2`` is the pooled within-seed variance (seeds with one value add nothing to it);
+    ``sigma_b^2 = var(seed means) - mean_s(sigma_w^2 / n_s)``, floored at 0 (the spread of the seed means less what
+    their own noise explains); ``mu`` the mean of the seed means. Returns those (as sds), the seed means and
+    counts, and ``share_above_zero = Phi(mu / sigma_b)``: the share of seeds whose expected difference is above 0
+    under the normal model (1 or 0 when ``sigma_b`` is 0).
+    """
+    means = {seed: statistics.mean(values) for seed, values in groups.items()}
+    counts = {seed: len(values) for seed, values in groups.items()}
+    dof = sum(n - 1 for n in counts.values())
+    if dof == 0 or len(groups) < 2:
+        raise ValueError("random_effects needs at least two seeds and one seed with two values or more; "
+                         f"got counts {counts}")
+    within = sum((n - 1) * statistics.variance(groups[s]) for s, n in counts.items() if n > 1) / dof
+    between = max(0.0, statistics.variance(means.values()) - statistics.mean(within / n for n in counts.values()))
+    mu = statistics.mean(means.values())
+    share = statistics.NormalDist().cdf(mu / math.sqrt(between)) if between > 0 else float(mu > 0)
+    return {"seed_means": means, "counts": counts, "within_sd": math.sqrt(within), "within_dof": dof,
+            "between_sd": math.sqrt(between), "grand_mean": mu, "share_above_zero": share}
 
 
 def step_test_sizes(scenario: str, *, profile: str | Profile = "fast", seed: int = 0) -> list[int]:
