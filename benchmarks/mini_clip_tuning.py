@@ -7,6 +7,7 @@ Usage::
                                           [--lr 1e-3] [--batch-size 192] [--augmentations 12]
                                           [--freeze-text-projection] [--invert P] [--grey P]
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
+                                          [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
 
@@ -17,11 +18,21 @@ held-out classes and the held-out style), Fashion-MNIST's *train* split (3,000 i
 MNIST-5k's *train* split. The model card reports the *test* splits and the real held-out classes, which a
 tuning run never reads. One json per run, ``<out>/<name>.json``; with ``--extra-averages`` one more per
 decay, ``<out>/<name>-avg<D>.json``, measured from the same run (each also stores the last weights' numbers).
+
+With ``--soup-children K`` a run trains ``S = --spawn-step`` steps once, then ``K`` children from that state to the
+end of the schedule, each with its own batch order (child 0 draws the batches of the plain run, so it *is* the plain
+run), and averages their weights: a *spawned soup*. Frankle et al. 2020 ("Linear Mode Connectivity and the Lottery
+Ticket Hypothesis") found that copies of a network trained on from one state past the first part of training end in
+one linearly connected basin, and Wortsman et al. 2022 ("Model soups") that averaging such weights is as good as or
+better than the best of them, out of distribution too. Here it asks whether the run-to-run spread of the recipe (the
+earlier rounds' main obstacle) is batch-order noise that averaging removes. Jsons ``<name>-child<k>.json`` (each
+child) and ``<name>.json`` (the soup), all from one run, so soup against children carries no run-to-run spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -47,11 +58,12 @@ from uniil_lib.clip_model import ClipModel  # noqa: E402
 from uniil_lib.fileio import atomic_write_text  # noqa: E402
 from uniil_lib.hybrid_vit import POOLS, StemFeatureCache  # noqa: E402
 from uniil_lib.mini_clip import (  # noqa: E402
-    MiniClipConfig, build_mini_clip, mini_preprocess, mini_tokenizer, stem_cache_folder,
+    MiniClipConfig, build_mini_clip, mini_preprocess, mini_tokenizer, stem_cache_folder, trained_state_dict,
 )
 
 VALIDATION_SEED = 12345  # which pretraining classes a tuning run leaves out (never the reported held-out ones)
 FASHION_TUNING_IMAGES = 3000
+CHILD_SEED_STRIDE = 1000  # child k > 0 of a spawned soup draws its batches with run seed ``run_seed + 1000 k``
 
 
 def validation_classes(n_classes: int, count: int) -> list[int]:
@@ -90,7 +102,8 @@ def without_icons(data: TrainData, banned: set[str]) -> TrainData:
 
 
 def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], root, *,
-                  run_seed: int = 0, extra_averages: tuple[float, ...] = ()):
+                  run_seed: int = 0, extra_averages: tuple[float, ...] = (), soup_children: int = 0,
+                  spawn_step: int = 0):
     """The pretraining loop of the script (same step, optimiser and schedule), on the classes not left out.
 
     ``run_seed`` 0 initialises and draws batches exactly as the script does; another value changes both (the
@@ -99,7 +112,13 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
     Returns ``(model, averages, info)``: the model holds the last weights, ``averages`` maps each decay (the
     recipe's ``weight_average`` if it has one, then ``extra_averages``) to its :class:`WeightAverage` kept
     along the same run, so the last weights and every average can be measured without run-to-run spread.
+    With ``soup_children`` > 0 the run is a spawned soup (module docstring): ``info["children"]`` holds each
+    child's trained tensors, and the model holds their mean.
     """
+    if soup_children and (extra_averages or recipe.weight_average > 0):
+        raise ValueError("a spawned soup and a running weight average are two answers to one question: pick one")
+    if soup_children and not 0 < spawn_step < recipe.steps:
+        raise ValueError(f"--spawn-step must lie inside the schedule (0 < S < {recipe.steps}), got {spawn_step}")
     model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     data = load_train_data(model, recipe, root)
     start_text_projection(model, data.emoji_captions, recipe)
@@ -107,15 +126,42 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
     optimizer, scheduler = make_optimizer(model, recipe)
     decays = ([recipe.weight_average] if recipe.weight_average > 0 else []) + list(extra_averages)
     averages = {decay: WeightAverage(model, decay) for decay in decays}
-    model.train()
     began, last = time.perf_counter(), {}
-    for step in tqdm(range(recipe.steps), desc="tuning run", mininterval=10):
-        parts = optimisation_step(model, data, recipe, optimizer, scheduler, step, run_seed=run_seed)
-        for average in averages.values():
-            average.update(model)
-        last = {k: round(float(v.detach() if torch.is_tensor(v) else v), 4) for k, v in parts.items()}
+
+    def train_steps(steps: range, batch_seed: int, label: str) -> None:
+        nonlocal last
+        model.train()
+        for step in tqdm(steps, desc=label, mininterval=10):
+            parts = optimisation_step(model, data, recipe, optimizer, scheduler, step, run_seed=batch_seed)
+            for average in averages.values():
+                average.update(model)
+            last = {k: round(float(v.detach() if torch.is_tensor(v) else v), 4) for k, v in parts.items()}
+
+    if not soup_children:
+        train_steps(range(recipe.steps), run_seed, "tuning run")
+        model.eval()
+        return model, averages, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": last}
+    train_steps(range(spawn_step), run_seed, "shared start")
+    spawn = copy.deepcopy((model.state_dict(), optimizer.state_dict(), scheduler.state_dict()))
+    children, child_losses = [], []
+    for child in range(soup_children):
+        model_state, optimizer_state, scheduler_state = copy.deepcopy(spawn)
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
+        train_steps(range(spawn_step, recipe.steps), run_seed + CHILD_SEED_STRIDE * child, f"child {child}")
+        children.append({name: t.clone() for name, t in trained_state_dict(model).items()})  # own storage
+        child_losses.append(last)
+    model.load_state_dict(soup(children), strict=False)
     model.eval()
-    return model, averages, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": last}
+    return model, averages, {"train_seconds": round(time.perf_counter() - began, 1), "last_losses": child_losses,
+                             "children": children}
+
+
+def soup(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of same-shaped state dicts (a uniform model soup); non-float tensors from the first."""
+    return {name: torch.stack([state[name] for state in states]).mean(dim=0) if tensor.is_floating_point() else tensor
+            for name, tensor in states[0].items()}
 
 
 def measure_tuning_sets(clip: ClipModel, sets, label: str) -> dict:
@@ -160,6 +206,10 @@ def report(folder: Path) -> str:
         changed += [f"{k}={v}" for k, v in run["config"].items()
                     if default_config.get(k) != v and (k in default_config or v)]
         changed = list(dict.fromkeys(changed))  # image_size is in both the data recipe and the config
+        if "spawn" in run:
+            spawn = run["spawn"]
+            changed.append(f"child {spawn['child']} of a soup spawned at step {spawn['spawn_step']}" if "child" in spawn
+                           else f"soup of {spawn['soup_children']} children spawned at step {spawn['spawn_step']}")
         cells = " | ".join(f"{run['tuning'][key]['top1']:.1f}" for key in TUNING_KEYS)
         lines.append(f"| {run['name']} | {run['recipe']['steps']} | {', '.join(changed) or '-'} | "
                      f"{run.get('run_seed', 0)} | {cells} |")
@@ -225,6 +275,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--extra-averages", default="", metavar="D,D",
                         help="more decays averaged along the same run, one json each (<name>-avg<D>.json)")
     parser.add_argument("--run-seed", type=int, default=0, help="initialisation and batch order (0: as the script)")
+    parser.add_argument("--soup-children", type=int, default=0,
+                        help="train K children from step --spawn-step on and average them (0: a plain run)")
+    parser.add_argument("--spawn-step", type=int, default=0, help="where the children of a spawned soup part")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "measurements" / "mini_clip_tuning")
@@ -246,15 +299,29 @@ def main(argv=None) -> None:
     left_out = validation_classes(len(classes), args.validation_classes)
     extra = tuple(float(d) for d in args.extra_averages.split(",") if d)
     model, averages, info = train_variant(recipe, config, left_out, args.root, run_seed=args.run_seed,
-                                          extra_averages=extra)
+                                          extra_averages=extra, soup_children=args.soup_children,
+                                          spawn_step=args.spawn_step)
+    children = info.pop("children", [])
     model.visual.stem_cache = StemFeatureCache(stem_cache_folder(config))
     clip = ClipModel(model, mini_preprocess(config), mini_tokenizer(config), f"tuning-{args.name}", config.image_size)
     sets = tuning_sets([classes[c].name for c in left_out], args.root)  # loaded once, measured once per weights
-    last_weights = measure_tuning_sets(clip, sets, f"{args.name} (last weights)")
     common = {"config": config.to_dict(), "validation_classes": args.validation_classes,
               "validation_seed": VALIDATION_SEED, "run_seed": args.run_seed, "threads": args.threads, **info}
     records = {}
-    if recipe.weight_average == 0:
+    if children:
+        soup_numbers = measure_tuning_sets(clip, sets, f"{args.name} (soup of {len(children)})")
+        spawn = {"soup_children": len(children), "spawn_step": args.spawn_step}
+        measured = []
+        for k, state in enumerate(children):
+            model.load_state_dict(state, strict=False)
+            name = f"{args.name}-child{k}"
+            measured.append(measure_tuning_sets(clip, sets, name))
+            records[name] = {"name": name, "recipe": recipe.to_dict(), **common, "spawn": {**spawn, "child": k},
+                             "tuning": measured[-1]}
+        records[args.name] = {"name": args.name, "recipe": recipe.to_dict(), **common, "spawn": spawn,
+                              "tuning": soup_numbers, "tuning_children": measured}
+    last_weights = None if children else measure_tuning_sets(clip, sets, f"{args.name} (last weights)")
+    if recipe.weight_average == 0 and not children:
         records[args.name] = {"name": args.name, "recipe": recipe.to_dict(), **common, "tuning": last_weights}
     for decay, average in averages.items():  # the recipe's own average (if any) first, then the extra ones
         name = args.name if decay == recipe.weight_average else f"{args.name}-avg{decay:g}"

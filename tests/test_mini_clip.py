@@ -320,6 +320,11 @@ def test_tuning_report_names_what_each_run_changed(tmp_path):
     assert rows[3] == "| inverted | 1500 | invert=0.4 | 2 | 10.0 | 11.0 | 12.0 | 13.0 |"
     assert rows[-1] == "| 1500 | invert=0.4 | 2,3 | 12.0 ± 2.8 | 11.0 ± 0.0 | 12.0 ± 0.0 | 13.0 ± 0.0 |", \
         "one mean row for the two runs of the same recipe, none for the single base run"
+    child = json.loads(json.dumps(base))
+    child["name"], child["spawn"] = "soup-child1", {"soup_children": 2, "spawn_step": 150, "child": 1}
+    (tmp_path / "d.json").write_text(json.dumps(child))
+    rows = tuning.report(tmp_path).splitlines()
+    assert "| soup-child1 | 1500 | child 1 of a soup spawned at step 150 | 0 |" in rows[5], rows[5]
 
 
 def _four_class_train_data(script, data_module):
@@ -739,3 +744,28 @@ def test_conse_embedding_is_the_probability_weighted_mean_of_the_top_classes():
     assert torch.allclose(conse.conse_embedding(probabilities, class_text, 3), probabilities @ class_text)
     two = conse.conse_embedding(probabilities, class_text, 2)  # renormalised over the two kept classes
     assert torch.allclose(two[0], (0.6 * class_text[1] + 0.3 * class_text[2]) / 0.9)
+
+
+def test_spawned_soup_child_zero_is_the_plain_run_and_the_soup_is_the_childrens_mean(monkeypatch):
+    """``mini_clip_tuning.train_variant`` with ``soup_children``: a shared start, children, their weight mean."""
+    from repo_scripts import load_script
+
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    monkeypatch.setattr(tuning, "load_train_data", lambda model, recipe, root: _four_class_train_data(script, data_module))
+    monkeypatch.setattr(tuning, "without_classes", lambda data, left_out, augmentations: data)
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0,
+                           warmup_steps=1, steps=4)
+    config = mini_clip.MiniClipConfig()
+    plain, _, _ = tuning.train_variant(recipe, config, [], None)
+    souped, _, info = tuning.train_variant(recipe, config, [], None, soup_children=2, spawn_step=2)
+    first, second = info["children"]
+    for name, tensor in mini_clip.trained_state_dict(plain).items():
+        assert torch.equal(first[name], tensor), f"child 0 must repeat the plain run bit for bit ({name})"
+    assert not torch.equal(first["visual.proj"], second["visual.proj"]), "child 1 draws other batches"
+    assert torch.allclose(souped.visual.proj, (first["visual.proj"] + second["visual.proj"]) / 2)
+    with pytest.raises(ValueError, match="inside the schedule"):
+        tuning.train_variant(recipe, config, [], None, soup_children=2, spawn_step=4)
+    with pytest.raises(ValueError, match="pick one"):
+        tuning.train_variant(recipe, config, [], None, soup_children=2, spawn_step=2, extra_averages=(0.9,))
