@@ -23,9 +23,10 @@ applied after them. One json per (seed, method, draw) in ``--out`` (default
 ``docs/measurements/rounding_sensitivity``); the report gives, per method, Last per draw, their mean, sample
 standard deviation and range, next to the spread over seeds of the saved ten-seed table
 (``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
-methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last (the
-table's, then one per draw) and their mean, the seed's expected difference, and splits the spread of those values
-into a rounding part and a between-seed part (one-way random effects, method of moments: :func:`uniil_lib.benchmark.random_effects`).
+methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last
+(the table's, then one per draw) and their mean, the seed's expected difference, and splits the spread of those
+values into a rounding part and a between-seed part (one-way random effects, method of moments:
+:func:`uniil_lib.benchmark.random_effects`).
 
 Run it with one torch thread a process (the default here), one or two processes at a time.
 """

@@ -753,7 +753,8 @@ def test_spawned_soup_child_zero_is_the_plain_run_and_the_soup_is_the_childrens_
     script = _script(monkeypatch, "pretrain_mini_clip")
     data_module = sys.modules["pretrain_data"]
     tuning = load_script("benchmarks/mini_clip_tuning.py")
-    monkeypatch.setattr(tuning, "load_train_data", lambda model, recipe, root: _four_class_train_data(script, data_module))
+    monkeypatch.setattr(tuning, "load_train_data",
+                        lambda model, recipe, root: _four_class_train_data(script, data_module))
     monkeypatch.setattr(tuning, "without_classes", lambda data, left_out, augmentations: data)
     recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0,
                            warmup_steps=1, steps=4)
