@@ -18,10 +18,10 @@ features every time it is encoded (as it gets the same rounding on one machine),
 With ``epsilon`` = 1e-6 a feature moves by at most 1e-6 of itself, less than thread counts move it: measured on
 16 random images at 128 px, the head's output at one thread against two differs by up to 2.2e-5, and where
 ``|x| > 1e-3`` by 3.4e-6 of its value at the median (mean 1.7e-5); zeros after ReLU6 stay zero, here as there.
-Draw 0 is unperturbed: it must repeat the plain run. The stem's trunk cache and the downloaded data are shared (linked) with the normal cache root, the perturbation is
-applied after them. One json per (seed, method, draw) in ``--out`` (default
-``docs/measurements/rounding_sensitivity``); the report gives, per method, Last per draw, their mean, sample
-standard deviation and range, next to the spread over seeds of the saved ten-seed table
+Draw 0 is unperturbed: it must repeat the plain run. The stem's trunk cache and the downloaded data are shared
+(linked) with the normal cache root, the perturbation is applied after them. One json per (seed, method, draw) in
+``--out`` (default ``docs/measurements/rounding_sensitivity``); the report gives, per method, Last per draw, their
+mean, sample standard deviation and range, next to the spread over seeds of the saved ten-seed table
 (``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
 methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last
 (the table's, then one per draw) and their mean, the seed's expected difference, and splits the spread of those
@@ -132,13 +132,19 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def report(out_dir: Path, scenario: str, seed: int, baseline: str = "moe-adapters-ddas") -> str:
-    """The Markdown table of the draws saved in ``out_dir``, and the other method minus ``baseline`` per draw."""
+def draw_lasts(out_dir: Path, scenario: str, seed: int) -> dict[str, dict[int, float]]:
+    """Last of every draw of ``seed`` saved in ``out_dir``: ``{method: {draw: last}}``."""
     runs: dict[str, dict[int, float]] = {}
     for path in sorted(out_dir.glob(f"{scenario}-seed{seed}-*.json")):
         result = json.loads(path.read_text())
         (method,) = result["methods"]
         runs.setdefault(method, {})[result["perturbation"]["draw"]] = result["methods"][method]["metrics"]["last"]
+    return runs
+
+
+def report(out_dir: Path, scenario: str, seed: int, baseline: str = "moe-adapters-ddas") -> str:
+    """The Markdown table of the draws saved in ``out_dir``, and the other method minus ``baseline`` per draw."""
+    runs = draw_lasts(out_dir, scenario, seed)
     lines = [f"{scenario}, seed {seed}: Last per draw (draw 0 unperturbed)", "",
              "| method | draws | Last per draw | mean ± sd over draws | range | sd over seeds (saved table) |",
              "|---|---|---|---|---|---|"]
@@ -177,13 +183,9 @@ def seed_differences(out_dir: Path, scenario: str, seeds: list[int], method: str
             methods = json.loads(table.read_text())["methods"]
             if method in methods and baseline in methods:
                 values.append(methods[method]["metrics"]["last"] - methods[baseline]["metrics"]["last"])
-        draws: dict[str, dict[int, float]] = {method: {}, baseline: {}}
-        for path in sorted(out_dir.glob(f"{scenario}-seed{seed}-*.json")):
-            result = json.loads(path.read_text())
-            (name,) = result["methods"]
-            if name in draws:
-                draws[name][result["perturbation"]["draw"]] = result["methods"][name]["metrics"]["last"]
-        values += [draws[method][d] - draws[baseline][d] for d in sorted(set(draws[method]) & set(draws[baseline]))]
+        draws = draw_lasts(out_dir, scenario, seed)
+        ours, theirs = draws.get(method, {}), draws.get(baseline, {})
+        values += [ours[d] - theirs[d] for d in sorted(set(ours) & set(theirs))]
         if values:
             by_seed[seed] = values
     return by_seed
@@ -194,9 +196,10 @@ def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "m
     """Each seed's expected ``method`` - ``baseline`` Last (mean over its roundings), with and without the table."""
     from uniil_lib.benchmark import random_effects
 
-    lines = []
+    lines, found = [], set()
     for with_table, title in ((True, "the table's value and every rounding draw"), (False, "rounding draws only")):
         groups = seed_differences(out_dir, scenario, seeds, method, baseline, with_table=with_table)
+        found |= set(groups)
         fit = random_effects(groups)
         lines += [f"{method} - {baseline} Last per seed, {title}", "",
                   "| seed | values | n | mean | verdict |", "|---|---|---|---|---|"]
@@ -210,7 +213,7 @@ def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "m
                   f"rounding sd {fit['within_sd']:.2f} ({fit['within_dof']} dof); between-seed sd of the expected "
                   f"difference {fit['between_sd']:.2f}; share of seeds expected above 0 (normal model) "
                   f"{fit['share_above_zero']:.2f}", ""]
-    missing = [s for s in seeds if s not in seed_differences(out_dir, scenario, seeds, method, baseline)]
+    missing = [s for s in seeds if s not in found]
     if missing:
         lines.append(f"missing (no value yet): seeds {', '.join(map(str, missing))}")
     return "\n".join(lines)
