@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/rounding_sensitivity.py --seed 0 --methods moe-adapters-ddas --draws 0,1,2,3,4
     .venv/bin/python benchmarks/rounding_sensitivity.py --seed 0 --report-only
     .venv/bin/python benchmarks/rounding_sensitivity.py --across-seeds 0,1,2,3,4,5,6,7,8,9
+    .venv/bin/python benchmarks/rounding_sensitivity.py --across-seeds 0,1,2,3,4,5,6,7,8,9,40,41,42,43,44,45,46,47,48,49
 
 **Why.** A seed's Last on ``uniil-offline`` did not repeat across machines: the README's seed-0
 ``moe-adapters-ddas`` Last was 76.91 when the ten-seed table was measured (2026-12-01, another machine and
@@ -24,7 +25,8 @@ Draw 0 is unperturbed: it must repeat the plain run. The stem's trunk cache and 
 mean, sample standard deviation and range, next to the spread over seeds of the saved ten-seed table
 (``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
 methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last
-(the table's, then one per draw) and their mean, the seed's expected difference, and splits the spread of those
+(the table's, from the first of ``--seed-tables`` that holds the seed: by default ``fixed_trunk/`` for seeds 0-9
+and ``verdict_seeds_40_49/`` for seeds 40-49; then one per draw) and their mean, the seed's expected difference, and splits the spread of those
 values into a rounding part and a between-seed part (one-way random effects, method of moments:
 :func:`uniil_lib.benchmark.random_effects`).
 
@@ -41,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULT_OUT = ROOT / "docs" / "measurements" / "rounding_sensitivity"
 SEED_TABLE = ROOT / "docs" / "measurements" / "fixed_trunk"
+# every saved one-run-per-seed table: seeds 0-9 (fixed_trunk) and seeds 40-49 (kept apart for notebook 08)
+SEED_TABLES = (SEED_TABLE, ROOT / "docs" / "measurements" / "verdict_seeds_40_49")
 SHARED_CACHE_PARTS = ("downloads", "stem", "file-digests.json")  # read-only inputs a draw may share
 WOBBLE_FREQUENCY = 1e4  # sin(1e4 * value): neighbouring values get unrelated perturbations
 
@@ -172,14 +176,16 @@ def report(out_dir: Path, scenario: str, seed: int, baseline: str = "moe-adapter
 
 def seed_differences(out_dir: Path, scenario: str, seeds: list[int], method: str = "mage",
                      baseline: str = "moe-adapters-ddas", *, with_table: bool = True,
-                     table_dir: Path = SEED_TABLE) -> dict[int, list[float]]:
+                     table_dirs: Sequence[Path] = SEED_TABLES) -> dict[int, list[float]]:
     """Every measured value of ``method`` - ``baseline`` Last on each seed: the saved table's (if ``with_table``;
-    one rounding, that machine's) first, then one per draw both methods ran (paired: the same perturbation)."""
+    one rounding, that machine's; the first of ``table_dirs`` holding the seed) first, then one per draw both
+    methods ran (paired: the same perturbation)."""
     by_seed: dict[int, list[float]] = {}
     for seed in seeds:
         values = []
-        table = table_dir / f"faithful-{scenario}-fast-seed{seed}.json"
-        if with_table and table.exists():
+        name = f"faithful-{scenario}-fast-seed{seed}.json"
+        table = next((folder / name for folder in table_dirs if (folder / name).exists()), None)
+        if with_table and table is not None:
             methods = json.loads(table.read_text())["methods"]
             if method in methods and baseline in methods:
                 values.append(methods[method]["metrics"]["last"] - methods[baseline]["metrics"]["last"])
@@ -192,17 +198,29 @@ def seed_differences(out_dir: Path, scenario: str, seeds: list[int], method: str
 
 
 def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "mage",
-                baseline: str = "moe-adapters-ddas") -> str:
+                baseline: str = "moe-adapters-ddas", table_dirs: Sequence[Path] = SEED_TABLES) -> str:
     """Each seed's expected ``method`` - ``baseline`` Last (mean over its roundings), with and without the table."""
     from uniil_lib.benchmark import random_effects
 
     lines, found = [], set()
     for with_table, title in ((True, "the table's value and every rounding draw"), (False, "rounding draws only")):
-        groups = seed_differences(out_dir, scenario, seeds, method, baseline, with_table=with_table)
+        groups = seed_differences(out_dir, scenario, seeds, method, baseline, with_table=with_table,
+                                  table_dirs=table_dirs)
         found |= set(groups)
-        fit = random_effects(groups)
-        lines += [f"{method} - {baseline} Last per seed, {title}", "",
-                  "| seed | values | n | mean | verdict |", "|---|---|---|---|---|"]
+        lines += [f"{method} - {baseline} Last per seed, {title}", ""]
+        if not groups:
+            lines += ["(no values yet)", ""]
+            continue
+        try:
+            fit = random_effects(groups)
+        except ValueError:  # too few values to split the spread yet (e.g. while the draws are still running)
+            lines += ["| seed | values | n | mean |", "|---|---|---|---|"]
+            lines += [f"| {seed} | {' / '.join(f'{v:+.2f}' for v in values)} | {len(values)} | "
+                      f"{statistics.mean(values):+.2f} |" for seed, values in groups.items()]
+            lines += ["", "too few values for the rounding / between-seed split (it needs two seeds and a seed with "
+                      "two values or more)", ""]
+            continue
+        lines += ["| seed | values | n | mean | verdict |", "|---|---|---|---|---|"]
         for seed, values in groups.items():
             mean, half = fit["seed_means"][seed], 1.96 * fit["within_sd"] / math.sqrt(len(values))
             verdict = "clearly ahead" if mean - half > 0 else "clearly behind" if mean + half < 0 else "undecided"
@@ -232,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--across-seeds", help="comma-separated seeds: report each seed's expected difference "
                         "(mean over the table's value and its draws) and the random-effects split, then stop")
+    parser.add_argument("--seed-tables", default=",".join(str(path) for path in SEED_TABLES),
+                        help="comma-separated folders of one-run-per-seed tables (faithful-<scenario>-fast-seed<S>.json) "
+                        "whose values --across-seeds counts; a seed's file is taken from the first folder holding it")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--draw", type=int, help=argparse.SUPPRESS)
@@ -241,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         run_one(args)
         return
     if args.across_seeds:
-        print(seed_report(args.out, args.scenario, [int(s) for s in args.across_seeds.split(",")]))
+        tables = [Path(folder) for folder in args.seed_tables.split(",")]
+        print(seed_report(args.out, args.scenario, [int(s) for s in args.across_seeds.split(",")], table_dirs=tables))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

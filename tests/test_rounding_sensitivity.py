@@ -76,7 +76,23 @@ def test_seed_differences_pair_draws_by_index_and_put_the_tables_value_first(tmp
         _write_draw(tmp_path, 4, "moe-adapters-ddas", draw, base)
         _write_draw(tmp_path, 4, "mage", draw, other)
     _write_draw(tmp_path, 4, "mage", 3, 99.0)  # no baseline run of draw 3: not a pair, left out
-    found = rounding.seed_differences(tmp_path, "uniil-offline", [4, 5], table_dir=table)
+    found = rounding.seed_differences(tmp_path, "uniil-offline", [4, 5], table_dirs=[table])
     assert found == {4: [1.0, 5.0, -1.0]}, "table first, then draws 1 and 2; seed 5 has nothing"
-    draws_only = rounding.seed_differences(tmp_path, "uniil-offline", [4], with_table=False, table_dir=table)
+    draws_only = rounding.seed_differences(tmp_path, "uniil-offline", [4], with_table=False, table_dirs=[table])
     assert draws_only == {4: [5.0, -1.0]}
+
+
+def test_seed_differences_take_each_seeds_table_from_the_first_folder_holding_it(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, seed, lead in ((first, 1, 2.0), (second, 1, 9.0), (second, 41, -3.0)):
+        folder.mkdir(exist_ok=True)
+        (folder / f"faithful-uniil-offline-fast-seed{seed}.json").write_text(json.dumps(
+            {"methods": {"mage": {"metrics": {"last": 80.0 + lead}}, "moe-adapters-ddas": {"metrics": {"last": 80.0}}}}))
+    found = rounding.seed_differences(tmp_path, "uniil-offline", [1, 41, 42], table_dirs=[first, second])
+    assert found == {1: [2.0], 41: [-3.0]}, "seed 1 from the first folder, seed 41 from the second, 42 nowhere"
+    _write_draw(tmp_path, 41, "moe-adapters-ddas", 1, 70.0)
+    _write_draw(tmp_path, 41, "mage", 1, 71.0)
+    text = rounding.seed_report(tmp_path, "uniil-offline", [1, 41, 42], table_dirs=[first, second])
+    assert "| 41 | -3.00 / +1.00 | 2 | -1.00 |" in text, "the second folder's table value, then the draw"
+    assert "missing (no value yet): seeds 42" in text
+    assert "too few values for the rounding / between-seed split" in text, "draws only: seed 41's one draw"
