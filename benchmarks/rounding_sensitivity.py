@@ -26,9 +26,9 @@ mean, sample standard deviation and range, next to the spread over seeds of the 
 (``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
 methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last
 (the table's, from the first of ``--seed-tables`` that holds the seed: by default ``fixed_trunk/`` for seeds 0-9
-and ``verdict_seeds_40_49/`` for seeds 40-49; then one per draw) and their mean, the seed's expected difference, and splits the spread of those
-values into a rounding part and a between-seed part (one-way random effects, method of moments:
-:func:`uniil_lib.benchmark.random_effects`).
+and ``verdict_seeds_40_49/`` for seeds 40-49; then one per draw) and their mean, the seed's expected difference,
+and splits the spread of those values into a rounding part and a between-seed part (one-way random effects,
+method of moments: :func:`uniil_lib.benchmark.random_effects`).
 
 Run it with one torch thread a process (the default here), one or two processes at a time.
 """
@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--across-seeds", help="comma-separated seeds: report each seed's expected difference "
                         "(mean over the table's value and its draws) and the random-effects split, then stop")
     parser.add_argument("--seed-tables", default=",".join(str(path) for path in SEED_TABLES),
-                        help="comma-separated folders of one-run-per-seed tables (faithful-<scenario>-fast-seed<S>.json) "
-                        "whose values --across-seeds counts; a seed's file is taken from the first folder holding it")
+                        help="comma-separated folders of one-run-per-seed tables "
+                        "(faithful-<scenario>-fast-seed<S>.json) whose values --across-seeds counts; a seed's file is taken from the first folder holding it")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--draw", type=int, help=argparse.SUPPRESS)

@@ -58,7 +58,8 @@ def test_report_lists_each_draw_and_the_paired_difference(tmp_path):
 def test_report_compares_with_the_spread_over_the_saved_ten_seed_table(tmp_path):
     result = {"methods": {"moe-adapters-ddas": {"metrics": {"last": 80.0}}}, "perturbation": {"draw": 0}}
     rounding.result_path(tmp_path, "uniil-offline", 0, "moe-adapters-ddas", 0.0, 0).write_text(json.dumps(result))
-    row = next(r for r in rounding.report(tmp_path, "uniil-offline", 0).splitlines() if r.startswith("| moe-adapters-ddas |"))
+    lines = rounding.report(tmp_path, "uniil-offline", 0).splitlines()
+    row = next(r for r in lines if r.startswith("| moe-adapters-ddas |"))
     assert row.endswith("| 2.44 (10 seeds) |"), row
 
 
@@ -86,8 +87,8 @@ def test_seed_differences_take_each_seeds_table_from_the_first_folder_holding_it
     first, second = tmp_path / "first", tmp_path / "second"
     for folder, seed, lead in ((first, 1, 2.0), (second, 1, 9.0), (second, 41, -3.0)):
         folder.mkdir(exist_ok=True)
-        (folder / f"faithful-uniil-offline-fast-seed{seed}.json").write_text(json.dumps(
-            {"methods": {"mage": {"metrics": {"last": 80.0 + lead}}, "moe-adapters-ddas": {"metrics": {"last": 80.0}}}}))
+        methods = {"mage": {"metrics": {"last": 80.0 + lead}}, "moe-adapters-ddas": {"metrics": {"last": 80.0}}}
+        (folder / f"faithful-uniil-offline-fast-seed{seed}.json").write_text(json.dumps({"methods": methods}))
     found = rounding.seed_differences(tmp_path, "uniil-offline", [1, 41, 42], table_dirs=[first, second])
     assert found == {1: [2.0], 41: [-3.0]}, "seed 1 from the first folder, seed 41 from the second, 42 nowhere"
     _write_draw(tmp_path, 41, "moe-adapters-ddas", 1, 70.0)
