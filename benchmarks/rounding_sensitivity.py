@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(mean over the table's value and its draws) and the random-effects split, then stop")
     parser.add_argument("--seed-tables", default=",".join(str(path) for path in SEED_TABLES),
                         help="comma-separated folders of one-run-per-seed tables "
-                        "(faithful-<scenario>-fast-seed<S>.json) whose values --across-seeds counts; a seed's file is taken from the first folder holding it")
+                        "(faithful-<scenario>-fast-seed<S>.json) whose values --across-seeds counts; "
+                        "a seed's file is taken from the first folder holding it")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--draw", type=int, help=argparse.SUPPRESS)
