@@ -150,7 +150,7 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(scheduler_state)
         train_steps(range(spawn_step, recipe.steps), run_seed + CHILD_SEED_STRIDE * child, f"child {child}")
-        children.append({name: t.clone() for name, t in trained_state_dict(model).items()})  # own storage
+        children.append(trained_state_dict(model))  # copies: the next child trains the same model on
         child_losses.append(last)
     model.load_state_dict(soup(children), strict=False)
     model.eval()

@@ -79,6 +79,16 @@ def test_weights_file_holds_only_what_the_packages_do_not():
     assert {"logit_scale", "text.proj.weight", "visual.token_proj.weight", "visual.proj"} <= set(keys)
 
 
+def test_trained_state_dict_is_a_copy_that_training_does_not_change():
+    model = mini_clip.build_mini_clip(mini_clip.MiniClipConfig())
+    saved = mini_clip.trained_state_dict(model)
+    before = saved["visual.proj"].clone()
+    with torch.no_grad():
+        model.visual.proj.add_(1.0)
+    assert torch.equal(saved["visual.proj"], before), "a saved state must not follow the model's later updates"
+    assert all(tensor.is_contiguous() for tensor in saved.values())
+
+
 def test_image_stem_is_the_packaged_imagenet_cnn(mini):
     from uniil_lib.imagenet_backbone import package_state_dict
 

@@ -224,9 +224,13 @@ def is_pretrained_part(name: str) -> bool:
 
 
 def trained_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors our weights file holds: everything except the two pretrained parts (the packages hold those)."""
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
-            if not is_pretrained_part(name)}
+    """The tensors our weights file holds: everything except the two pretrained parts (the packages hold those).
+
+    Copies, never views: on CPU ``.cpu()`` and ``.contiguous()`` copy nothing, so a dict of views would change
+    as training goes on (a checkpoint or a weight soup keeping it would hold the latest weights, not these).
+    """
+    return {name: tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+            for name, tensor in model.state_dict().items() if not is_pretrained_part(name)}
 
 
 def weights_digest(path: Path) -> str:
