@@ -214,18 +214,21 @@ def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "m
         try:
             fit = random_effects(groups)
         except ValueError:  # too few values to split the spread yet (e.g. while the draws are still running)
-            lines += ["| seed | values | n | mean |", "|---|---|---|---|"]
-            lines += [f"| {seed} | {' / '.join(f'{v:+.2f}' for v in values)} | {len(values)} | "
-                      f"{statistics.mean(values):+.2f} |" for seed, values in groups.items()]
+            fit = None
+        lines += ["| seed | values | n | mean |" + (" verdict |" if fit else ""),
+                  "|---|---|---|---|" + ("---|" if fit else "")]
+        for seed, values in groups.items():
+            mean = statistics.mean(values)
+            row = f"| {seed} | {' / '.join(f'{v:+.2f}' for v in values)} | {len(values)} | {mean:+.2f} |"
+            if fit:
+                half = 1.96 * fit["within_sd"] / math.sqrt(len(values))
+                verdict = "clearly ahead" if mean - half > 0 else "clearly behind" if mean + half < 0 else "undecided"
+                row += f" {verdict} (± {half:.2f}) |"
+            lines.append(row)
+        if not fit:
             lines += ["", "too few values for the rounding / between-seed split (it needs two seeds and a seed with "
                       "two values or more)", ""]
             continue
-        lines += ["| seed | values | n | mean | verdict |", "|---|---|---|---|---|"]
-        for seed, values in groups.items():
-            mean, half = fit["seed_means"][seed], 1.96 * fit["within_sd"] / math.sqrt(len(values))
-            verdict = "clearly ahead" if mean - half > 0 else "clearly behind" if mean + half < 0 else "undecided"
-            lines.append(f"| {seed} | {' / '.join(f'{v:+.2f}' for v in values)} | {len(values)} | {mean:+.2f} | "
-                         f"{verdict} (± {half:.2f}) |")
         ahead = sum(m > 0 for m in fit["seed_means"].values())
         lines += ["", f"seeds with mean above 0: {ahead} of {len(groups)}; grand mean {fit['grand_mean']:+.2f}; "
                   f"rounding sd {fit['within_sd']:.2f} ({fit['within_dof']} dof); between-seed sd of the expected "
