@@ -7,6 +7,7 @@ Usage::
                                           [--lr 1e-3] [--batch-size 192] [--augmentations 12]
                                           [--freeze-text-projection] [--invert P] [--grey P]
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
+                                          [--text-max-fill 0.9]
                                           [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -14,8 +15,8 @@ Usage::
 Each run trains the recipe of ``data_scripts/pretrain_mini_clip.py`` (its own step function, on the cached
 pretraining data) with ``--validation-classes`` pretraining classes left out, then measures zero-shot top-1
 on the **tuning sets**: those left-out classes (twitter and fluent3d test augmentations: stand-ins for the
-held-out classes and the held-out style), Fashion-MNIST's *train* split (3,000 images, seeded) and
-MNIST-5k's *train* split. The model card reports the *test* splits and the real held-out classes, which a
+held-out classes and the held-out style), Fashion-MNIST's *train* split (3,000 images, seeded),
+MNIST-5k's *train* split and optdigits' *train* split (from the eleventh round on). The model card reports the *test* splits and the real held-out classes, which a
 tuning run never reads. One json per run, ``<out>/<name>.json``; with ``--extra-averages`` one more per
 decay, ``<out>/<name>-avg<D>.json``, measured from the same run (each also stores the last weights' numbers).
 
@@ -184,11 +185,18 @@ def tuning_sets(left_out_names: list[str], root):
              EMOJI_TEMPLATES) for style in ("twitter", "fluent3d")]
     sets += [("fashion-mnist-train", fashion.subset(sorted(order.tolist()), tag="tuning3000"),
               get_source("fashion-mnist").templates),
-             ("mnist-5k-train", load_dataset("mnist-5k", "train", root=root), get_source("mnist-5k").templates)]
+             ("mnist-5k-train", load_dataset("mnist-5k", "train", root=root), get_source("mnist-5k").templates),
+             ("optdigits-train", load_dataset("optdigits", "train", root=root), get_source("optdigits").templates)]
     return sets
 
 
-TUNING_KEYS = ("validation_twitter", "validation_fluent3d", "fashion-mnist-train", "mnist-5k-train")
+# optdigits-train joined in the eleventh round: runs measured before it lack it (shown as "-").
+TUNING_KEYS = ("validation_twitter", "validation_fluent3d", "fashion-mnist-train", "mnist-5k-train", "optdigits-train")
+
+
+def _top1(run: dict, key: str) -> float | None:
+    """The run's top-1 on tuning set ``key``, or None for a run measured before that set existed."""
+    return run["tuning"][key]["top1"] if key in run["tuning"] else None
 
 
 def report(folder: Path) -> str:
@@ -210,7 +218,7 @@ def report(folder: Path) -> str:
             spawn = run["spawn"]
             changed.append(f"child {spawn['child']} of a soup spawned at step {spawn['spawn_step']}" if "child" in spawn
                            else f"soup of {spawn['soup_children']} children spawned at step {spawn['spawn_step']}")
-        cells = " | ".join(f"{run['tuning'][key]['top1']:.1f}" for key in TUNING_KEYS)
+        cells = " | ".join("-" if _top1(run, key) is None else f"{_top1(run, key):.1f}" for key in TUNING_KEYS)
         lines.append(f"| {run['name']} | {run['recipe']['steps']} | {', '.join(changed) or '-'} | "
                      f"{run.get('run_seed', 0)} | {cells} |")
         groups.setdefault((run["recipe"]["steps"], ", ".join(changed) or "-"), []).append(run)
@@ -219,13 +227,16 @@ def report(folder: Path) -> str:
               "|---|---|---|" + "---|" * len(TUNING_KEYS)]
     for (steps, changed), runs in groups.items():
         if len(runs) > 1:
-            cells = " | ".join(_mean_std([r["tuning"][key]["top1"] for r in runs]) for key in TUNING_KEYS)
+            cells = " | ".join(_mean_std([_top1(r, key) for r in runs if _top1(r, key) is not None])
+                               for key in TUNING_KEYS)
             seeds = ",".join(str(r.get("run_seed", 0)) for r in runs)
             lines.append(f"| {steps} | {changed} | {seeds} | {cells} |")
     return "\n".join(lines)
 
 
 def _mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return "-" if not values else f"{values[0]:.1f}"
     mean = sum(values) / len(values)
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
     return f"{mean:.1f} ± {std:.1f}"
@@ -234,7 +245,8 @@ def _mean_std(values: list[float]) -> str:
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
     """The recipe and architecture a tuning run trains: the shipped ones with the options of ``args`` changed."""
     data = DataRecipe(augmentations=args.augmentations, invert=args.invert, grey=args.grey, image_size=args.image_size,
-                      icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets)
+                      icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,
+                      text_max_fill=args.text_max_fill)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
@@ -256,6 +268,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="augmented copies per emoji drawing (a new value builds its data once)")
     parser.add_argument("--invert", type=float, default=DataRecipe.invert)
     parser.add_argument("--grey", type=float, default=DataRecipe.grey)
+    parser.add_argument("--text-max-fill", type=float, default=DataRecipe.text_max_fill)
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     parser.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="emoji images (distinct classes) a step")

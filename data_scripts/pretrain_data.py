@@ -49,7 +49,7 @@ from uniil_lib.data.emoji_split import emoji_split  # noqa: E402
 from uniil_lib.data.offline import FASHION_MNIST_CLASSES  # noqa: E402
 from icon_sets import named_icon_drawings, parse_icon_sets  # noqa: E402
 
-from uniil_lib.data.rendered_text import find_fonts, font_manifest, render_item  # noqa: E402
+from uniil_lib.data.rendered_text import RenderConfig, find_fonts, font_manifest, render_item  # noqa: E402
 from uniil_lib.imagenet_backbone import PIXEL_MEAN, PIXEL_STD, FrozenCNNStem  # noqa: E402
 from uniil_lib.mini_clip import text_model_dir  # noqa: E402
 from uniil_lib.paths import cache_root  # noqa: E402
@@ -71,6 +71,7 @@ class DataRecipe:
     grey: float = 0.1  # share of emoji augmentations turned grey scale
     icon_augmentations: int = 0  # augmented copies per named icon drawing (0: no icon part)
     icon_sets: str = "material"  # icon sets joined by "+" (data_scripts/icon_sets.py)
+    text_max_fill: float = 0.9  # largest share of the image side rendered text spans (RenderConfig.max_fill)
 
 
 @dataclass
@@ -241,7 +242,8 @@ def build_icon_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None =
 def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
     """Trunk features of the rendered digits, numbers and words, with their text and captions."""
     fonts, words = find_fonts(), rendered_words(recipe, root)
-    items = [render_item(i, seed=recipe.seed, fonts=fonts, words=words)
+    config = RenderConfig(max_fill=recipe.text_max_fill)
+    items = [render_item(i, seed=recipe.seed, fonts=fonts, words=words, config=config)
              for i in tqdm(range(recipe.rendered_items), desc="render text", leave=False)]
     pixels = torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2).float() / 255
     if pixels.shape[-1] != recipe.image_size:
@@ -253,15 +255,20 @@ def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None =
 
 PART_FIELDS = MappingProxyType({  # the DataRecipe fields that decide each part
     "emoji": ("split", "seed", "image_size", "augmentations", "invert", "grey"),
-    "text": ("split", "seed", "image_size", "rendered_items"),
+    "text": ("split", "seed", "image_size", "rendered_items", "text_max_fill"),
     "icon": ("split", "seed", "image_size", "icon_augmentations", "icon_sets", "invert", "grey"),
 })
+# Fields added after the version-2 weights: left out of the cache key at their default value, so that data
+# built before they existed keeps its key (and is not built again).
+FIELDS_KEYED_WHEN_CHANGED = ("text_max_fill",)
 
 
 def data_digest(recipe: DataRecipe, part: str) -> str:
     """Cache key of one part: the recipe fields that decide it, the part's name and the fonts (rendered text)."""
     extra = [p.name for p in find_fonts()] if part == "text" else []
-    fields = {name: value for name, value in asdict(recipe).items() if name in PART_FIELDS[part]}
+    default = asdict(DataRecipe())
+    fields = {name: value for name, value in asdict(recipe).items() if name in PART_FIELDS[part]
+              and not (name in FIELDS_KEYED_WHEN_CHANGED and value == default[name])}
     text = json.dumps([fields, part, extra], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

@@ -49,6 +49,9 @@ class RenderConfig:
             inverted prints); otherwise dark text on a light background or random colours.
         grayscale: probability of a grey-scale image.
         low_resolution: probability of drawing at a small size and scaling up (blurry, like small photos).
+        max_fill: the largest share of the image's side the drawn text may span (the smallest is 0.45). At 1.0
+            a digit can fill the frame edge to edge, as the digits of 8x8 scans do (our choice, measured in
+            ``docs/measurements/mini_clip_tuning.md``, eleventh round); version 2 was trained with 0.9.
     """
 
     image_size: int = 128
@@ -57,6 +60,11 @@ class RenderConfig:
     dark_background: float = 0.35
     grayscale: float = 0.3
     low_resolution: float = 0.3
+    max_fill: float = 0.9
+
+    def __post_init__(self):
+        if not 0.45 <= self.max_fill <= 1.0:
+            raise ValueError(f"max_fill must lie in [0.45, 1.0] (a share of the image side), got {self.max_fill}")
 
 
 @dataclass(frozen=True)
@@ -170,7 +178,7 @@ def render_item(index: int, *, seed: int, fonts: Sequence[Path], words: Sequence
     layer = layer.crop(layer.getbbox() or (0, 0, 1, 1))
     layer = layer.rotate(float(rng.uniform(-config.max_rotation, config.max_rotation)), expand=True,
                          resample=Image.Resampling.BICUBIC)
-    fill = float(rng.uniform(0.45, 0.9)) * size / max(layer.size)
+    fill = float(rng.uniform(0.45, config.max_fill)) * size / max(layer.size)
     layer = layer.resize((max(1, round(layer.width * fill)), max(1, round(layer.height * fill))),
                          Image.Resampling.BICUBIC)
     image = _background(size, bg, rng)
