@@ -291,6 +291,21 @@ def test_emoji_augmentation_shares_decide_inversion_and_grey(monkeypatch):
     assert data.data_digest(data.DataRecipe(), "emoji") != data.data_digest(data.DataRecipe(invert=0.5), "emoji")
 
 
+def test_text_fill_keys_the_text_cache_only_when_changed(monkeypatch):
+    data = _script(monkeypatch, "pretrain_data")
+    import hashlib
+    import json
+
+    recipe = data.DataRecipe()
+    # The key the text part had before text_max_fill existed: data built then keeps its name.
+    fields = {"split": recipe.split, "seed": recipe.seed, "image_size": recipe.image_size,
+              "rendered_items": recipe.rendered_items}
+    before = json.dumps([fields, "text", [p.name for p in data.find_fonts()]], sort_keys=True)
+    assert data.data_digest(recipe, "text") == hashlib.sha1(before.encode()).hexdigest()[:12]
+    assert data.data_digest(data.DataRecipe(text_max_fill=1.0), "text") != data.data_digest(recipe, "text")
+    assert data.data_digest(data.DataRecipe(text_max_fill=1.0), "emoji") == data.data_digest(recipe, "emoji")
+
+
 def test_tuning_runs_leave_their_validation_classes_out_of_every_training_tensor():
     from repo_scripts import load_script
 
@@ -324,12 +339,14 @@ def test_tuning_report_names_what_each_run_changed(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(other))
     again = json.loads(json.dumps(other))
     again["run_seed"], again["tuning"]["validation_twitter"]["top1"] = 3, 14.0
+    del again["tuning"]["optdigits-train"]  # a run measured before optdigits-train joined the tuning sets
     (tmp_path / "c.json").write_text(json.dumps(again))
     rows = tuning.report(tmp_path).splitlines()
-    assert rows[2] == "| base | 1500 | - | 0 | 10.0 | 11.0 | 12.0 | 13.0 |"
-    assert rows[3] == "| inverted | 1500 | invert=0.4 | 2 | 10.0 | 11.0 | 12.0 | 13.0 |"
-    assert rows[-1] == "| 1500 | invert=0.4 | 2,3 | 12.0 ± 2.8 | 11.0 ± 0.0 | 12.0 ± 0.0 | 13.0 ± 0.0 |", \
-        "one mean row for the two runs of the same recipe, none for the single base run"
+    assert rows[2] == "| base | 1500 | - | 0 | 10.0 | 11.0 | 12.0 | 13.0 | 14.0 |"
+    assert rows[3] == "| inverted | 1500 | invert=0.4 | 2 | 10.0 | 11.0 | 12.0 | 13.0 | 14.0 |"
+    assert rows[4] == "| inverted | 1500 | invert=0.4 | 3 | 14.0 | 11.0 | 12.0 | 13.0 | - |"
+    assert rows[-1] == "| 1500 | invert=0.4 | 2,3 | 12.0 ± 2.8 | 11.0 ± 0.0 | 12.0 ± 0.0 | 13.0 ± 0.0 | 14.0 |", \
+        "one mean row for the two runs of the same recipe (the one optdigits value alone), none for the base run"
     child = json.loads(json.dumps(base))
     child["name"], child["spawn"] = "soup-child1", {"soup_children": 2, "spawn_step": 150, "child": 1}
     (tmp_path / "d.json").write_text(json.dumps(child))

@@ -66,3 +66,27 @@ def test_manifest_records_digests(fonts):
 def test_no_fonts_is_a_clear_error():
     with pytest.raises(ValueError, match="apt-get install"):
         render_item(0, seed=0, fonts=[], words=WORDS)
+
+
+def _ink_extent(image: np.ndarray) -> float:
+    """The longer side of the bounding box of the pixels far (in luminance) from the image's median, as a share of
+    the image side. The text/background luminance gap is at least 90, so 45 separates them."""
+    lum = image.astype(float) @ np.array([0.299, 0.587, 0.114])
+    ys, xs = np.nonzero(np.abs(lum - np.median(lum)) > 45)
+    return max(np.ptp(ys) + 1, np.ptp(xs) + 1) / image.shape[0] if len(ys) else 0.0
+
+
+def test_max_fill_lets_text_span_the_frame_and_changes_nothing_else(fonts):
+    sharp = dict(image_size=64, low_resolution=0.0, grayscale=0.0)
+    shipped = render_set(40, seed=0, fonts=fonts, words=WORDS, config=RenderConfig(**sharp))
+    framed = render_set(40, seed=0, fonts=fonts, words=WORDS, config=RenderConfig(max_fill=1.0, **sharp))
+    assert [(a.kind, a.text, a.captions) for a in shipped] == [(b.kind, b.text, b.captions) for b in framed], \
+        "the same random draws: only the size of the text changes"
+    before, after = [_ink_extent(a.image) for a in shipped], [_ink_extent(b.image) for b in framed]
+    assert all(b >= a - 0.04 for a, b in zip(before, after)), "each item is drawn at least as large as before"
+    assert max(before) <= 0.92 < 0.95 <= max(after), "at max_fill 1.0 some text spans (almost) the whole side"
+
+
+def test_max_fill_outside_the_frame_is_refused():
+    with pytest.raises(ValueError, match="max_fill"):
+        RenderConfig(max_fill=1.2)
