@@ -90,3 +90,25 @@ def test_max_fill_lets_text_span_the_frame_and_changes_nothing_else(fonts):
 def test_max_fill_outside_the_frame_is_refused():
     with pytest.raises(ValueError, match="max_fill"):
         RenderConfig(max_fill=1.2)
+
+
+def _ink_height(image: np.ndarray) -> float:
+    lum = image.astype(float) @ np.array([0.299, 0.587, 0.114])
+    ys, _ = np.nonzero(np.abs(lum - np.median(lum)) > 45)
+    return (np.ptp(ys) + 1) / image.shape[0] if len(ys) else 0.0
+
+
+def test_boxed_digits_fill_the_height_and_leave_other_items_alone(fonts):
+    sharp = dict(image_size=64, low_resolution=0.0, grayscale=0.0)
+    shipped = render_set(40, seed=0, fonts=fonts, words=WORDS, config=RenderConfig(**sharp))
+    boxed = render_set(40, seed=0, fonts=fonts, words=WORDS, config=RenderConfig(boxed_digits=1.0, **sharp))
+    digits = [i for i, item in enumerate(shipped) if item.kind == "digit"]
+    assert len(digits) >= 10
+    for i, (a, b) in enumerate(zip(shipped, boxed)):
+        assert (a.kind, a.text, a.captions) == (b.kind, b.text, b.captions)
+        assert np.array_equal(a.image, b.image) == (i not in digits), "only the digits change"
+    heights = [_ink_height(boxed[i].image) for i in digits]
+    assert min(heights) >= 0.85, heights
+    assert sum(_ink_height(shipped[i].image) >= 0.85 for i in digits) < len(digits) / 2, "unboxed digits vary"
+    with pytest.raises(ValueError, match="boxed_digits"):
+        RenderConfig(boxed_digits=1.5)

@@ -52,6 +52,9 @@ class RenderConfig:
         max_fill: the largest share of the image's side the drawn text may span (the smallest is 0.45). At 1.0
             a digit can fill the frame edge to edge, as the digits of 8x8 scans do (our choice, measured in
             ``docs/measurements/mini_clip_tuning.md``, eleventh round); version 2 was trained with 0.9.
+        boxed_digits: share of single digits drawn the way scanned digit sets normalise theirs (e.g. UCI's
+            optdigits, Alpaydin & Kaynak 1998): stretched to 90-100% of the image height, 35-100% of its width,
+            unrotated (our choice, eleventh round). 0 draws no extra random number, so items stay as before.
     """
 
     image_size: int = 128
@@ -61,10 +64,13 @@ class RenderConfig:
     grayscale: float = 0.3
     low_resolution: float = 0.3
     max_fill: float = 0.9
+    boxed_digits: float = 0.0
 
     def __post_init__(self):
         if not 0.45 <= self.max_fill <= 1.0:
             raise ValueError(f"max_fill must lie in [0.45, 1.0] (a share of the image side), got {self.max_fill}")
+        if not 0.0 <= self.boxed_digits <= 1.0:
+            raise ValueError(f"boxed_digits is a share of the digits and must lie in [0, 1], got {self.boxed_digits}")
 
 
 @dataclass(frozen=True)
@@ -176,11 +182,15 @@ def render_item(index: int, *, seed: int, fonts: Sequence[Path], words: Sequence
     ImageDraw.Draw(layer).text((size // 4, size // 2), text, font=font, fill=255, stroke_width=stroke,
                                stroke_fill=255)
     layer = layer.crop(layer.getbbox() or (0, 0, 1, 1))
-    layer = layer.rotate(float(rng.uniform(-config.max_rotation, config.max_rotation)), expand=True,
-                         resample=Image.Resampling.BICUBIC)
-    fill = float(rng.uniform(0.45, config.max_fill)) * size / max(layer.size)
-    layer = layer.resize((max(1, round(layer.width * fill)), max(1, round(layer.height * fill))),
-                         Image.Resampling.BICUBIC)
+    angle = float(rng.uniform(-config.max_rotation, config.max_rotation))
+    if kind == "digit" and config.boxed_digits and rng.random() < config.boxed_digits:
+        height, width = rng.uniform(0.9, 1.0), rng.uniform(0.35, 1.0)  # as a scan normalised to its box
+        layer = layer.resize((max(1, round(width * size)), max(1, round(height * size))), Image.Resampling.BICUBIC)
+    else:
+        layer = layer.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
+        fill = float(rng.uniform(0.45, config.max_fill)) * size / max(layer.size)
+        layer = layer.resize((max(1, round(layer.width * fill)), max(1, round(layer.height * fill))),
+                             Image.Resampling.BICUBIC)
     image = _background(size, bg, rng)
     x = int(rng.integers(0, size - layer.width + 1))
     y = int(rng.integers(0, size - layer.height + 1))
