@@ -8,6 +8,7 @@ Usage::
                                           [--freeze-text-projection] [--invert P] [--grey P]
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
+                                          [--text-boxed-height 0.95]
                                           [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -246,7 +247,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
     """The recipe and architecture a tuning run trains: the shipped ones with the options of ``args`` changed."""
     data = DataRecipe(augmentations=args.augmentations, invert=args.invert, grey=args.grey, image_size=args.image_size,
                       icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,
-                      text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits)
+                      text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits,
+                      text_boxed_height=args.text_boxed_height)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
@@ -270,6 +272,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--grey", type=float, default=DataRecipe.grey)
     parser.add_argument("--text-max-fill", type=float, default=DataRecipe.text_max_fill)
     parser.add_argument("--text-boxed-digits", type=float, default=DataRecipe.text_boxed_digits)
+    parser.add_argument("--text-boxed-height", type=float, default=DataRecipe.text_boxed_height)
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     parser.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="emoji images (distinct classes) a step")

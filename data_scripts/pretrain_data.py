@@ -73,6 +73,7 @@ class DataRecipe:
     icon_sets: str = "material"  # icon sets joined by "+" (data_scripts/icon_sets.py)
     text_max_fill: float = 0.9  # largest share of the image side rendered text spans (RenderConfig.max_fill)
     text_boxed_digits: float = 0.0  # share of rendered digits stretched to their box (RenderConfig.boxed_digits)
+    text_boxed_height: float = 0.95  # middle of their height range, share of the side (RenderConfig.boxed_height)
 
 
 @dataclass
@@ -243,7 +244,8 @@ def build_icon_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None =
 def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
     """Trunk features of the rendered digits, numbers and words, with their text and captions."""
     fonts, words = find_fonts(), rendered_words(recipe, root)
-    config = RenderConfig(max_fill=recipe.text_max_fill, boxed_digits=recipe.text_boxed_digits)
+    config = RenderConfig(max_fill=recipe.text_max_fill, boxed_digits=recipe.text_boxed_digits,
+                          boxed_height=recipe.text_boxed_height)
     items = [render_item(i, seed=recipe.seed, fonts=fonts, words=words, config=config)
              for i in tqdm(range(recipe.rendered_items), desc="render text", leave=False)]
     pixels = torch.from_numpy(np.stack([it.image for it in items])).permute(0, 3, 1, 2).float() / 255
@@ -256,12 +258,13 @@ def build_text_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None =
 
 PART_FIELDS = MappingProxyType({  # the DataRecipe fields that decide each part
     "emoji": ("split", "seed", "image_size", "augmentations", "invert", "grey"),
-    "text": ("split", "seed", "image_size", "rendered_items", "text_max_fill", "text_boxed_digits"),
+    "text": ("split", "seed", "image_size", "rendered_items", "text_max_fill", "text_boxed_digits",
+             "text_boxed_height"),
     "icon": ("split", "seed", "image_size", "icon_augmentations", "icon_sets", "invert", "grey"),
 })
 # Fields added after the version-2 weights: left out of the cache key at their default value, so that data
 # built before they existed keeps its key (and is not built again).
-FIELDS_KEYED_WHEN_CHANGED = ("text_max_fill", "text_boxed_digits")
+FIELDS_KEYED_WHEN_CHANGED = ("text_max_fill", "text_boxed_digits", "text_boxed_height")
 
 
 def data_digest(recipe: DataRecipe, part: str) -> str:

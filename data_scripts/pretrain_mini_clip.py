@@ -614,6 +614,8 @@ def parse_args(argv=None):
                         help="largest share of the image side rendered text spans (1.0: edge to edge)")
     parser.add_argument("--text-boxed-digits", type=float, default=data.text_boxed_digits,
                         help="share of rendered digits stretched to fill their box, as scanned digit sets do")
+    parser.add_argument("--text-boxed-height", type=float, default=data.text_boxed_height,
+                        help="middle of the boxed digits' height range (share of the side; above 1: cut at the edges)")
     parser.add_argument("--grey", type=float, default=data.grey, help="share of emoji augmentations in grey scale")
     parser.add_argument("--icon-augmentations", type=int, default=data.icon_augmentations,
                         help="augmented copies per named icon drawing (0: no icon part; see icon_sets.py)")
@@ -656,7 +658,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
     data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
                       augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
                       grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,
-                      text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits)
+                      text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits,
+                      text_boxed_height=args.text_boxed_height)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                     lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
                     icon_style_share=args.icon_style_share, weight_average=args.weight_average,

@@ -53,8 +53,10 @@ class RenderConfig:
             a digit can fill the frame edge to edge, as the digits of 8x8 scans do (our choice, measured in
             ``docs/measurements/mini_clip_tuning.md``, eleventh round); version 2 was trained with 0.9.
         boxed_digits: share of single digits drawn the way scanned digit sets normalise theirs (e.g. UCI's
-            optdigits, Alpaydin & Kaynak 1998): stretched to 90-100% of the image height, 35-100% of its width,
+            optdigits, Alpaydin & Kaynak 1998): stretched to ``boxed_height`` ± 0.05 of the image height
+            (above 1: cut at the top and bottom edges, which the ink then touches), 35-100% of its width,
             unrotated (our choice, eleventh round). 0 draws no extra random number, so items stay as before.
+        boxed_height: the middle of the boxed digits' height range, as a share of the image height.
     """
 
     image_size: int = 128
@@ -65,12 +67,15 @@ class RenderConfig:
     low_resolution: float = 0.3
     max_fill: float = 0.9
     boxed_digits: float = 0.0
+    boxed_height: float = 0.95
 
     def __post_init__(self):
         if not 0.45 <= self.max_fill <= 1.0:
             raise ValueError(f"max_fill must lie in [0.45, 1.0] (a share of the image side), got {self.max_fill}")
         if not 0.0 <= self.boxed_digits <= 1.0:
             raise ValueError(f"boxed_digits is a share of the digits and must lie in [0, 1], got {self.boxed_digits}")
+        if not 0.5 <= self.boxed_height <= 1.2:
+            raise ValueError(f"boxed_height is a share of the image height in [0.5, 1.2], got {self.boxed_height}")
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,8 @@ def render_item(index: int, *, seed: int, fonts: Sequence[Path], words: Sequence
     layer = layer.crop(layer.getbbox() or (0, 0, 1, 1))
     angle = float(rng.uniform(-config.max_rotation, config.max_rotation))
     if kind == "digit" and config.boxed_digits and rng.random() < config.boxed_digits:
-        height, width = rng.uniform(0.9, 1.0), rng.uniform(0.35, 1.0)  # as a scan normalised to its box
+        height = rng.uniform(config.boxed_height - 0.05, config.boxed_height + 0.05)  # a scan normalised to its box
+        width = rng.uniform(0.35, 1.0)
         layer = layer.resize((max(1, round(width * size)), max(1, round(height * size))), Image.Resampling.BICUBIC)
     else:
         layer = layer.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
@@ -192,8 +198,9 @@ def render_item(index: int, *, seed: int, fonts: Sequence[Path], words: Sequence
         layer = layer.resize((max(1, round(layer.width * fill)), max(1, round(layer.height * fill))),
                              Image.Resampling.BICUBIC)
     image = _background(size, bg, rng)
+    # Anywhere inside the image; text taller than the image (boxed digits only) is cut at both edges.
     x = int(rng.integers(0, size - layer.width + 1))
-    y = int(rng.integers(0, size - layer.height + 1))
+    y = int(rng.integers(min(0, size - layer.height), max(0, size - layer.height) + 1))
     image.paste(Image.new("RGB", layer.size, fg), (x, y), layer)
     if rng.random() < config.low_resolution:
         small = int(rng.integers(24, 48))
