@@ -110,5 +110,10 @@ def test_boxed_digits_fill_the_height_and_leave_other_items_alone(fonts):
     heights = [_ink_height(boxed[i].image) for i in digits]
     assert min(heights) >= 0.85, heights
     assert sum(_ink_height(shipped[i].image) >= 0.85 for i in digits) < len(digits) / 2, "unboxed digits vary"
+    cut = render_set(40, seed=0, fonts=fonts, words=WORDS, config=RenderConfig(boxed_digits=1.0, boxed_height=1.05,
+                                                                                **sharp))
+    assert min(_ink_height(cut[i].image) for i in digits) >= 0.97, "taller than the image: the ink meets both edges"
     with pytest.raises(ValueError, match="boxed_digits"):
         RenderConfig(boxed_digits=1.5)
+    with pytest.raises(ValueError, match="boxed_height"):
+        RenderConfig(boxed_height=2.0)
