@@ -352,6 +352,12 @@ def test_tuning_report_names_what_each_run_changed(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(child))
     rows = tuning.report(tmp_path).splitlines()
     assert "| soup-child1 | 1500 | child 1 of a soup spawned at step 150 | 0 |" in rows[5], rows[5]
+    repeat = json.loads(json.dumps(again))  # run seed 3 trained again, measuring optdigits-train too
+    repeat["name"], repeat["tuning"] = "inverted-again", {key: {"top1": 20.0} for key in tuning.TUNING_KEYS}
+    (tmp_path / "e.json").write_text(json.dumps(repeat))
+    rows = tuning.report(tmp_path).splitlines()
+    assert rows[-1] == "| 1500 | invert=0.4 | 2,3 | 15.0 ± 7.1 | 15.5 ± 6.4 | 16.0 ± 5.7 | 16.5 ± 4.9 | 17.0 ± 4.2 |", \
+        "a run seed trained twice counts once in the mean: the run that measured every tuning set"
 
 
 def _four_class_train_data(script, data_module):
