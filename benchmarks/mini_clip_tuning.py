@@ -17,9 +17,10 @@ Each run trains the recipe of ``data_scripts/pretrain_mini_clip.py`` (its own st
 pretraining data) with ``--validation-classes`` pretraining classes left out, then measures zero-shot top-1
 on the **tuning sets**: those left-out classes (twitter and fluent3d test augmentations: stand-ins for the
 held-out classes and the held-out style), Fashion-MNIST's *train* split (3,000 images, seeded),
-MNIST-5k's *train* split and optdigits' *train* split (from the eleventh round on). The model card reports the *test* splits and the real held-out classes, which a
-tuning run never reads. One json per run, ``<out>/<name>.json``; with ``--extra-averages`` one more per
-decay, ``<out>/<name>-avg<D>.json``, measured from the same run (each also stores the last weights' numbers).
+MNIST-5k's *train* split and optdigits' *train* split (from the eleventh round on). The model card reports the
+*test* splits and the real held-out classes, which a tuning run never reads. One json per run,
+``<out>/<name>.json``; with ``--extra-averages`` one more per decay, ``<out>/<name>-avg<D>.json``, measured from
+the same run (each also stores the last weights' numbers).
 
 With ``--soup-children K`` a run trains ``S = --spawn-step`` steps once, then ``K`` children from that state to the
 end of the schedule, each with its own batch order (child 0 draws the batches of the plain run, so it *is* the plain

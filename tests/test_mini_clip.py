@@ -356,8 +356,8 @@ def test_tuning_report_names_what_each_run_changed(tmp_path):
     repeat["name"], repeat["tuning"] = "inverted-again", {key: {"top1": 20.0} for key in tuning.TUNING_KEYS}
     (tmp_path / "e.json").write_text(json.dumps(repeat))
     rows = tuning.report(tmp_path).splitlines()
-    assert rows[-1] == "| 1500 | invert=0.4 | 2,3 | 15.0 ± 7.1 | 15.5 ± 6.4 | 16.0 ± 5.7 | 16.5 ± 4.9 | 17.0 ± 4.2 |", \
-        "a run seed trained twice counts once in the mean: the run that measured every tuning set"
+    expected = "| 1500 | invert=0.4 | 2,3 | 15.0 ± 7.1 | 15.5 ± 6.4 | 16.0 ± 5.7 | 16.5 ± 4.9 | 17.0 ± 4.2 |"
+    assert rows[-1] == expected, "a run seed trained twice counts once in the mean: the run that measured every set"
 
 
 def _four_class_train_data(script, data_module):
