@@ -68,12 +68,22 @@ def test_no_fonts_is_a_clear_error():
         render_item(0, seed=0, fonts=[], words=WORDS)
 
 
-def _ink_extent(image: np.ndarray) -> float:
-    """The longer side of the bounding box of the pixels far (in luminance) from the image's median, as a share of
+def _ink_box(image: np.ndarray) -> tuple[float, float]:
+    """Height and width of the bounding box of the pixels far (in luminance) from the image's median, as shares of
     the image side. The text/background luminance gap is at least 90, so 45 separates them."""
     lum = image.astype(float) @ np.array([0.299, 0.587, 0.114])
     ys, xs = np.nonzero(np.abs(lum - np.median(lum)) > 45)
-    return max(np.ptp(ys) + 1, np.ptp(xs) + 1) / image.shape[0] if len(ys) else 0.0
+    if not len(ys):
+        return 0.0, 0.0
+    return (np.ptp(ys) + 1) / image.shape[0], (np.ptp(xs) + 1) / image.shape[1]
+
+
+def _ink_extent(image: np.ndarray) -> float:
+    return max(_ink_box(image))
+
+
+def _ink_height(image: np.ndarray) -> float:
+    return _ink_box(image)[0]
 
 
 def test_max_fill_lets_text_span_the_frame_and_changes_nothing_else(fonts):
@@ -90,12 +100,6 @@ def test_max_fill_lets_text_span_the_frame_and_changes_nothing_else(fonts):
 def test_max_fill_outside_the_frame_is_refused():
     with pytest.raises(ValueError, match="max_fill"):
         RenderConfig(max_fill=1.2)
-
-
-def _ink_height(image: np.ndarray) -> float:
-    lum = image.astype(float) @ np.array([0.299, 0.587, 0.114])
-    ys, _ = np.nonzero(np.abs(lum - np.median(lum)) > 45)
-    return (np.ptp(ys) + 1) / image.shape[0] if len(ys) else 0.0
 
 
 def test_boxed_digits_fill_the_height_and_leave_other_items_alone(fonts):
