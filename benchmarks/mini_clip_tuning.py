@@ -176,20 +176,26 @@ def measure_tuning_sets(clip: ClipModel, sets, label: str) -> dict:
     return results
 
 
-def tuning_sets(left_out_names: list[str], root):
-    """``(key, imageset, templates)`` of every tuning number."""
+def train_split_tuning_sets(root):
+    """``(key, imageset, templates)`` of the tuning numbers read from train splits: Fashion-MNIST (3,000 seeded
+    images), MNIST-5k, optdigits."""
     from uniil_lib.data import get_source, load_dataset
-    from uniil_lib.data.emoji import EMOJI_TEMPLATES, load_emoji_style
 
     fashion = load_dataset("fashion-mnist", "train", root=root)
     order = torch.randperm(len(fashion), generator=torch.Generator().manual_seed(0))[:FASHION_TUNING_IMAGES]
+    return [("fashion-mnist-train", fashion.subset(sorted(order.tolist()), tag="tuning3000"),
+             get_source("fashion-mnist").templates),
+            ("mnist-5k-train", load_dataset("mnist-5k", "train", root=root), get_source("mnist-5k").templates),
+            ("optdigits-train", load_dataset("optdigits", "train", root=root), get_source("optdigits").templates)]
+
+
+def tuning_sets(left_out_names: list[str], root):
+    """``(key, imageset, templates)`` of every tuning number: the left-out emoji classes, then the train splits."""
+    from uniil_lib.data.emoji import EMOJI_TEMPLATES, load_emoji_style
+
     sets = [(f"validation_{style}", load_emoji_style(style, "test", root, left_out_names, n_per_class=8),
              EMOJI_TEMPLATES) for style in ("twitter", "fluent3d")]
-    sets += [("fashion-mnist-train", fashion.subset(sorted(order.tolist()), tag="tuning3000"),
-              get_source("fashion-mnist").templates),
-             ("mnist-5k-train", load_dataset("mnist-5k", "train", root=root), get_source("mnist-5k").templates),
-             ("optdigits-train", load_dataset("optdigits", "train", root=root), get_source("optdigits").templates)]
-    return sets
+    return sets + train_split_tuning_sets(root)
 
 
 # optdigits-train joined in the eleventh round: runs measured before it lack it (shown as "-").

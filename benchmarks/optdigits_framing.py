@@ -22,17 +22,15 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-for folder in (REPO, REPO / "data_scripts"):
+for folder in (REPO, REPO / "data_scripts", REPO / "benchmarks"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
+from mini_clip_tuning import train_split_tuning_sets  # noqa: E402
 
 from uniil_lib.clip import load_clip  # noqa: E402
-from uniil_lib.data import get_source, load_dataset  # noqa: E402
 from uniil_lib.data.base import ArrayImageSet  # noqa: E402
-
-FASHION_TUNING_IMAGES = 3000  # as benchmarks/mini_clip_tuning.py
 
 
 def resized(images: np.ndarray, side: int, resample=Image.Resampling.BOX) -> np.ndarray:
@@ -66,18 +64,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     clip = load_clip("mini")
-    fashion = load_dataset("fashion-mnist", "train")
-    order = torch.randperm(len(fashion), generator=torch.Generator().manual_seed(0))[:FASHION_TUNING_IMAGES]
-    sets = {"optdigits-train": load_dataset("optdigits", "train"), "mnist-5k-train": load_dataset("mnist-5k", "train"),
-            "fashion-mnist-train": fashion.subset(sorted(order.tolist()), tag="tuning3000")}
-    sources = {"optdigits-train": "optdigits", "mnist-5k-train": "mnist-5k", "fashion-mnist-train": "fashion-mnist"}
+    sets = {key: (imageset, templates) for key, imageset, templates in train_split_tuning_sets(None)}
     print("| tuning split | framing | zero-shot top-1 % |\n|---|---|---|")
-    for name, imageset in sets.items():
+    for name in ("optdigits-train", "mnist-5k-train", "fashion-mnist-train"):  # the stored output's order
+        imageset, templates = sets[name]
         images = np.stack([np.asarray(imageset[i][0].convert("L")) for i in range(len(imageset))])
         labels = np.asarray([imageset[i][1] for i in range(len(imageset))])
         for label, framed in variants(name, images):
             data = ArrayImageSet(framed, labels, imageset.class_names, key=f"framing/{name}/{label}")
-            top1 = zero_shot_accuracy(clip, data, get_source(sources[name]).templates)["top1"]
+            top1 = zero_shot_accuracy(clip, data, templates)["top1"]
             print(f"| {name} | {label} | {top1:.2f} |", flush=True)
 
 
