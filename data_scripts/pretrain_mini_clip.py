@@ -541,9 +541,14 @@ def recipe_digest(recipe: Recipe, config: MiniClipConfig) -> str:
 
 
 def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoint: Path,
-          fresh: bool) -> tuple[torch.nn.Module, dict]:
-    """Train (or resume); returns the model and wall times in seconds (data, training; summed over resumes)."""
-    model = build_mini_clip(config, seed=recipe.data.seed)
+          fresh: bool, run_seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """Train (or resume); returns the model and wall times in seconds (data, training; summed over resumes).
+
+    ``run_seed`` draws the initialisation and the batch order (:func:`run_base_seed`; the data stay the same):
+    0 is the shipped weights' run; another value is a second run of the same recipe, as
+    ``benchmarks/mini_clip_tuning.py --run-seed`` draws it, for choosing among runs (``benchmarks/mini_clip_selection.py``).
+    """
+    model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     began = time.perf_counter()
     data = load_train_data(model, recipe, root)
     times = {"data_seconds": time.perf_counter() - began, "train_seconds": 0.0}
@@ -564,7 +569,8 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     bar = tqdm(range(start, recipe.steps), desc="pretrain", mininterval=10)
     chunk_began = time.perf_counter()
     for step in bar:
-        parts = optimisation_step(model, data, recipe, optimizer, scheduler, step)  # step-seeded: resumable
+        parts = optimisation_step(model, data, recipe, optimizer, scheduler, step,  # step-seeded: resumable
+                                  run_seed=run_seed)
         if average is not None:
             average.update(model)
         bar.set_postfix({k: f"{v.item() if torch.is_tensor(v) else v:.3f}" for k, v in parts.items()} | {"scale": f"{model.logit_scale.exp().item():.1f}"})
@@ -642,6 +648,9 @@ def parse_args(argv=None):
                         help="what the image head reads: the class token or the mean of the position tokens")
     parser.add_argument("--freeze-text-projection", action=argparse.BooleanOptionalAction,
                         default=defaults.freeze_text_projection, help="keep the text projection at its centred start")
+    parser.add_argument("--run-seed", type=int, default=0,
+                        help="draw of the initialisation and batch order (0: the shipped weights' run; the data "
+                             "stay the same)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores of the target machine)")
     parser.add_argument("--root", type=Path, default=None, help="data root (default: the uniil_lib data root)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and json go")
@@ -683,13 +692,17 @@ def main(argv=None) -> None:
         evaluate_and_report(args.eval_only, root=args.root)
         return
     recipe, config = recipe_and_config(args)
-    checkpoint = cache_root() / "mini_clip_pretrain" / f"{args.stem}-{recipe_digest(recipe, config)}.pt"
+    if args.run_seed < 0:
+        raise SystemExit(f"error: --run-seed must be 0 or more, got {args.run_seed}")
+    run_tag = f"-run{args.run_seed}" if args.run_seed else ""
+    checkpoint = cache_root() / "mini_clip_pretrain" / f"{args.stem}-{recipe_digest(recipe, config)}{run_tag}.pt"
     print(f"recipe {recipe.to_dict()}\nconfig {config.to_dict()}\ncheckpoint {checkpoint}")
-    model, times = train(recipe, config, root=args.root, checkpoint=checkpoint, fresh=args.fresh)
+    model, times = train(recipe, config, root=args.root, checkpoint=checkpoint, fresh=args.fresh,
+                         run_seed=args.run_seed)
     weights = write_weights(model, args.out, args.stem)
     info = {**{k: round(v, 1) for k, v in times.items()}, "torch_threads": args.threads,
             "trained_parameters": sum(v.numel() for v in trained_state_dict(model).values()),
-            "torch_version": torch.__version__}
+            "torch_version": torch.__version__, **({"run_seed": args.run_seed} if args.run_seed else {})}
     write_config(weights, config, recipe, info)
     print(f"wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB); data {times['data_seconds'] / 60:.1f} min, "
           f"training {times['train_seconds'] / 60:.1f} min")
