@@ -659,7 +659,10 @@ def parse_args(argv=None):
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--eval-only", type=Path, default=None, metavar="WEIGHTS",
                         help="only evaluate this weights file and (re)write its json numbers (and model card)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.run_seed < 0:
+        parser.error(f"--run-seed must be 0 or more, got {args.run_seed}")
+    return args
 
 
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
@@ -692,8 +695,6 @@ def main(argv=None) -> None:
         evaluate_and_report(args.eval_only, root=args.root)
         return
     recipe, config = recipe_and_config(args)
-    if args.run_seed < 0:
-        raise SystemExit(f"error: --run-seed must be 0 or more, got {args.run_seed}")
     run_tag = f"-run{args.run_seed}" if args.run_seed else ""
     checkpoint = cache_root() / "mini_clip_pretrain" / f"{args.stem}-{recipe_digest(recipe, config)}{run_tag}.pt"
     print(f"recipe {recipe.to_dict()}\nconfig {config.to_dict()}\ncheckpoint {checkpoint}")

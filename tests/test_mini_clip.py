@@ -803,3 +803,47 @@ def test_spawned_soup_child_zero_is_the_plain_run_and_the_soup_is_the_childrens_
         tuning.train_variant(recipe, config, [], None, soup_children=2, spawn_step=4)
     with pytest.raises(ValueError, match="pick one"):
         tuning.train_variant(recipe, config, [], None, soup_children=2, spawn_step=2, extra_averages=(0.9,))
+
+
+def test_a_run_seed_redraws_the_full_data_run_and_run_seed_zero_is_the_shipped_draw(monkeypatch, tmp_path, capsys):
+    """``train(run_seed=N)`` (``pretrain_mini_clip.py --run-seed N``): 0 is the default run, bit for bit; another
+    seed starts from another initialisation, and each run seed keeps its own checkpoint name."""
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    monkeypatch.setattr(script, "load_train_data",
+                        lambda model, recipe, root: _four_class_train_data(script, data_module))
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0,
+                           warmup_steps=1, steps=2, checkpoint_every=2)
+    config = mini_clip.MiniClipConfig()
+    default, _ = script.train(recipe, config, root=None, checkpoint=tmp_path / "a.pt", fresh=True)
+    zero, _ = script.train(recipe, config, root=None, checkpoint=tmp_path / "b.pt", fresh=True, run_seed=0)
+    one, _ = script.train(recipe, config, root=None, checkpoint=tmp_path / "c.pt", fresh=True, run_seed=1)
+    assert torch.equal(default.visual.proj, zero.visual.proj)
+    assert not torch.allclose(default.visual.proj, one.visual.proj), "run seed 1 is another draw"
+    assert script.parse_args(["--run-seed", "3"]).run_seed == 3 and script.parse_args([]).run_seed == 0
+    with pytest.raises(SystemExit):
+        script.parse_args(["--run-seed", "-1"])
+    assert "--run-seed must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def test_selection_picks_the_best_mean_of_the_unreported_train_splits_and_keeps_the_shipped_on_a_tie(tmp_path):
+    from repo_scripts import load_script
+
+    selection = load_script("benchmarks/mini_clip_selection.py")
+    numbers = {key: {"top1": value} for key, value in zip(selection.SELECTION_KEYS, (30.0, 40.0, 20.0))}
+    assert selection.selection_score(numbers) == 30.0
+    with pytest.raises(ValueError, match="optdigits-train"):
+        selection.selection_score({k: v for k, v in numbers.items() if k != "optdigits-train"})
+    assert selection.choose([30.0, 31.0, 30.5]) == 1
+    assert selection.choose([30.0, 30.005, 29.0]) == 0, "within the tie margin the shipped weights stay"
+    assert selection.choose([30.0, 29.0, 30.02]) == 2
+    with pytest.raises(ValueError, match="no candidates"):
+        selection.choose([])
+    weights = tmp_path / "w.safetensors"
+    with pytest.raises(SystemExit, match="does not exist; train it with"):
+        selection.check_candidates([weights])
+    weights.write_bytes(b"x")
+    weights.with_suffix(".json").write_text("{}")
+    with pytest.raises(SystemExit, match="named twice"):
+        selection.check_candidates([weights, tmp_path / "." / "w.safetensors"])
+    selection.check_candidates([weights])
