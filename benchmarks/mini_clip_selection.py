@@ -64,7 +64,12 @@ def describe(weights: Path) -> dict:
     from uniil_lib.mini_clip import weights_digest
 
     record = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
-    return {"weights": str(weights), "weights_sha1_12": weights_digest(weights),
+    shown = Path(weights).resolve()
+    for base, name in ((REPO, ""), (Path.home(), "~/")):  # no machine-specific folders in the record
+        if shown.is_relative_to(base):
+            shown = name + str(shown.relative_to(base))
+            break
+    return {"weights": str(shown), "weights_sha1_12": weights_digest(weights),
             "run_seed": record.get("run_seed", 0), "train_seconds": record.get("train_seconds"),
             "recipe_steps": record["recipe"]["steps"]}
 
@@ -115,8 +120,8 @@ def main(argv=None) -> int:
     if args.card:
         from evaluate_mini_clip import evaluate
 
-        for entry in candidates:
-            entry["card"] = evaluate(Path(entry["weights"]), args.root)
+        for path, entry in zip(args.candidates, candidates):
+            entry["card"] = evaluate(path, args.root)
     result = {"selection_keys": list(SELECTION_KEYS), "rule": "highest mean top-1; the first candidate on a tie",
               "tie_points": TIE, "chosen": chosen, "candidates": candidates}
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")

@@ -847,3 +847,6 @@ def test_selection_picks_the_best_mean_of_the_unreported_train_splits_and_keeps_
     with pytest.raises(SystemExit, match="named twice"):
         selection.check_candidates([weights, tmp_path / "." / "w.safetensors"])
     selection.check_candidates([weights])
+    weights.with_suffix(".json").write_text('{"recipe": {"steps": 1500}, "run_seed": 2, "train_seconds": 60.0}')
+    described = selection.describe(weights)
+    assert (described["run_seed"], described["recipe_steps"], len(described["weights_sha1_12"])) == (2, 1500, 12)
