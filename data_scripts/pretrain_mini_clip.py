@@ -545,8 +545,9 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     """Train (or resume); returns the model and wall times in seconds (data, training; summed over resumes).
 
     ``run_seed`` draws the initialisation and the batch order (:func:`run_base_seed`; the data stay the same):
-    0 is the shipped weights' run; another value is a second run of the same recipe, as
-    ``benchmarks/mini_clip_tuning.py --run-seed`` draws it, for choosing among runs (``benchmarks/mini_clip_selection.py``).
+    0 is the shipped weights' run; another value is a second run of the same recipe, drawn as
+    ``benchmarks/mini_clip_tuning.py --run-seed`` draws it, for choosing among runs
+    (``benchmarks/mini_clip_selection.py``).
     """
     model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     began = time.perf_counter()
@@ -650,7 +651,7 @@ def parse_args(argv=None):
                         default=defaults.freeze_text_projection, help="keep the text projection at its centred start")
     parser.add_argument("--run-seed", type=int, default=0,
                         help="draw of the initialisation and batch order (0: the shipped weights' run; the data "
-                             "stay the same)")
+                             "stay the same); give --out DIR to keep the shipped weights beside it")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores of the target machine)")
     parser.add_argument("--root", type=Path, default=None, help="data root (default: the uniil_lib data root)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and json go")
