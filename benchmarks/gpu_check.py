@@ -14,6 +14,11 @@ full-profile code path in minutes.
 ``summarise`` reads the benchmark's result (``DIR/benchmark.json``) and writes ``DIR/step_times.json``: per method,
 the median over steps of the median training-iteration time measured inside ``learn()``, with the device and the
 precision used.
+
+``merge`` joins the one-method results ``DIR/methods/NAME.json`` (the shell script runs each method in its own
+``benchmark`` call, so a method stopped at its time limit loses only itself) into ``DIR/benchmark.json``, and lists
+the methods without a result under ``"not_finished"``. The first GPU run (one H200, 2026-12-04,
+``docs/measurements/gpu_check/README.md``) ran all methods in one call and lost every unfinished one.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ITERATIONS = 6  # per step: the first pays for warm-up, the median of the other five is the step time
 PROFILE_FILE = "gpu-check-profile.json"
 RESULT_FILE = "benchmark.json"
+METHODS_FOLDER = "methods"  # one benchmark result per method: methods/NAME.json
 STEP_TIMES_FILE = "step_times.json"
 
 
@@ -78,6 +84,30 @@ def all_methods() -> list[str]:
     return list(method_names())
 
 
+def merge(out: Path, methods: list[str]) -> dict:
+    """Join ``out/methods/NAME.json`` of every method in ``methods`` into ``out/benchmark.json`` (returned); the
+    methods without a result are listed under ``"not_finished"``.
+
+    Raises:
+        SystemExit: no method has a result (nothing to summarise).
+    """
+    merged, missing = None, []
+    for name in methods:
+        path = out / METHODS_FOLDER / f"{name}.json"
+        if not path.is_file():
+            missing.append(name)
+            continue
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if merged is None:
+            merged = {**result, "methods": {}}
+        merged["methods"].update(result["methods"])
+    if merged is None:
+        raise SystemExit(f"error: no method finished: {out / METHODS_FOLDER} holds no result; see the logs beside it")
+    merged["not_finished"] = missing
+    (out / RESULT_FILE).write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
+    return merged
+
+
 def summarise(out: Path) -> dict:
     """Per method: the median over steps of the median iteration time inside ``learn()`` (see the module
     docstring); written to ``DIR/step_times.json`` and returned."""
@@ -89,7 +119,8 @@ def summarise(out: Path) -> dict:
                          "steps": len(per_step), "device": entry.get("device"), "precision": entry.get("precision"),
                          "adapter_placement": entry.get("adapter_placement")}
     summary = {"scenario": result["scenario"], "profile": result["profile"], "model": result["model"],
-               "iterations_per_step": ITERATIONS, "methods": methods}
+               "iterations_per_step": ITERATIONS, "methods": methods,
+               "not_finished": result.get("not_finished", [])}
     (out / STEP_TIMES_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
 
@@ -105,15 +136,23 @@ def main(argv=None) -> int:
     commands.add_parser("methods")
     report = commands.add_parser("summarise")
     report.add_argument("--out", type=Path, required=True)
+    join = commands.add_parser("merge")
+    join.add_argument("--out", type=Path, required=True)
+    join.add_argument("--methods", required=True, help="comma-separated, as `methods` prints them")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         print(prepare(args.out, args.weights, model=args.model, allow_cpu=args.allow_cpu))
     elif args.command == "methods":
         print(",".join(all_methods()))
+    elif args.command == "merge":
+        merged = merge(args.out, args.methods.split(","))
+        print(f"{len(merged['methods'])} methods finished; not finished: {', '.join(merged['not_finished']) or 'none'}")
     else:
         summary = summarise(args.out)
         for name, entry in summary["methods"].items():
             print(f"{name:<28} {entry['median_iteration_seconds']} s/iteration  {entry['precision']}")
+        for name in summary["not_finished"]:
+            print(f"{name:<28} not finished (see methods/{name}.log)")
     return 0
 
 

@@ -70,3 +70,18 @@ def test_without_a_gpu_the_script_stops_at_once_with_a_clear_message(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "needs an NVIDIA GPU" in done.stderr, (done.returncode, done.stderr[-2000:])
     assert not (tmp_path / "out" / "benchmark.json").exists()
+
+
+def test_merge_joins_the_one_method_results_and_names_the_methods_that_did_not_finish(check, tmp_path):
+    with pytest.raises(SystemExit, match="no method finished"):
+        check.merge(tmp_path, ["finetune", "mage"])
+    folder = tmp_path / check.METHODS_FOLDER
+    folder.mkdir()
+    for name, seconds in (("finetune", 0.2), ("adapter", 0.3)):
+        (folder / f"{name}.json").write_text(json.dumps(
+            {"scenario": "uniil-offline", "profile": "gpu-check", "model": "ViT-B-16/file-x", "methods": {
+                name: {"median_iteration_seconds": {"0": seconds}, "device": "cuda", "precision": "bf16"}}}))
+    merged = check.merge(tmp_path, ["finetune", "mage", "adapter"])
+    assert list(merged["methods"]) == ["finetune", "adapter"] and merged["not_finished"] == ["mage"]
+    summary = check.summarise(tmp_path)
+    assert summary["not_finished"] == ["mage"] and summary["methods"]["adapter"]["median_iteration_seconds"] == 0.3
