@@ -74,19 +74,20 @@ def describe(weights: Path) -> dict:
             "recipe_steps": record["recipe"]["steps"]}
 
 
-def measure(weights: Path, root=None) -> dict:
-    """Zero-shot top-1/top-5 of one candidate on every selection set."""
-    from evaluate_mini_clip import zero_shot_accuracy
+def selection_sets(root=None) -> list:
+    """``(key, imageset, templates)`` of every selection set, built once for all candidates."""
     from mini_clip_tuning import train_split_tuning_sets
+
+    return train_split_tuning_sets(root)
+
+
+def measure(weights: Path, sets: list) -> dict:
+    """Zero-shot top-1/top-5 of one candidate on every selection set of ``sets`` (:func:`selection_sets`)."""
+    from mini_clip_tuning import measure_tuning_sets
 
     from uniil_lib.mini_clip import load_mini_clip
 
-    clip = load_mini_clip(weights)
-    numbers = {}
-    for key, imageset, templates in train_split_tuning_sets(root):
-        numbers[key] = zero_shot_accuracy(clip, imageset, templates)
-        print(f"{weights.parent.name}/{weights.name}: {key:20s} top-1 {numbers[key]['top1']:5.2f}%", flush=True)
-    return numbers
+    return measure_tuning_sets(load_mini_clip(weights), sets, f"{weights.parent.name}/{weights.name}")
 
 
 def check_candidates(paths: list[Path]) -> None:
@@ -109,9 +110,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     check_candidates(args.candidates)
     check_output_file(args.out, what="the selection result (--out)")
-    candidates = []
+    candidates, sets = [], selection_sets(args.root)
     for path in args.candidates:
-        entry = {**describe(path), "selection": measure(path, args.root)}
+        entry = {**describe(path), "selection": measure(path, sets)}
         entry["score"] = selection_score(entry["selection"])
         candidates.append(entry)
     chosen = choose([c["score"] for c in candidates])

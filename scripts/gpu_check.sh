@@ -33,9 +33,7 @@ PROFILE=$("$PY" benchmarks/gpu_check.py prepare --out "$OUT" ${WEIGHTS:+--weight
 echo "profile file: $PROFILE"
 
 echo "== every method through benchmark (uniil-offline), one call a method"
-# One call a method, so a method stopped at METHOD_LIMIT seconds loses only itself, and a rerun skips the methods
-# that already have a result (delete $OUT/methods to start over). The first run (one H200) lost every method that
-# had not finished when all ran in one call: docs/measurements/gpu_check/README.md.
+# A rerun skips the methods that already have a result (delete $OUT/methods to start over).
 METHODS=$("$PY" benchmarks/gpu_check.py methods)
 mkdir -p "$OUT/methods"
 for METHOD in ${METHODS//,/ }; do
