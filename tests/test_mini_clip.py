@@ -850,3 +850,26 @@ def test_selection_picks_the_best_mean_of_the_unreported_train_splits_and_keeps_
     weights.with_suffix(".json").write_text('{"recipe": {"steps": 1500}, "run_seed": 2, "train_seconds": 60.0}')
     described = selection.describe(weights)
     assert (described["run_seed"], described["recipe_steps"], len(described["weights_sha1_12"])) == (2, 1500, 12)
+
+
+def test_the_ensemble_diagnostic_averages_each_members_own_cosines_and_scores_them(monkeypatch, tmp_path):
+    """``benchmarks/mini_clip_ensemble.py``: the ensemble's score is the mean of the members' cosine matrices (each
+    with its own class embeddings), so two members that each rank one image wrong can rank both right together."""
+    from types import SimpleNamespace
+
+    from repo_scripts import load_script
+
+    ensemble = load_script("benchmarks/mini_clip_ensemble.py")
+    scores = {"a": torch.tensor([[0.9, 0.1], [0.55, 0.45]]),  # member a: image 1 wrong (label 1)
+              "b": torch.tensor([[0.4, 0.5], [0.0, 0.9]])}  # member b: image 0 wrong (label 0)
+    monkeypatch.setattr(ensemble, "member_scores", lambda clip, imageset, templates: scores[clip])
+    imageset = SimpleNamespace(labels=[0, 1])
+    numbers = ensemble.ensemble_numbers(["a", "b"], [("set", imageset, ("{}",))])
+    assert [m["top1"] for m in numbers["set"]["members"]] == [50.0, 50.0]
+    assert numbers["set"]["ensemble"] == {"top1": 100.0, "top5": 100.0}
+    assert ensemble.top_k(torch.tensor([[0.1, 0.2, 0.7]]), [1], k=2) == {"top1": 0.0, "top2": 100.0}
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    weights.with_suffix(".json").write_text("{}")
+    with pytest.raises(SystemExit, match="at least two"):
+        ensemble.main(["--members", str(weights), "--out", str(tmp_path / "out.json")])
