@@ -50,6 +50,7 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
+from emoji_extra import name_words  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
     Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, WeightAverage,
@@ -77,14 +78,16 @@ def validation_classes(n_classes: int, count: int) -> list[int]:
 
 def without_classes(data: TrainData, left_out: list[int], augmentations: int) -> TrainData:
     """``data`` with the emoji classes ``left_out`` removed (images, captions' fits, style-free rows), and the
-    named icons that share a word with a left-out class's name."""
+    extra emoji classes and named icons that share a word with a left-out class's name."""
     n_classes, n_styles = len(data.fits), len(data.fits[0])
-    dropped = set(left_out)
+    names = data.emoji.labels["class_names"]
+    banned = words_and_plurals([names[c] for c in left_out])
+    n_domain = data.emoji.labels.get("domain_classes", n_classes)  # extra emoji classes come after these
+    dropped = set(left_out) | {c for c in range(n_domain, n_classes) if banned & name_words(names[c])}
     keep = torch.tensor([c for c in range(n_classes) if c not in dropped])
     trunk = data.emoji.trunk.view(augmentations, n_styles, n_classes, *data.emoji.trunk.shape[1:])
     trunk = trunk[:, :, keep].reshape(-1, *data.emoji.trunk.shape[1:]).contiguous()
     emoji = StemData(trunk, {"class_names": [data.emoji.labels["class_names"][c] for c in keep.tolist()]})
-    banned = words_and_plurals([data.emoji.labels["class_names"][c] for c in left_out])
     data = replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
     return data if data.icons is None else without_icons(data, banned)
 
@@ -267,7 +270,7 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
     data = DataRecipe(augmentations=args.augmentations, invert=args.invert, grey=args.grey, image_size=args.image_size,
                       icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,
                       text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits,
-                      text_boxed_height=args.text_boxed_height)
+                      text_boxed_height=args.text_boxed_height, extra_emoji=args.extra_emoji)
     recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
                     batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
@@ -306,6 +309,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)
     parser.add_argument("--icon-style-share", type=float, default=Recipe.icon_style_share)
+    parser.add_argument("--extra-emoji", default=DataRecipe.extra_emoji,
+                        help="more emoji categories as classes, joined by '+' (smileys, people, symbols)")
     parser.add_argument("--weight-average", type=float, default=Recipe.weight_average,
                         help="decay of the running weight average; the last weights are measured too")
     parser.add_argument("--extra-averages", default="", metavar="D,D",

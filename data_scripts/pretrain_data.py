@@ -1,6 +1,7 @@
 """The mini-CLIP's pretraining data (version 2), made offline from registry packages, seeded.
 
-Three parts (four with the optional icons), each a tensor of frozen-stem features plus what the captions need:
+Three parts (five with the optional icons and extra emoji classes), each a tensor of frozen-stem features plus
+what the captions need:
 
 1. **EmojiDomains** (npm packages, ``python data_scripts/fetch_emoji.py``): the PRETRAIN classes of
    ``emoji_split(split)`` in the PRETRAIN styles (twitter, google, openmoji), ``augmentations`` copies of
@@ -18,6 +19,9 @@ Three parts (four with the optional icons), each a tensor of frozen-stem feature
    their names, minus every icon whose name shares a word with a held-out emoji class or a Fashion-MNIST
    class; augmented as the emoji are. More named drawings, in more drawing styles, for the image-text
    alignment (our choice, measured in ``docs/measurements/mini_clip_tuning.md``).
+5. **Extra emoji classes** (optional, ``DataRecipe.extra_emoji``; :mod:`emoji_extra`): the Unicode categories
+   EmojiDomains leaves out (smileys, people, symbols), in the three pretraining styles, minus every name that
+   shares a word with a held-out emoji class or a Fashion-MNIST class; they join the emoji part as more classes.
 
 Held out, never read here: the held-out emoji classes, the fluent3d style, Fashion-MNIST, MNIST, optdigits.
 
@@ -47,6 +51,7 @@ if str(REPO) not in sys.path:
 from uniil_lib.data.emoji import load_base_drawings, load_emoji_classes  # noqa: E402
 from uniil_lib.data.emoji_split import emoji_split  # noqa: E402
 from uniil_lib.data.offline import FASHION_MNIST_CLASSES  # noqa: E402
+from emoji_extra import extra_emoji_drawings, parse_extra_categories  # noqa: E402
 from icon_sets import named_icon_drawings, parse_icon_sets  # noqa: E402
 
 from uniil_lib.data.rendered_text import RenderConfig, find_fonts, font_manifest, render_item  # noqa: E402
@@ -74,6 +79,7 @@ class DataRecipe:
     text_max_fill: float = 0.9  # largest share of the image side rendered text spans (RenderConfig.max_fill)
     text_boxed_digits: float = 0.0  # share of rendered digits stretched to their box (RenderConfig.boxed_digits)
     text_boxed_height: float = 0.95  # middle of their height range, share of the side (RenderConfig.boxed_height)
+    extra_emoji: str = ""  # more emoji categories in the pretraining styles, joined by "+" (data_scripts/emoji_extra.py)
 
 
 @dataclass
@@ -212,6 +218,35 @@ def build_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None 
                                         "class_names": [c.name for c in classes], "styles": list(styles)})
 
 
+def build_extra_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
+    """Trunk features of every augmentation of the extra emoji classes (:mod:`emoji_extra`), rows ordered
+    (k, style, class) as the emoji part's, so the two join along the class axis (:func:`join_emoji_parts`)."""
+    _, styles = emoji_pretrain_classes(recipe, root)
+    records, images = extra_emoji_drawings(parse_extra_categories(recipe.extra_emoji), styles,
+                                           banned_words(recipe, root), cache_root() / "downloads" / "emoji")
+    bases = torch.stack([resize_bases(images[:, s], recipe.image_size) for s in range(len(styles))], 1)
+    chunks = []
+    for k in tqdm(range(recipe.augmentations), desc="extra emoji augmentations -> stem", leave=False):
+        for s in range(len(styles)):
+            gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 5_555_555 + 1000 * k + s)
+            chunks.append(run_trunk(stem, augment(bases[:, s], gen, invert=recipe.invert, grey=recipe.grey)))
+    return StemData(torch.cat(chunks), {"records": records, "styles": list(styles)})
+
+
+def join_emoji_parts(emoji: StemData, extra: StemData, augmentations: int) -> StemData:
+    """The emoji part with the extra classes appended after its own (class indices ``C`` on), rows still ordered
+    (k, style, class); ``labels["domain_classes"]`` keeps ``C``, the number of EmojiDomains classes."""
+    n_styles, n_base = len(emoji.labels["styles"]), len(emoji.labels["class_names"])
+    n_extra, shape = len(extra.labels["records"]), emoji.trunk.shape[1:]
+    trunk = torch.cat([emoji.trunk.view(augmentations, n_styles, n_base, *shape),
+                       extra.trunk.view(augmentations, n_styles, n_extra, *shape)], dim=2)
+    names = emoji.labels["class_names"] + [r["name"] for r in extra.labels["records"]]
+    grid = torch.arange(augmentations * n_styles * len(names))
+    return StemData(trunk.reshape(-1, *shape), {"class": grid % len(names), "style": (grid // len(names)) % n_styles,
+                                                "class_names": names, "styles": emoji.labels["styles"],
+                                                "domain_classes": n_base})
+
+
 def rendered_words(recipe: DataRecipe, root: Path | None = None) -> list[str]:
     """MiniLM vocabulary words (alphabetic, 3-10 letters) that name no held-out class or Fashion-MNIST class."""
     banned = banned_words(recipe, root)
@@ -261,6 +296,7 @@ PART_FIELDS = MappingProxyType({  # the DataRecipe fields that decide each part
     "text": ("split", "seed", "image_size", "rendered_items", "text_max_fill", "text_boxed_digits",
              "text_boxed_height"),
     "icon": ("split", "seed", "image_size", "icon_augmentations", "icon_sets", "invert", "grey"),
+    "extra": ("split", "seed", "image_size", "augmentations", "invert", "grey", "extra_emoji"),
 })
 # Fields added after the version-2 weights: left out of the cache key at their default value, so that data
 # built before they existed keeps its key (and is not built again).
@@ -278,10 +314,12 @@ def data_digest(recipe: DataRecipe, part: str) -> str:
 
 
 def load_or_build(part: str, recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
-    """One part from the cache, or built (and cached): ``part`` is ``"emoji"``, ``"text"`` or ``"icon"``."""
+    """One part from the cache, or built (and cached): ``part`` is ``"emoji"``, ``"text"``, ``"icon"`` or
+    ``"extra"`` (the extra emoji classes)."""
     from uniil_lib.fileio import atomic_write
 
-    builders = {"emoji": build_emoji_part, "text": build_text_part, "icon": build_icon_part}
+    builders = {"emoji": build_emoji_part, "text": build_text_part, "icon": build_icon_part,
+                "extra": build_extra_emoji_part}
     path = cache_root() / "mini_clip_pretrain" / f"{part}-{data_digest(recipe, part)}.pt"
     if path.is_file():
         try:

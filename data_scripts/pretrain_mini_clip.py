@@ -72,8 +72,10 @@ for folder in (REPO, REPO / "data_scripts"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, load_or_build  # noqa: E402
+from emoji_extra import parse_extra_categories  # noqa: E402
+from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, join_emoji_parts, load_or_build  # noqa: E402
 from uniil_lib.clip_model import pooled_text_features  # noqa: E402
+from uniil_lib.data.emoji import EmojiClass  # noqa: E402
 from uniil_lib.fileio import atomic_write, atomic_write_text  # noqa: E402
 from uniil_lib.hybrid_vit import POOLS  # noqa: E402
 from uniil_lib.imagenet_backbone import imagenet_class_names  # noqa: E402
@@ -241,6 +243,11 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
     emoji = load_or_build("emoji", recipe.data, stem, root)
     text = load_or_build("text", recipe.data, stem, root)
     classes, styles = emoji_pretrain_classes(recipe.data, root)
+    if recipe.data.extra_emoji:  # more classes in the same styles, appended after EmojiDomains' own
+        extra = load_or_build("extra", recipe.data, stem, root)
+        emoji = join_emoji_parts(emoji, extra, recipe.data.augmentations)
+        classes = list(classes) + [EmojiClass(r["code_point"], r["name"], r["category"], r["subcategory"],
+                                              tuple(styles)) for r in extra.labels["records"]]
     captions, fits = caption_bank(classes, styles)
     n_generic = len(class_captions("x", "Objects", "tool"))
     strings = sorted(set(text.labels["text"]))
@@ -631,6 +638,9 @@ def parse_args(argv=None):
                         help="icon sets joined by '+' (material, phosphor, tabler, game, emojione, fxemoji)")
     parser.add_argument("--icon-style-share", type=float, default=defaults.icon_style_share,
                         help="share of emoji-batch classes shown as their named icon drawings (emoji-style sets)")
+    parser.add_argument("--extra-emoji", default=data.extra_emoji,
+                        help="more emoji categories as classes, joined by '+' (smileys, people, symbols; "
+                             "see emoji_extra.py)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
@@ -667,12 +677,17 @@ def parse_args(argv=None):
 
 
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
-    """The recipe and architecture the command line asks for."""
+    """The recipe and architecture the command line asks for.
+
+    Raises:
+        ValueError: an unknown ``--extra-emoji`` category (checked here, before any data is built).
+    """
+    parse_extra_categories(args.extra_emoji)
     data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
                       augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
                       grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,
                       text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits,
-                      text_boxed_height=args.text_boxed_height)
+                      text_boxed_height=args.text_boxed_height, extra_emoji=args.extra_emoji)
     recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                     lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
                     icon_style_share=args.icon_style_share, weight_average=args.weight_average,

@@ -873,3 +873,71 @@ def test_the_ensemble_diagnostic_averages_each_members_own_cosines_and_scores_th
     weights.with_suffix(".json").write_text("{}")
     with pytest.raises(SystemExit, match="at least two"):
         ensemble.main(["--members", str(weights), "--out", str(tmp_path / "out.json")])
+
+
+def test_extra_emoji_records_keep_whole_new_classes_without_held_out_words(monkeypatch):
+    """``emoji_extra.extra_emoji_records``: only the asked categories, one drawable class per record, no name with
+    a banned word (punctuation does not hide one), and no name that two emoji clean to."""
+    _script(monkeypatch, "pretrain_data")  # puts data_scripts on the path
+    extra = sys.modules["emoji_extra"]
+    entries = [
+        {"unified": "1F9D1-200D-1F373", "name": "COOK", "category": "People & Body", "subcategory": "person-role",
+         "sort_order": 3},
+        {"unified": "1F468-200D-1F469-200D-1F467", "name": "FAMILY: MAN, WOMAN, GIRL", "category": "People & Body",
+         "subcategory": "family", "sort_order": 2},
+        {"unified": "1F44B-1F3FB", "name": "WAVING HAND", "category": "People & Body", "subcategory": "hand",
+         "sort_order": 1},  # skin tone: never a class
+        {"unified": "2648", "name": "ARIES", "category": "Symbols", "subcategory": "zodiac", "sort_order": 4},
+        {"unified": "1F600", "name": "GRINNING FACE", "category": "Smileys & Emotion", "subcategory": "face-smiling",
+         "sort_order": 0},
+        {"unified": "1F476", "name": "BABY", "category": "People & Body", "subcategory": "person", "sort_order": 5},
+        {"unified": "1F6BC", "name": "BABY", "category": "People & Body", "subcategory": "symbol", "sort_order": 6},
+        {"unified": "1F415", "name": "DOG", "category": "Animals & Nature", "subcategory": "animal-mammal"},
+    ]
+    people_symbols = extra.parse_extra_categories("people+symbols")
+    assert people_symbols == ("People & Body", "Symbols") and extra.parse_extra_categories("") == ()
+    with pytest.raises(ValueError, match="valid: smileys\\+people\\+symbols"):
+        extra.parse_extra_categories("people+flags")
+    records = extra.extra_emoji_records(entries, people_symbols, banned=set())
+    assert [r["name"] for r in records] == ["family: man, woman, girl", "cook", "aries"]
+    assert records[1] == {"code_point": "1F9D1-200D-1F373", "name": "cook", "category": "People & Body",
+                          "subcategory": "person-role"}
+    kept = extra.extra_emoji_records(entries, people_symbols, banned={"girl"})
+    assert [r["name"] for r in kept] == ["cook", "aries"], "'girl,' shares a banned word"
+    everything = extra.extra_emoji_records(entries, extra.parse_extra_categories("smileys+people+symbols"), {"face"})
+    assert "grinning face" not in [r["name"] for r in everything]
+    with pytest.raises(ValueError, match="fluent3d style is held out"):
+        extra.extra_emoji_drawings(people_symbols, ("twitter", "fluent3d"), set(), Path("unused"))
+
+
+def test_extra_emoji_classes_join_the_emoji_part_after_its_own_and_tuning_drops_those_naming_a_left_out_class(
+        monkeypatch):
+    """``join_emoji_parts``: rows stay ordered (augmentation, style, class) with the extra classes after
+    EmojiDomains' own; a tuning run leaves out the extra classes that share a word with a left-out class, and
+    only those (a pretraining class sharing a word stays)."""
+    from repo_scripts import load_script
+
+    data = _script(monkeypatch, "pretrain_data")
+    k, s = 2, 3
+
+    def part(n_classes, tag, labels):
+        rows = torch.tensor([[tag, a, b, d] for a in range(k) for b in range(s) for d in range(n_classes)],
+                            dtype=torch.float16)
+        return data.StemData(rows.view(-1, 4, 1, 1), labels)
+
+    emoji = part(2, 0, {"class_names": ["cat face", "hammer"], "styles": ["t", "g", "o"]})
+    extra = part(3, 1, {"records": [{"name": n} for n in ("cook", "face palm", "hammer and pick")]})
+    joined = data.join_emoji_parts(emoji, extra, augmentations=k)
+    expected = [[0, a, b, d] if d < 2 else [1, a, b, d - 2] for a in range(k) for b in range(s) for d in range(5)]
+    assert joined.trunk.view(-1, 4).tolist() == expected
+    assert joined.labels["class_names"] == ["cat face", "hammer", "cook", "face palm", "hammer and pick"]
+    assert joined.labels["domain_classes"] == 2 and joined.labels["class"].tolist()[:6] == [0, 1, 2, 3, 4, 0]
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    n = 5
+    train = tuning.TrainData(emoji=joined, emoji_captions=torch.zeros(2 * n, 384),
+                             fits=[[[d]] * s for d in range(n)], generic=torch.arange(n).view(n, 1), text=None,
+                             string_of_item=None, string_captions=None, digit_strings=None, imagenet_text=None)
+    kept = tuning.without_classes(train, [0], augmentations=k)  # "cat face" left out: "face palm" goes too
+    assert kept.emoji.labels["class_names"] == ["hammer", "cook", "hammer and pick"]
+    assert kept.generic.view(-1).tolist() == [1, 2, 4]
+    assert kept.emoji.trunk.view(k, s, 3, 4)[:, :, 1, 0].eq(1).all(), "the extra rows follow their classes"

@@ -1,0 +1,85 @@
+"""More emoji concepts in the pretraining styles: the Unicode categories that EmojiDomains leaves out.
+
+EmojiDomains keeps the concrete-object categories (``fetch_emoji.KEPT_CATEGORIES``); its held-out classes come from
+them. The same npm packages draw three more categories in the same three pretraining styles (twitter, google,
+openmoji): *Smileys & Emotion*, *People & Body* and *Symbols*. They are new concepts in exactly the drawing styles
+the tower learns from, the one kind of data the tuning rounds of the issue "A stronger offline CLIP" had not tried
+(the icon sets were new concepts in other styles, EmojiOne and FxEmoji new styles of the same concepts).
+
+Rules (our choices, the same as for the named icons): a drawing joins only if all three pretraining styles draw it
+(so it fits the emoji part's ``(augmentation, style, class)`` rows); a name that shares a word (or its plural) with a
+held-out emoji class or a Fashion-MNIST class is dropped (``banned``), which removes most faces ("face" is a word of
+held-out classes); two emoji that clean to one name are both dropped; skin tones, flags and keycaps never become
+classes (``fetch_emoji.is_single_class``). The fluent3d style, held out, is never read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from fetch_emoji import (
+    METADATA_PACKAGE, SOURCES, clean_name, code_point_key, extract_style, fetch_package, find_svg_renderer,
+    is_single_class, make_decoder, read_emoji_json, require_npm,
+)
+
+EXTRA_CATEGORIES = MappingProxyType({"smileys": "Smileys & Emotion", "people": "People & Body", "symbols": "Symbols"})
+
+
+def parse_extra_categories(text: str) -> tuple[str, ...]:
+    """``"people+symbols"`` -> the Unicode category names; ``""`` -> none.
+
+    Raises:
+        ValueError: an unknown key (the message lists the valid ones).
+    """
+    keys = tuple(k for k in text.split("+") if k)
+    unknown = [k for k in keys if k not in EXTRA_CATEGORIES]
+    if unknown:
+        raise ValueError(f"unknown extra emoji categories {unknown}; valid: {'+'.join(EXTRA_CATEGORIES)}")
+    return tuple(EXTRA_CATEGORIES[k] for k in keys)
+
+
+def name_words(name: str) -> set[str]:
+    """The words of a name, punctuation removed: ``"family: man, girl"`` -> {family, man, girl}."""
+    return set(re.findall(r"[a-z0-9']+", name.lower()))
+
+
+def extra_emoji_records(entries: list[dict], categories: tuple[str, ...], banned: set[str]) -> list[dict]:
+    """emoji.json entries of ``categories`` that become extra classes: ``{"code_point", "name", "category",
+    "subcategory"}`` in emoji sort order, without banned words and without names two emoji share."""
+    kept = [e for e in entries if e.get("category") in categories and e.get("name") and not e.get("obsoleted_by")
+            and is_single_class(e["unified"])]
+    kept.sort(key=lambda e: (e.get("sort_order", 0), e["unified"]))
+    counts = Counter(clean_name(e["name"]) for e in kept)
+    return [{"code_point": e["unified"], "name": clean_name(e["name"]), "category": e["category"],
+             "subcategory": e["subcategory"]} for e in kept
+            if counts[clean_name(e["name"])] == 1 and not banned & name_words(clean_name(e["name"]))]
+
+
+def extra_emoji_drawings(categories: tuple[str, ...], styles: tuple[str, ...], banned: set[str],
+                         download_dir: Path) -> tuple[list[dict], np.ndarray]:
+    """The extra classes drawn in every one of ``styles``, and their drawings ``(C, styles, 64, 64, 3)`` uint8 on
+    white, read from the pinned npm tarballs (fetched into ``download_dir`` if missing).
+
+    Raises:
+        ValueError: ``styles`` names the held-out fluent3d style.
+        RuntimeError: openmoji is asked for and no SVG renderer is installed (``pip install resvg-py``).
+    """
+    if "fluent3d" in styles:
+        raise ValueError("the fluent3d style is held out of pretraining; extra emoji come in the pretraining styles")
+    metadata = fetch_package(require_npm, METADATA_PACKAGE, download_dir)
+    records = extra_emoji_records(read_emoji_json(metadata), categories, banned)
+    wanted = {code_point_key(r["code_point"]) for r in records}
+    renderer = find_svg_renderer() if "openmoji" in styles else None
+    drawings = {}
+    for style in styles:
+        source = SOURCES[style]
+        drawings[style] = extract_style(fetch_package(require_npm, source.package, download_dir), source, wanted,
+                                        make_decoder(source, renderer))
+    complete = [r for r in records if all(code_point_key(r["code_point"]) in drawings[s] for s in styles)]
+    images = np.stack([np.stack([drawings[s][code_point_key(r["code_point"])] for s in styles]) for r in complete])
+    return complete, images
