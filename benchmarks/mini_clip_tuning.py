@@ -50,7 +50,7 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
-from emoji_extra import name_words  # noqa: E402
+from emoji_extra import extra_categories_argument, name_words  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
     Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, WeightAverage,
@@ -309,7 +309,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)
     parser.add_argument("--icon-style-share", type=float, default=Recipe.icon_style_share)
-    parser.add_argument("--extra-emoji", default=DataRecipe.extra_emoji,
+    parser.add_argument("--extra-emoji", default=DataRecipe.extra_emoji, type=extra_categories_argument,
                         help="more emoji categories as classes, joined by '+' (smileys, people, symbols)")
     parser.add_argument("--weight-average", type=float, default=Recipe.weight_average,
                         help="decay of the running weight average; the last weights are measured too")

@@ -15,6 +15,7 @@ classes (``fetch_emoji.is_single_class``). The fluent3d style, held out, is neve
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections import Counter
 from pathlib import Path
@@ -41,6 +42,16 @@ def parse_extra_categories(text: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown extra emoji categories {unknown}; valid: {'+'.join(EXTRA_CATEGORIES)}")
     return tuple(EXTRA_CATEGORIES[k] for k in keys)
+
+
+def extra_categories_argument(text: str) -> str:
+    """``--extra-emoji`` on a command line: the text itself once :func:`parse_extra_categories` accepts it, so a
+    wrong key stops the script at once with the valid keys named."""
+    try:
+        parse_extra_categories(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def name_words(name: str) -> set[str]:

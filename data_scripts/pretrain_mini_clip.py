@@ -72,7 +72,7 @@ for folder in (REPO, REPO / "data_scripts"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from emoji_extra import parse_extra_categories  # noqa: E402
+from emoji_extra import extra_categories_argument  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, join_emoji_parts, load_or_build  # noqa: E402
 from uniil_lib.clip_model import pooled_text_features  # noqa: E402
 from uniil_lib.data.emoji import EmojiClass  # noqa: E402
@@ -638,7 +638,7 @@ def parse_args(argv=None):
                         help="icon sets joined by '+' (material, phosphor, tabler, game, emojione, fxemoji)")
     parser.add_argument("--icon-style-share", type=float, default=defaults.icon_style_share,
                         help="share of emoji-batch classes shown as their named icon drawings (emoji-style sets)")
-    parser.add_argument("--extra-emoji", default=data.extra_emoji,
+    parser.add_argument("--extra-emoji", default=data.extra_emoji, type=extra_categories_argument,
                         help="more emoji categories as classes, joined by '+' (smileys, people, symbols; "
                              "see emoji_extra.py)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
@@ -677,12 +677,7 @@ def parse_args(argv=None):
 
 
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
-    """The recipe and architecture the command line asks for.
-
-    Raises:
-        ValueError: an unknown ``--extra-emoji`` category (checked here, before any data is built).
-    """
-    parse_extra_categories(args.extra_emoji)
+    """The recipe and architecture the command line asks for."""
     data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
                       augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
                       grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,

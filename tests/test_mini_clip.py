@@ -941,3 +941,17 @@ def test_extra_emoji_classes_join_the_emoji_part_after_its_own_and_tuning_drops_
     assert kept.emoji.labels["class_names"] == ["hammer", "cook", "hammer and pick"]
     assert kept.generic.view(-1).tolist() == [1, 2, 4]
     assert kept.emoji.trunk.view(k, s, 3, 4)[:, :, 1, 0].eq(1).all(), "the extra rows follow their classes"
+
+
+def test_an_unknown_extra_emoji_category_stops_the_scripts_at_the_command_line(monkeypatch, capsys):
+    from repo_scripts import load_script
+
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    assert script.parse_args(["--extra-emoji", "people+symbols"]).extra_emoji == "people+symbols"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--extra-emoji", "people+flag"])
+    assert "unknown extra emoji categories ['flag']; valid: smileys+people+symbols" in capsys.readouterr().err
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    with pytest.raises(SystemExit):
+        tuning.parse_args(["--name", "x", "--extra-emoji", "smiley"])
+    assert "valid: smileys+people+symbols" in capsys.readouterr().err
