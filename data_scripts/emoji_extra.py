@@ -77,7 +77,7 @@ def extra_emoji_drawings(categories: tuple[str, ...], styles: tuple[str, ...], b
     white, read from the pinned npm tarballs (fetched into ``download_dir`` if missing).
 
     Raises:
-        ValueError: ``styles`` names the held-out fluent3d style.
+        ValueError: ``styles`` names the held-out fluent3d style, or no class is left.
         RuntimeError: openmoji is asked for and no SVG renderer is installed (``pip install resvg-py``).
     """
     if "fluent3d" in styles:
@@ -92,5 +92,8 @@ def extra_emoji_drawings(categories: tuple[str, ...], styles: tuple[str, ...], b
         drawings[style] = extract_style(fetch_package(require_npm, source.package, download_dir), source, wanted,
                                         make_decoder(source, renderer))
     complete = [r for r in records if all(code_point_key(r["code_point"]) in drawings[s] for s in styles)]
+    if not complete:
+        raise ValueError(f"no emoji of {list(categories)} is drawn in every style of {list(styles)} once the held-out "
+                         "words are dropped; ask for other --extra-emoji categories")
     images = np.stack([np.stack([drawings[s][code_point_key(r["code_point"])] for s in styles]) for r in complete])
     return complete, images

@@ -955,3 +955,34 @@ def test_an_unknown_extra_emoji_category_stops_the_scripts_at_the_command_line(m
     with pytest.raises(SystemExit):
         tuning.parse_args(["--name", "x", "--extra-emoji", "smiley"])
     assert "valid: smileys+people+symbols" in capsys.readouterr().err
+
+
+def test_the_extra_emoji_part_is_deterministic_from_its_seed_and_passes_the_held_out_words_on(monkeypatch):
+    """``build_extra_emoji_part`` (stubbed drawings, the real stem): the same seed gives the same stem features,
+    another seed other ones; the drawings are asked for in the pretraining styles with the held-out words banned."""
+    from uniil_lib.imagenet_backbone import FrozenCNNStem, load_efficientnet_lite0
+
+    data = _script(monkeypatch, "pretrain_data")
+    styles = ("twitter", "google", "openmoji")
+    asked = []
+
+    def drawings(categories, styles_asked, banned, download_dir):
+        asked.append((categories, styles_asked, banned))
+        pixels = np.stack([np.stack([np.full((64, 64, 3), 40 * c + 10 * s, np.uint8) for s in range(3)])
+                           for c in range(2)])
+        return [{"name": "cook"}, {"name": "aries"}], pixels
+
+    monkeypatch.setattr(data, "extra_emoji_drawings", drawings)
+    monkeypatch.setattr(data, "emoji_pretrain_classes", lambda recipe, root=None: ([], styles))
+    monkeypatch.setattr(data, "banned_words", lambda recipe, root=None: {"face"})
+    stem = FrozenCNNStem(load_efficientnet_lite0())
+    recipe = data.DataRecipe(augmentations=2, image_size=64, extra_emoji="people+symbols")
+    first, second = data.build_extra_emoji_part(recipe, stem), data.build_extra_emoji_part(recipe, stem)
+    assert first.trunk.shape == (2 * 3 * 2, 320, 2, 2) and torch.equal(first.trunk, second.trunk)
+    other = data.build_extra_emoji_part(data.DataRecipe(augmentations=2, image_size=64, seed=1,
+                                                        extra_emoji="people+symbols"), stem)
+    assert not torch.equal(other.trunk, first.trunk)
+    assert asked[0] == (("People & Body", "Symbols"), styles, {"face"})
+    assert [r["name"] for r in first.labels["records"]] == ["cook", "aries"]
+    assert data.data_digest(recipe, "extra") != data.data_digest(data.DataRecipe(augmentations=2, image_size=64,
+                                                                                 extra_emoji="people"), "extra")
