@@ -20,6 +20,9 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
    the text projection, the temperature.
 2. Data (:mod:`pretrain_data`): augmented EmojiDomains pretraining classes, rendered digits, numbers and
    words, and the ImageNet class names with the pretrained classifier. The frozen CNN runs once per image.
+   With ``--extra-emoji smileys+people+symbols`` (:mod:`emoji_extra`; our ablation, off by default: it lowered
+   unseen classes in a seen style, seventeenth round of ``docs/measurements/mini_clip_tuning.md``) the emoji
+   categories EmojiDomains leaves out join the emoji loss as more classes.
 3. Loss, per step, summed:
    - emoji: CLIP's symmetric InfoNCE (Radford et al. 2021, Fig. 3) on a batch of DISTINCT classes; the
      image->text side is a softmax over one random caption of EVERY training class (as version 1);
