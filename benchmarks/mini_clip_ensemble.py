@@ -27,7 +27,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,30 +34,13 @@ for folder in (REPO, REPO / "data_scripts", REPO / "benchmarks"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+from evaluate_mini_clip import top_k, zero_shot_scores as member_scores  # noqa: E402
 from uniil_lib.fileio import atomic_write_text, check_output_file  # noqa: E402
 
 
-@torch.no_grad()
-def member_scores(clip, imageset, templates) -> torch.Tensor:
-    """``(N, C)`` cosine similarities of one member: normalised image embeddings x its class embeddings."""
-    from uniil_lib.clip import zero_shot_weights
-    from uniil_lib.features import image_features
-
-    weights = zero_shot_weights(clip, imageset.class_names, templates)
-    return image_features(clip, imageset, use_cache=False, progress=False) @ weights.T
-
-
-def top_k(scores: torch.Tensor, labels, k: int = 5) -> dict:
-    """Top-1 and top-k accuracy (%) of ``(N, C)`` scores against integer ``labels``."""
-    ranked = scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()
-    labels = np.asarray(labels)
-    return {"top1": round(100 * float((ranked[:, 0] == labels).mean()), 2),
-            f"top{k}": round(100 * float((ranked == labels[:, None]).any(1).mean()), 2)}
-
-
 def ensemble_numbers(clips: list, sets: list) -> dict:
-    """Top-1/top-5 of every member and of the ensemble (mean of the members' cosines) on ``(key, imageset,
-    templates)`` sets."""
+    """Top-1/top-5 of every member and of the ensemble (mean of the members' cosines, each from
+    ``evaluate_mini_clip.zero_shot_scores``) on ``(key, imageset, templates)`` sets."""
     numbers = {}
     for key, imageset, templates in sets:
         per_member = [member_scores(clip, imageset, templates) for clip in clips]

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections import Counter
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 
 from fetch_emoji import (
-    METADATA_PACKAGE, SOURCES, clean_name, code_point_key, extract_style, fetch_package, find_svg_renderer,
-    is_single_class, make_decoder, read_emoji_json, require_npm,
+    METADATA_PACKAGE, SOURCES, code_point_key, extract_style, fetch_package, filter_emoji_entries, find_svg_renderer,
+    make_decoder, read_emoji_json, require_npm,
 )
 
 EXTRA_CATEGORIES = MappingProxyType({"smileys": "Smileys & Emotion", "people": "People & Body", "symbols": "Symbols"})
@@ -60,15 +59,10 @@ def name_words(name: str) -> set[str]:
 
 
 def extra_emoji_records(entries: list[dict], categories: tuple[str, ...], banned: set[str]) -> list[dict]:
-    """emoji.json entries of ``categories`` that become extra classes: ``{"code_point", "name", "category",
-    "subcategory"}`` in emoji sort order, without banned words and without names two emoji share."""
-    kept = [e for e in entries if e.get("category") in categories and e.get("name") and not e.get("obsoleted_by")
-            and is_single_class(e["unified"])]
-    kept.sort(key=lambda e: (e.get("sort_order", 0), e["unified"]))
-    counts = Counter(clean_name(e["name"]) for e in kept)
-    return [{"code_point": e["unified"], "name": clean_name(e["name"]), "category": e["category"],
-             "subcategory": e["subcategory"]} for e in kept
-            if counts[clean_name(e["name"])] == 1 and not banned & name_words(clean_name(e["name"]))]
+    """emoji.json entries of ``categories`` that become extra classes (``fetch_emoji.filter_emoji_entries``, names
+    two emoji share dropped), without the names that have a banned word."""
+    return [r for r in filter_emoji_entries(entries, categories, drop_repeated=True)
+            if not banned & name_words(r["name"])]
 
 
 def extra_emoji_drawings(categories: tuple[str, ...], styles: tuple[str, ...], banned: set[str],

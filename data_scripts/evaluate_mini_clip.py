@@ -31,18 +31,30 @@ V1_RECORD = REPO / "docs" / "measurements" / "mini_clip_v1.json"
 SUBCATEGORY_RECORD = REPO / "docs" / "measurements" / "mini_clip_subcategory.json"
 
 
-def zero_shot_accuracy(clip, imageset, templates) -> dict:
-    """Top-1 and top-5 zero-shot accuracy (%) of ``clip`` on ``imageset`` with the prompt ensemble ``templates``."""
+def zero_shot_scores(clip, imageset, templates):
+    """``(N, C)`` cosines of ``clip``'s normalised image embeddings of ``imageset`` and its prompt-ensemble class
+    embeddings (``templates``)."""
     from uniil_lib.clip import zero_shot_weights
     from uniil_lib.features import image_features
 
     weights = zero_shot_weights(clip, imageset.class_names, templates)
-    feats = image_features(clip, imageset, use_cache=False, progress=False)
-    ranked = (feats @ weights.T).topk(min(5, len(weights)), dim=1).indices.numpy()
-    labels = np.asarray(imageset.labels)
+    return image_features(clip, imageset, use_cache=False, progress=False) @ weights.T
+
+
+def top_k(scores, labels, k: int = 5) -> dict:
+    """Top-1 and top-``k`` accuracy (%) of ``(N, C)`` scores against integer ``labels``."""
+    ranked = scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()
+    labels = np.asarray(labels)
     return {"top1": round(100 * float((ranked[:, 0] == labels).mean()), 2),
-            "top5": round(100 * float((ranked == labels[:, None]).any(1).mean()), 2),
-            "classes": len(weights), "images": len(labels), "chance": round(100 / len(weights), 2)}
+            f"top{k}": round(100 * float((ranked == labels[:, None]).any(1).mean()), 2)}
+
+
+def zero_shot_accuracy(clip, imageset, templates) -> dict:
+    """Top-1 and top-5 zero-shot accuracy (%) of ``clip`` on ``imageset`` with the prompt ensemble ``templates``."""
+    scores = zero_shot_scores(clip, imageset, templates)
+    classes = scores.shape[1]
+    return {**top_k(scores, imageset.labels), "classes": classes, "images": len(imageset.labels),
+            "chance": round(100 / classes, 2)}
 
 
 def evaluation_sets(split_kind: str, root) -> list[tuple[str, str, object, tuple]]:

@@ -196,18 +196,20 @@ def is_single_class(unified: str) -> bool:
     return True
 
 
-def filter_emoji_entries(entries: Iterable[Mapping], categories: Sequence[str] = KEPT_CATEGORIES) -> list[dict]:
+def filter_emoji_entries(entries: Iterable[Mapping], categories: Sequence[str] = KEPT_CATEGORIES, *,
+                         drop_repeated: bool = False) -> list[dict]:
     """Keep the emoji.json entries that become classes.
 
     Args:
         entries: emoji.json records (``name``, ``unified``, ``category``, ``subcategory``, ``sort_order``...).
         categories: the emoji categories to keep.
+        drop_repeated: drop every entry whose clean name another kept entry shares, instead of raising.
 
     Returns:
         records ``{"code_point", "name", "category", "subcategory"}`` in emoji sort order.
 
     Raises:
-        ValueError: two kept entries get the same clean name.
+        ValueError: two kept entries get the same clean name (unless ``drop_repeated``).
     """
     kept = [
         e for e in entries
@@ -218,6 +220,8 @@ def filter_emoji_entries(entries: Iterable[Mapping], categories: Sequence[str] =
     records = [{"code_point": e["unified"], "name": clean_name(e["name"]), "category": e["category"],
                 "subcategory": e["subcategory"]} for e in kept]
     repeated = sorted(name for name, n in Counter(r["name"] for r in records).items() if n > 1)
+    if repeated and drop_repeated:
+        return [r for r in records if r["name"] not in repeated]
     if repeated:
         raise ValueError(f"emoji.json gives several kept emoji the same clean name: {repeated}; "
                          "add entries to NAME_OVERRIDES in data_scripts/fetch_emoji.py")

@@ -79,7 +79,7 @@ class DataRecipe:
     text_max_fill: float = 0.9  # largest share of the image side rendered text spans (RenderConfig.max_fill)
     text_boxed_digits: float = 0.0  # share of rendered digits stretched to their box (RenderConfig.boxed_digits)
     text_boxed_height: float = 0.95  # middle of their height range, share of the side (RenderConfig.boxed_height)
-    extra_emoji: str = ""  # more emoji categories in the pretraining styles, joined by "+" (data_scripts/emoji_extra.py)
+    extra_emoji: str = ""  # more emoji categories in the pretraining styles, joined by "+" (emoji_extra.py)
 
 
 @dataclass
@@ -187,10 +187,30 @@ def emoji_pretrain_classes(recipe: DataRecipe, root: Path | None = None):
     return [by_name[name] for name in split.pretrain_classes], tuple(split.pretrain_styles)
 
 
-def emoji_images(recipe: DataRecipe, k: int, style_index: int, bases: torch.Tensor) -> torch.Tensor:
+EXTRA_EMOJI_SEED_OFFSET = 5_555_555  # the extra emoji classes draw their augmentations apart from EmojiDomains'
+
+
+def emoji_images(recipe: DataRecipe, k: int, style_index: int, bases: torch.Tensor,
+                 seed_offset: int = 0) -> torch.Tensor:
     """Augmentation ``k`` of every class in style ``style_index``: one seeded generator per (k, style)."""
-    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 1000 * k + style_index)
+    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + seed_offset + 1000 * k + style_index)
     return augment(bases[:, style_index], gen, invert=recipe.invert, grey=recipe.grey)
+
+
+def augmented_rows(recipe: DataRecipe, stem: FrozenCNNStem, bases: torch.Tensor, *, seed_offset: int = 0,
+                   what: str = "emoji") -> torch.Tensor:
+    """Trunk features of every augmentation of ``(C, styles, 3, S, S)`` bases, rows ordered (k, style, class)."""
+    chunks = []
+    for k in tqdm(range(recipe.augmentations), desc=f"{what} augmentations -> stem", leave=False):
+        for s in range(bases.shape[1]):
+            chunks.append(run_trunk(stem, emoji_images(recipe, k, s, bases, seed_offset)))
+    return torch.cat(chunks)
+
+
+def row_labels(augmentations: int, n_styles: int, n_classes: int) -> dict:
+    """Class and style of every row ordered (k, style, class)."""
+    grid = torch.arange(augmentations * n_styles * n_classes)
+    return {"class": grid % n_classes, "style": (grid // n_classes) % n_styles}
 
 
 def emoji_bases(recipe: DataRecipe, root: Path | None = None):
@@ -208,14 +228,9 @@ def emoji_bases(recipe: DataRecipe, root: Path | None = None):
 def build_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
     """Trunk features of every augmentation: rows ordered (k, style, class)."""
     bases, classes, styles = emoji_bases(recipe, root)
-    chunks = []
-    for k in tqdm(range(recipe.augmentations), desc="emoji augmentations -> stem", leave=False):
-        for s in range(len(styles)):
-            chunks.append(run_trunk(stem, emoji_images(recipe, k, s, bases)))
-    n_cls = len(classes)
-    grid = torch.arange(recipe.augmentations * len(styles) * n_cls)
-    return StemData(torch.cat(chunks), {"class": grid % n_cls, "style": (grid // n_cls) % len(styles),
-                                        "class_names": [c.name for c in classes], "styles": list(styles)})
+    return StemData(augmented_rows(recipe, stem, bases), {**row_labels(recipe.augmentations, len(styles), len(classes)),
+                                                          "class_names": [c.name for c in classes],
+                                                          "styles": list(styles)})
 
 
 def build_extra_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path | None = None) -> StemData:
@@ -225,12 +240,8 @@ def build_extra_emoji_part(recipe: DataRecipe, stem: FrozenCNNStem, root: Path |
     records, images = extra_emoji_drawings(parse_extra_categories(recipe.extra_emoji), styles,
                                            banned_words(recipe, root), cache_root() / "downloads" / "emoji")
     bases = torch.stack([resize_bases(images[:, s], recipe.image_size) for s in range(len(styles))], 1)
-    chunks = []
-    for k in tqdm(range(recipe.augmentations), desc="extra emoji augmentations -> stem", leave=False):
-        for s in range(len(styles)):
-            gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 5_555_555 + 1000 * k + s)
-            chunks.append(run_trunk(stem, augment(bases[:, s], gen, invert=recipe.invert, grey=recipe.grey)))
-    return StemData(torch.cat(chunks), {"records": records, "styles": list(styles)})
+    trunk = augmented_rows(recipe, stem, bases, seed_offset=EXTRA_EMOJI_SEED_OFFSET, what="extra emoji")
+    return StemData(trunk, {"records": records, "styles": list(styles)})
 
 
 def join_emoji_parts(emoji: StemData, extra: StemData, augmentations: int) -> StemData:
@@ -241,8 +252,7 @@ def join_emoji_parts(emoji: StemData, extra: StemData, augmentations: int) -> St
     trunk = torch.cat([emoji.trunk.view(augmentations, n_styles, n_base, *shape),
                        extra.trunk.view(augmentations, n_styles, n_extra, *shape)], dim=2)
     names = emoji.labels["class_names"] + [r["name"] for r in extra.labels["records"]]
-    grid = torch.arange(augmentations * n_styles * len(names))
-    return StemData(trunk.reshape(-1, *shape), {"class": grid % len(names), "style": (grid // len(names)) % n_styles,
+    return StemData(trunk.reshape(-1, *shape), {**row_labels(augmentations, n_styles, len(names)),
                                                 "class_names": names, "styles": emoji.labels["styles"],
                                                 "domain_classes": n_base})
 
