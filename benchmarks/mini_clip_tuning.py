@@ -8,7 +8,7 @@ Usage::
                                           [--freeze-text-projection] [--invert P] [--grey P]
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
-                                          [--text-boxed-height 0.95]
+                                          [--text-boxed-height 0.95] [--stem-head-lr-scale S]
                                           [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -54,7 +54,7 @@ from emoji_extra import extra_categories_argument, name_words  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
     Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, WeightAverage,
-    run_base_seed, start_text_projection,
+    run_base_seed, start_stem_head, start_text_projection,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -125,9 +125,13 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
         raise ValueError("a spawned soup and a running weight average are two answers to one question: pick one")
     if soup_children and not 0 < spawn_step < recipe.steps:
         raise ValueError(f"--spawn-step must lie inside the schedule (0 < S < {recipe.steps}), got {spawn_step}")
+    if soup_children and recipe.stem_head_lr_scale:
+        raise ValueError("a spawned soup averages the weights file's tensors, which hold no stem head: "
+                         "drop --stem-head-lr-scale or --soup-children")
     model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     data = load_train_data(model, recipe, root)
     start_text_projection(model, data.emoji_captions, recipe)
+    start_stem_head(model, recipe)
     data = without_classes(data, left_out, recipe.data.augmentations)
     optimizer, scheduler = make_optimizer(model, recipe)
     decays = ([recipe.weight_average] if recipe.weight_average > 0 else []) + list(extra_averages)
@@ -275,7 +279,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
                     weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection,
-                    label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets)
+                    label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets,
+                    stem_head_lr_scale=args.stem_head_lr_scale)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size,
                                   vision_pool=args.vision_pool)
 
@@ -305,6 +310,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--imagenet-weight", type=float, default=Recipe.imagenet_weight)
     parser.add_argument("--label-smoothing", type=float, default=Recipe.label_smoothing)
     parser.add_argument("--semantic-targets", type=float, default=Recipe.semantic_targets)
+    parser.add_argument("--stem-head-lr-scale", type=float, default=Recipe.stem_head_lr_scale,
+                        help="train the CNN's 1x1 conv head at lr x this (0: frozen, as shipped)")
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)

@@ -146,6 +146,7 @@ class Recipe:
     label_smoothing: float = 0.0  # emoji image->text targets: this share spread evenly over the classes
     semantic_targets: float = 0.0  # emoji image->text targets: this share spread by MiniLM's class similarity
     semantic_temperature: float = 0.05  # softmax temperature of that class similarity (cosine)
+    stem_head_lr_scale: float = 0.0  # the CNN's 1x1 conv head trains at lr x this (0: frozen, as shipped)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -287,10 +288,17 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
 # ----------------------------------------------------------------------------------------------------
 
 
+def stem_head(stem, trunk: torch.Tensor) -> torch.Tensor:
+    """The CNN's 1x1 conv head on trunk features; differentiable when its weights train (:func:`start_stem_head`)."""
+    if not stem.cnn.conv_head.weight.requires_grad:
+        return stem.head(trunk)
+    return stem.cnn.bn2(stem.cnn.conv_head(trunk))  # batch norm in evaluation mode: ImageNet's statistics
+
+
 def encode_trunk(model, trunk: torch.Tensor) -> torch.Tensor:
     """Cached trunk features -> normalised image embeddings, through the real tower (head, tokens, blocks)."""
     visual = model.visual
-    hidden = visual.transformer(visual.tokens(visual.stem.head(trunk.float())))
+    hidden = visual.transformer(visual.tokens(stem_head(visual.stem, trunk.float())))
     return F.normalize(visual.pool_project(hidden), dim=-1)
 
 
@@ -479,14 +487,38 @@ def start_text_projection(model, caption_features: torch.Tensor, recipe: Recipe)
     model.text.proj.weight.requires_grad_(not recipe.freeze_text_projection)
 
 
+def stem_head_parameters(model) -> list[torch.nn.Parameter]:
+    """The CNN's 1x1 conv head (320 -> 1280) and its batch norm's scale and shift (not its statistics)."""
+    cnn = model.visual.stem.cnn
+    return [cnn.conv_head.weight, cnn.bn2.weight, cnn.bn2.bias]
+
+
+def start_stem_head(model, recipe: Recipe) -> None:
+    """Let the CNN's conv head train when ``recipe.stem_head_lr_scale`` > 0 (our ablation, off as shipped).
+
+    The trunk under it stays frozen and cached, so a step costs the same; the head is the last ImageNet layer
+    before the tokens, so training it adapts the features the transformer reads (the eighteenth tuning round
+    asks whether the frozen features bound transfer to unseen classes). A tuning-only option: our weights
+    file holds no stem tensor, so :func:`train` refuses it.
+    """
+    for p in stem_head_parameters(model):
+        p.requires_grad_(recipe.stem_head_lr_scale > 0)
+
+
 def trainable(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def make_optimizer(model, recipe: Recipe):
-    params = trainable(model)
+    """AdamW with weight decay on matrices only; a trained stem head in a group of its own, at
+    ``lr * stem_head_lr_scale`` and without decay (decoupled decay would pull the ImageNet weights to zero)."""
+    head = {id(p) for p in stem_head_parameters(model)}
+    params = [p for p in trainable(model) if id(p) not in head]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": recipe.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    if recipe.stem_head_lr_scale > 0:
+        groups.append({"params": stem_head_parameters(model), "weight_decay": 0.0,
+                       "lr": recipe.lr * recipe.stem_head_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
 
     def factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
@@ -559,6 +591,10 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     ``benchmarks/mini_clip_tuning.py --run-seed`` draws it, for choosing among runs
     (``benchmarks/mini_clip_selection.py``).
     """
+    if recipe.stem_head_lr_scale:
+        raise ValueError(f"stem_head_lr_scale={recipe.stem_head_lr_scale}: a trained stem head is a tuning-run "
+                         "option (benchmarks/mini_clip_tuning.py --stem-head-lr-scale); the weights file holds no "
+                         "stem tensor, so a pretraining run keeps the head frozen (0)")
     model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     began = time.perf_counter()
     data = load_train_data(model, recipe, root)

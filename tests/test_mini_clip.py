@@ -392,6 +392,37 @@ def test_one_pretraining_step_updates_the_tower_and_its_batch_depends_only_on_th
     assert math.isfinite(third) and third != losses[0], "another run seed draws another batch"
 
 
+def test_a_stem_head_lr_scale_trains_the_cnn_head_alone_at_its_own_rate_and_pretraining_refuses_it(monkeypatch):
+    """``stem_head_lr_scale`` > 0 (a tuning-run ablation): the conv head and its batch norm's affine move, in an
+    optimiser group of their own (scaled rate, no decay); the trunk and the batch-norm statistics stay; 0 (the
+    shipped recipe) leaves the whole CNN as it was; the pretraining script refuses the option."""
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    data = _four_class_train_data(script, data_module)
+    base = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
+    for scale in (0.0, 0.1):
+        recipe = replace(base, stem_head_lr_scale=scale)
+        model = mini_clip.build_mini_clip(seed=0)
+        cnn = model.visual.stem.cnn
+        script.start_stem_head(model, recipe)
+        before = {name: t.detach().clone() for name, t in cnn.state_dict().items()}
+        optimizer, scheduler = script.make_optimizer(model, recipe)
+        script.optimisation_step(model, data, recipe, optimizer, scheduler, step=3)
+        moved = {name for name, t in cnn.state_dict().items() if not torch.equal(t, before[name])}
+        if scale == 0:
+            assert moved == set(), "the shipped recipe keeps the whole CNN frozen"
+            assert len(optimizer.param_groups) == 2
+        else:
+            assert moved == {"conv_head.weight", "bn2.weight", "bn2.bias"}, moved
+            head_group = optimizer.param_groups[-1]
+            assert head_group["weight_decay"] == 0.0
+            assert head_group["lr"] == pytest.approx(scheduler.get_last_lr()[0] * 0.1), "lr x scale, same schedule"
+            assert model.visual.stem.cnn.training is False, "batch norm keeps ImageNet's statistics"
+    with pytest.raises(ValueError, match="tuning-run option"):
+        script.train(replace(base, stem_head_lr_scale=0.1), mini_clip.MiniClipConfig(), root=None,
+                     checkpoint=Path("unused.pt"), fresh=True)
+
+
 def test_soft_emoji_targets_follow_minilm_class_similarity_and_reduce_to_one_hot(monkeypatch):
     """Ninth tuning round's options: ``semantic_targets`` (MiniLM's neighbourhoods) and ``label_smoothing``."""
     from types import SimpleNamespace
@@ -501,8 +532,9 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
     tuning = load_script("benchmarks/mini_clip_tuning.py")
     recipe, config = tuning.recipe_and_config(tuning.parse_args(
         ["--name", "x", "--image-size", "160", "--imagenet-weight", "0.3", "--vision-layers", "2",
-         "--augmentations", "24", "--batch-size", "96", "--vision-pool", "mean", "--semantic-targets", "0.3"]))
-    assert recipe.semantic_targets == 0.3
+         "--augmentations", "24", "--batch-size", "96", "--vision-pool", "mean", "--semantic-targets", "0.3",
+         "--stem-head-lr-scale", "0.1"]))
+    assert recipe.semantic_targets == 0.3 and recipe.stem_head_lr_scale == 0.1
     assert (recipe.data.image_size, config.image_size) == (160, 160), "the data and the tower share one image size"
     assert config.vision_pool == "mean"
     assert (recipe.data.augmentations, recipe.batch_size) == (24, 96)
@@ -515,7 +547,7 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
     (tmp_path / "px160.json").write_text(json.dumps(run))
     assert tuning.report(tmp_path).splitlines()[2].startswith(
         "| px160 | 600 | image_size=160, augmentations=24, batch_size=96, imagenet_weight=0.3, semantic_targets=0.3, "
-        "vision_layers=2, "
+        "stem_head_lr_scale=0.1, vision_layers=2, "
         "vision_pool=mean | 0 |"), \
         "each change named once"
 
