@@ -17,7 +17,9 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
 
 1. Two pretrained parts stay frozen: EfficientNet-Lite0 (ImageNet) under the image tower, MiniLM as the
    text encoder. What joins them trains: token projection, transformer blocks and head of the image tower,
-   the text projection, the temperature.
+   the text projection, the temperature. (``Recipe.stem_head_lr_scale`` > 0 lets the CNN's 1x1 conv head train
+   too: a tuning-run ablation that this script refuses, measured in the eighteenth round of
+   ``docs/measurements/mini_clip_tuning.md`` without a gain.)
 2. Data (:mod:`pretrain_data`): augmented EmojiDomains pretraining classes, rendered digits, numbers and
    words, and the ImageNet class names with the pretrained classifier. The frozen CNN runs once per image.
    With ``--extra-emoji smileys+people+symbols`` (:mod:`emoji_extra`; our ablation, off by default: it lowered
