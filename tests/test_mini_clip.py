@@ -552,6 +552,29 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
         "each change named once"
 
 
+def test_heldout_sibling_diagnostic_scores_each_class_and_bins_them_far_to_near():
+    """``benchmarks/heldout_siblings.py``'s pieces on numbers worked out by hand."""
+    from repo_scripts import load_script
+
+    siblings = load_script("benchmarks/heldout_siblings.py")
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.0, 0.8, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    labels = torch.tensor([0, 1, 2, 2, 1])  # class 0: 1/1 right, class 1: 1/2, class 2: 1/2
+    assert siblings.per_class_top1(scores, labels, 3).tolist() == [100.0, 50.0, 50.0]
+    with pytest.raises(ValueError, match=r"classes \[3\] have no image"):
+        siblings.per_class_top1(scores, labels, 4)
+    closeness = torch.tensor([0.9, 0.2, 0.5, 0.8, 0.1])
+    accuracy = torch.tensor([40.0, 0.0, 10.0, 30.0, 5.0])
+    bins = siblings.accuracy_by_closeness(closeness, accuracy, 2)
+    assert [b["classes"] for b in bins] == [3, 2]
+    assert [b["mean_top1"] for b in bins] == [5.0, 35.0], "far bin: 0.1, 0.2, 0.5; near bin: 0.8, 0.9"
+    assert (bins[0]["closeness_min"], bins[1]["closeness_max"]) == (0.1, 0.9)
+    with pytest.raises(ValueError, match="--bins must lie in 1..5"):
+        siblings.accuracy_by_closeness(closeness, accuracy, 6)
+    value, index = siblings.nearest_similarity(torch.tensor([[1.0, 0.0], [0.0, 2.0]]),
+                                               torch.tensor([[1.0, 1.0], [0.0, 3.0]]))
+    assert index.tolist() == [0, 1] and torch.allclose(value, torch.tensor([2 ** -0.5, 1.0]))
+
+
 def test_stem_probe_names_the_package_of_a_cnn_that_is_not_installed():
     from repo_scripts import load_script
 
