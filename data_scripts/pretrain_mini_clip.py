@@ -498,11 +498,18 @@ def stem_head_parameters(model) -> list[torch.nn.Parameter]:
 def start_stem_head(model, recipe: Recipe) -> None:
     """Let the CNN's conv head train when ``recipe.stem_head_lr_scale`` > 0 (our ablation, off as shipped).
 
-    The trunk under it stays frozen and cached, so a step costs the same; the head is the last ImageNet layer
-    before the tokens, so training it adapts the features the transformer reads (the eighteenth tuning round
-    asks whether the frozen features bound transfer to unseen classes). A tuning-only option: our weights
-    file holds no stem tensor, so :func:`train` refuses it.
+    The trunk under it stays frozen and cached, so a step costs little more (1.08x, measured side by side by
+    ``benchmarks/stem_head_step_time.py``); the head is the last ImageNet layer before the tokens, so training it
+    adapts the features the transformer reads (the eighteenth tuning round asks whether the frozen features bound
+    transfer to unseen classes). A tuning-only option: our weights file holds no stem tensor, so :func:`train`
+    refuses it.
+
+    Raises:
+        ValueError: a negative scale.
     """
+    if recipe.stem_head_lr_scale < 0:
+        raise ValueError(f"stem_head_lr_scale must be >= 0 (0 keeps the CNN's head frozen), got "
+                         f"{recipe.stem_head_lr_scale}")
     for p in stem_head_parameters(model):
         p.requires_grad_(recipe.stem_head_lr_scale > 0)
 

@@ -418,6 +418,8 @@ def test_a_stem_head_lr_scale_trains_the_cnn_head_alone_at_its_own_rate_and_pret
             assert head_group["weight_decay"] == 0.0
             assert head_group["lr"] == pytest.approx(scheduler.get_last_lr()[0] * 0.1), "lr x scale, same schedule"
             assert model.visual.stem.cnn.training is False, "batch norm keeps ImageNet's statistics"
+    with pytest.raises(ValueError, match="stem_head_lr_scale must be >= 0"):
+        script.start_stem_head(mini_clip.build_mini_clip(seed=0), replace(base, stem_head_lr_scale=-0.1))
     with pytest.raises(ValueError, match="tuning-run option"):
         script.train(replace(base, stem_head_lr_scale=0.1), mini_clip.MiniClipConfig(), root=None,
                      checkpoint=Path("unused.pt"), fresh=True)
