@@ -54,7 +54,7 @@ from emoji_extra import extra_categories_argument, name_words  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
     Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, WeightAverage,
-    run_base_seed, start_stem_head, start_text_projection,
+    run_base_seed, start_trained_parts,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -130,8 +130,7 @@ def train_variant(recipe: Recipe, config: MiniClipConfig, left_out: list[int], r
                          "drop --stem-head-lr-scale or --soup-children")
     model = build_mini_clip(config, seed=run_base_seed(recipe, run_seed))
     data = load_train_data(model, recipe, root)
-    start_text_projection(model, data.emoji_captions, recipe)
-    start_stem_head(model, recipe)
+    start_trained_parts(model, data.emoji_captions, recipe)
     data = without_classes(data, left_out, recipe.data.augmentations)
     optimizer, scheduler = make_optimizer(model, recipe)
     decays = ([recipe.weight_average] if recipe.weight_average > 0 else []) + list(extra_averages)

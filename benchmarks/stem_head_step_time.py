@@ -27,7 +27,7 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from pretrain_mini_clip import (  # noqa: E402
-    Recipe, load_train_data, make_optimizer, optimisation_step, start_stem_head, start_text_projection,
+    Recipe, load_train_data, make_optimizer, optimisation_step, start_trained_parts,
 )
 from uniil_lib.mini_clip import MiniClipConfig, build_mini_clip  # noqa: E402
 
@@ -35,8 +35,7 @@ from uniil_lib.mini_clip import MiniClipConfig, build_mini_clip  # noqa: E402
 def seconds_per_step(recipe: Recipe, data, steps: int) -> float:
     """Mean seconds of ``steps`` optimisation steps of a fresh model, after one warm-up step."""
     model = build_mini_clip(MiniClipConfig(), seed=0)
-    start_text_projection(model, data.emoji_captions, recipe)
-    start_stem_head(model, recipe)
+    start_trained_parts(model, data.emoji_captions, recipe)
     optimizer, scheduler = make_optimizer(model, recipe)
     optimisation_step(model, data, recipe, optimizer, scheduler, 0)
     began = time.perf_counter()

@@ -514,6 +514,14 @@ def start_stem_head(model, recipe: Recipe) -> None:
         p.requires_grad_(recipe.stem_head_lr_scale > 0)
 
 
+def start_trained_parts(model, caption_features: torch.Tensor, recipe: Recipe) -> None:
+    """Set up what the recipe trains before the optimiser is made: the text projection
+    (:func:`start_text_projection`) and the CNN's conv head (:func:`start_stem_head`). Every training loop
+    calls this one function, so no loop can leave out a part."""
+    start_text_projection(model, caption_features, recipe)
+    start_stem_head(model, recipe)
+
+
 def trainable(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -608,7 +616,7 @@ def train(recipe: Recipe, config: MiniClipConfig, *, root: Path | None, checkpoi
     began = time.perf_counter()
     data = load_train_data(model, recipe, root)
     times = {"data_seconds": time.perf_counter() - began, "train_seconds": 0.0}
-    start_text_projection(model, data.emoji_captions, recipe)
+    start_trained_parts(model, data.emoji_captions, recipe)
     optimizer, scheduler = make_optimizer(model, recipe)
     average = make_weight_average(model, recipe)
     start = 0
