@@ -8,7 +8,7 @@ Usage::
                                           [--freeze-text-projection] [--invert P] [--grey P]
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
-                                          [--text-boxed-height 0.95] [--stem-head-lr-scale S]
+                                          [--text-boxed-height 0.95] [--stem-head-lr-scale S] [--keyword-weight W]
                                           [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import time
 from dataclasses import replace
@@ -89,7 +90,20 @@ def without_classes(data: TrainData, left_out: list[int], augmentations: int) ->
     trunk = trunk[:, :, keep].reshape(-1, *data.emoji.trunk.shape[1:]).contiguous()
     emoji = StemData(trunk, {"class_names": [data.emoji.labels["class_names"][c] for c in keep.tolist()]})
     data = replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
+    if data.keyword_targets is not None:
+        data = without_keywords(data, keep, banned)
     return data if data.icons is None else without_icons(data, banned)
+
+
+def without_keywords(data: TrainData, keep: torch.Tensor, banned: set[str]) -> TrainData:
+    """``data``'s keyword targets of the ``keep`` classes only, without the keywords that have a ``banned`` word
+    (a word of a left-out class name) or that no kept class has; each row spread evenly again."""
+    targets = data.keyword_targets[keep]
+    columns = [k for k, word in enumerate(data.keywords)
+               if not banned & set(re.split(r"[ -]", word)) and bool(targets[:, k].any())]
+    present = (targets[:, columns] > 0).float()
+    return replace(data, keywords=[data.keywords[k] for k in columns], keyword_features=data.keyword_features[columns],
+                   keyword_targets=present / present.sum(1, keepdim=True).clamp(min=1))
 
 
 def without_icons(data: TrainData, banned: set[str]) -> TrainData:
@@ -279,7 +293,7 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
                     weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection,
                     label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets,
-                    stem_head_lr_scale=args.stem_head_lr_scale)
+                    stem_head_lr_scale=args.stem_head_lr_scale, keyword_weight=args.keyword_weight)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size,
                                   vision_pool=args.vision_pool)
 
@@ -311,6 +325,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--semantic-targets", type=float, default=Recipe.semantic_targets)
     parser.add_argument("--stem-head-lr-scale", type=float, default=Recipe.stem_head_lr_scale,
                         help="train the CNN's 1x1 conv head at lr x this (0: frozen, as shipped)")
+    parser.add_argument("--keyword-weight", type=float, default=Recipe.keyword_weight,
+                        help="weight of the emoji keyword loss (data_scripts/emoji_keywords.py; 0: off)")
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)

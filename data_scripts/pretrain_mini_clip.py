@@ -47,6 +47,9 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
      label smoothing), or a share ``semantic_targets`` to the classes whose style-free captions MiniLM
      places near the true one (:func:`semantic_class_targets`), so the image embedding learns MiniLM's
      neighbourhoods of class names instead of 749 isolated points.
+   - emoji keywords (weight ``keyword_weight``; our ablation, off by default; nineteenth round of the tuning
+     file): the emoji batch's images against every keyword emojilib lists for the pretraining classes
+     (:mod:`emoji_keywords`), targets spread evenly over the image's class keywords (:func:`keyword_loss`).
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
    from which an interrupted run resumes exactly. With ``weight_average`` > 0 the written weights are an
    exponential moving average of the trained ones (Polyak and Juditsky 1992; :class:`WeightAverage`), which
@@ -78,7 +81,10 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from emoji_extra import extra_categories_argument  # noqa: E402
-from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, join_emoji_parts, load_or_build  # noqa: E402
+from emoji_keywords import class_keywords, keyword_targets  # noqa: E402
+from pretrain_data import (  # noqa: E402
+    DataRecipe, StemData, banned_words, emoji_pretrain_classes, join_emoji_parts, load_or_build,
+)
 from uniil_lib.clip_model import pooled_text_features  # noqa: E402
 from uniil_lib.data.emoji import EmojiClass  # noqa: E402
 from uniil_lib.fileio import atomic_write, atomic_write_text  # noqa: E402
@@ -122,6 +128,7 @@ GENERIC_TEMPLATES = (
     "a cartoon {}.", "a small image of a {}.",
 )
 IMAGENET_TEMPLATE = "a photo of a {}."
+KEYWORD_TEMPLATE = "an emoji of {}."  # our choice: the class captions' frame, no article (keywords may be adjectives)
 ICON_TEMPLATES = ("an icon of a {}.", "a {} icon.", "a black and white icon of a {}.", "a symbol of a {}.",
                   "a {}.", "a drawing of a {}.")
 
@@ -149,6 +156,7 @@ class Recipe:
     semantic_targets: float = 0.0  # emoji image->text targets: this share spread by MiniLM's class similarity
     semantic_temperature: float = 0.05  # softmax temperature of that class similarity (cosine)
     stem_head_lr_scale: float = 0.0  # the CNN's 1x1 conv head trains at lr x this (0: frozen, as shipped)
+    keyword_weight: float = 0.0  # weight of the emoji keyword loss (emoji_keywords.py; 0: off, as shipped)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,6 +243,9 @@ class TrainData:
     icons: StemData | None = None  # rows (k, drawing), when the recipe has the icon part
     icon_captions: torch.Tensor | None = None  # (I, T, 384): every icon name in every ICON_TEMPLATES caption
     icon_drawings: torch.Tensor | None = None  # (I, W): the drawings of every name (padded by repetition)
+    keywords: list[str] | None = None  # the keyword vocabulary, when the recipe has the keyword loss
+    keyword_features: torch.Tensor | None = None  # (K, 384) pooled MiniLM features of KEYWORD_TEMPLATE captions
+    keyword_targets: torch.Tensor | None = None  # (C, K): each class's keywords, weight spread evenly
 
 
 def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
@@ -274,7 +285,15 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
         icon_drawings = drawings_of_names(icons.labels["drawing_name"], len(names))
         print(f"named icons: {len(names)} names, {len(icons.labels['drawing_name'])} drawings x "
               f"{recipe.data.icon_augmentations} augmentations")
+    keywords = keyword_features = targets = None
+    if recipe.keyword_weight:
+        keywords, targets = keyword_targets(class_keywords([c.code_point for c in classes],
+                                                           banned_words(recipe.data, root),
+                                                           cache_root() / "downloads" / "emoji"))
+        keyword_features = embed_captions(model, tokenizer, [KEYWORD_TEMPLATE.format(k) for k in keywords])
+        print(f"emoji keywords: {len(keywords)} words, {(targets > 0).sum(1).float().mean():.1f} a class")
     return TrainData(
+        keywords=keywords, keyword_features=keyword_features, keyword_targets=targets,
         icons=icons, icon_captions=icon_captions, icon_drawings=icon_drawings,
         emoji=emoji, emoji_captions=embed_captions(model, tokenizer, captions), fits=fits,
         generic=torch.tensor([f[0][:n_generic] for f in fits]), text=text,
@@ -415,6 +434,16 @@ def icon_loss(model, data: TrainData, recipe: Recipe, gen: torch.Generator):
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def keyword_loss(model, data: TrainData, image: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """The emoji batch's images against every keyword: cross-entropy to targets spread evenly over each image's
+    class keywords (:mod:`emoji_keywords`), so a drawing lies near the words that describe it, not only its
+    name. Image->text only (a keyword fits many classes); it draws nothing from the generator, so a run with it
+    sees the same batches as one without. Our ablation (nineteenth round of the tuning file), off as shipped.
+    """
+    logits = model.logit_scale.exp().clamp(max=100) * image @ project_text(model, data.keyword_features).T
+    return F.cross_entropy(logits, data.keyword_targets[classes])
+
+
 def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) -> dict:
     trunk, classes, captions = emoji_batch(data, recipe, gen)
     soft_targets = None
@@ -433,6 +462,9 @@ def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) 
     if data.icons is not None:
         icon = icon_loss(model, data, recipe, gen)
         loss, parts["icon"] = loss + recipe.icon_weight * icon, icon.item()
+    if data.keyword_features is not None:
+        keyword = keyword_loss(model, data, image, classes)
+        loss, parts["keyword"] = loss + recipe.keyword_weight * keyword, keyword.item()
     return {"loss": loss, **parts}
 
 
@@ -708,6 +740,8 @@ def parse_args(argv=None):
                         help="share of the emoji image->text target spread evenly over the classes")
     parser.add_argument("--semantic-targets", type=float, default=defaults.semantic_targets,
                         help="share of the emoji image->text target spread by MiniLM's class-name similarity")
+    parser.add_argument("--keyword-weight", type=float, default=defaults.keyword_weight,
+                        help="weight of the emoji keyword loss (emojilib keywords; see emoji_keywords.py)")
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
@@ -743,7 +777,7 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
                     icon_style_share=args.icon_style_share, weight_average=args.weight_average,
                     freeze_text_projection=args.freeze_text_projection, label_smoothing=args.label_smoothing,
-                    semantic_targets=args.semantic_targets)
+                    semantic_targets=args.semantic_targets, keyword_weight=args.keyword_weight)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
                             vision_layers=args.vision_layers, vision_pool=args.vision_pool)
     return recipe, config
