@@ -513,8 +513,8 @@ def test_pretraining_options_reach_the_recipe_and_the_architecture(monkeypatch):
         ["--seed", "2", "--steps", "40", "--lr", "0.002", "--weight-average", "0.99", "--text-batch-size", "8",
          "--imagenet-weight", "0.3", "--icon-augmentations", "2", "--icon-weight", "0.5", "--split", "subcategory",
          "--image-size", "160", "--vision-layers", "2", "--freeze-text-projection", "--vision-pool", "mean",
-         "--label-smoothing", "0.1", "--semantic-targets", "0.3"]))
-    assert (recipe.label_smoothing, recipe.semantic_targets) == (0.1, 0.3)
+         "--label-smoothing", "0.1", "--semantic-targets", "0.3", "--keyword-weight", "0.5"]))
+    assert (recipe.label_smoothing, recipe.semantic_targets, recipe.keyword_weight) == (0.1, 0.3, 0.5)
     assert (recipe.data.seed, recipe.steps, recipe.lr) == (2, 40, 0.002)
     assert (recipe.weight_average, recipe.text_batch_size) == (0.99, 8)
     assert (recipe.imagenet_weight, recipe.data.icon_augmentations, recipe.icon_weight) == (0.3, 2, 0.5)
@@ -537,6 +537,8 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
          "--augmentations", "24", "--batch-size", "96", "--vision-pool", "mean", "--semantic-targets", "0.3",
          "--stem-head-lr-scale", "0.1"]))
     assert recipe.semantic_targets == 0.3 and recipe.stem_head_lr_scale == 0.1
+    keyword_recipe, _ = tuning.recipe_and_config(tuning.parse_args(["--name", "x", "--keyword-weight", "2"]))
+    assert keyword_recipe.keyword_weight == 2.0
     assert (recipe.data.image_size, config.image_size) == (160, 160), "the data and the tower share one image size"
     assert config.vision_pool == "mean"
     assert (recipe.data.augmentations, recipe.batch_size) == (24, 96)
@@ -1043,3 +1045,81 @@ def test_the_extra_emoji_part_is_deterministic_from_its_seed_and_passes_the_held
     assert [r["name"] for r in first.labels["records"]] == ["cook", "aries"]
     assert data.data_digest(recipe, "extra") != data.data_digest(data.DataRecipe(augmentations=2, image_size=64,
                                                                                  extra_emoji="people"), "extra")
+
+
+def _emojilib_tarball(folder: Path, entries: dict, member: str = "package/dist/emoji-en-US.json") -> Path:
+    """A tarball in emojilib's npm layout (``package/dist/emoji-en-US.json``), named as ``npm pack`` names it."""
+    import json
+    import tarfile
+
+    content = json.dumps(entries, ensure_ascii=False).encode("utf-8")
+    tarball = folder / "emojilib-4.0.3.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        info = tarfile.TarInfo(member)
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+    return tarball
+
+
+def test_emoji_keywords_come_from_the_pinned_emojilib_tarball_without_names_non_words_or_held_out_words(
+        monkeypatch, tmp_path):
+    _script(monkeypatch, "pretrain_data")
+    keywords, fetch_emoji = sys.modules["emoji_keywords"], sys.modules["fetch_emoji"]
+    tarball = _emojilib_tarball(tmp_path, {
+        "\U0001F996": ["t_rex", "animal", "Dinosaur", ":D", "extinct", "dinosaur", "tyrannosaurus_rex"],
+        "\U0001F9EC": ["dna", "gene", "double helix"],
+        "\u2602\ufe0f": ["umbrella", "rain", "bag", "hand-bag"],
+    })
+    pinned = fetch_emoji.NpmPackage("emojilib", "4.0.3", fetch_emoji.sha512_integrity(tarball))
+    monkeypatch.setattr(keywords, "EMOJILIB", pinned)
+    monkeypatch.setattr(keywords, "require_npm", lambda: pytest.fail("a verified cached tarball needs no npm"))
+    per_class = keywords.class_keywords(["1F996", "1F9EC", "2602-FE0F", "1F600"], {"bag"}, tmp_path)
+    assert per_class == [["animal", "dinosaur", "extinct", "tyrannosaurus rex"], ["gene", "double helix"], ["rain"],
+                         []], "name entry, ':D', repeats and every keyword with the banned word dropped"
+    vocabulary, targets = keywords.keyword_targets(per_class)
+    assert vocabulary == sorted(vocabulary) and len(vocabulary) == 7
+    assert targets.sum(1).tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0])
+    assert targets[0, vocabulary.index("dinosaur")] == 0.25 and targets[2, vocabulary.index("rain")] == 1.0
+    monkeypatch.setattr(keywords, "EMOJILIB", replace(pinned, integrity="sha512-" + "A" * 86 + "=="))
+    monkeypatch.setattr(keywords, "require_npm", lambda: (_ for _ in ()).throw(RuntimeError("no npm here")))
+    monkeypatch.setattr(fetch_emoji, "download_tarball", lambda *a, **k: pytest.fail("stop"))
+    with pytest.raises(pytest.fail.Exception, match="stop"):
+        keywords.class_keywords(["1F996"], set(), tmp_path)  # a tarball failing its pin is fetched again
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(ValueError, match="no package/dist/emoji-en-US.json"):
+        keywords.read_emojilib(_emojilib_tarball(other, {}, member="package/emojis.json"))
+
+
+def test_keyword_loss_joins_the_step_without_changing_its_batch_and_tuning_drops_left_out_keywords(monkeypatch):
+    from repo_scripts import load_script
+
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    plain = _four_class_train_data(script, data_module)
+    plain = replace(plain, emoji=replace(plain.emoji, labels={"class_names": ["apple", "bike", "sea", "cake"]}))
+    per_class = [["fruit", "red"], ["red", "ride"], ["wave"], ["apple pie"]]
+    vocabulary, targets = sys.modules["emoji_keywords"].keyword_targets(per_class)
+    features = torch.randn(len(vocabulary), 384, generator=torch.Generator().manual_seed(1))
+    data = replace(plain, keywords=vocabulary, keyword_features=features, keyword_targets=targets)
+    recipe = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0,
+                           warmup_steps=1, keyword_weight=2.0)
+    steps = {}
+    for name, train_data in (("plain", plain), ("keywords", data)):
+        model = mini_clip.build_mini_clip(seed=0)
+        steps[name] = script.optimisation_step(model, train_data, recipe, *script.make_optimizer(model, recipe), step=3)
+    assert steps["plain"]["emoji"] == steps["keywords"]["emoji"], "the keyword loss draws nothing: same batch"
+    assert "keyword" not in steps["plain"] and steps["keywords"]["keyword"] > 0
+    assert math.isclose(steps["keywords"]["loss"].item(), steps["keywords"]["emoji"] + 2.0 * steps["keywords"]["keyword"],
+                        rel_tol=1e-5)
+    model = mini_clip.build_mini_clip(seed=0)
+    image = F.normalize(torch.randn(2, model.visual.proj.shape[1]), dim=-1)
+    classes = torch.tensor([1, 2])
+    text = F.normalize(model.text.proj(features), dim=-1)
+    log_p = torch.log_softmax(model.logit_scale.exp() * image @ text.T, dim=1)
+    expected = -(targets[classes] * log_p).sum(1).mean()
+    assert torch.allclose(script.keyword_loss(model, data, image, classes), expected, atol=1e-5)
+    kept = load_script("benchmarks/mini_clip_tuning.py").without_classes(data, [0], augmentations=1)
+    assert kept.keywords == ["red", "ride", "wave"], "'fruit' only the left-out class had; 'apple pie' names it"
+    assert kept.keyword_targets.tolist() == [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    assert torch.equal(kept.keyword_features, features[[vocabulary.index(k) for k in kept.keywords]])
