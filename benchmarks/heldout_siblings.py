@@ -16,8 +16,19 @@ measures
 It then groups the classes into ``--bins`` equal-count bins by that closeness and reports the mean per-class top-1
 of each bin, and Spearman's rank correlation between the two over the classes. If the far bin stays near chance
 while the near bin carries the mean, what the recipe transfers is reached through siblings, which is what the
-subcategory split (no sibling of a held-out class in pretraining: 2.69) shows from the other side. The last line
-printed is the JSON written to ``--out``.
+subcategory split (no sibling of a held-out class in pretraining: 2.69) shows from the other side.
+
+It also scores a **sibling reader**, a thought experiment on the text side alone: an image tower that recognised
+every drawing as its nearest pretraining class perfectly and placed it exactly on that class's text embedding.
+Held-out class ``h`` is then named right when, among the 100 held-out names, ``h``'s own is the nearest to its
+nearest pretraining sibling's embedding. It is scored in two text spaces: the frozen MiniLM features of
+``"an emoji of a {name}."`` (nothing trained) and the shipped weights' zero-shot class embeddings (the card's
+prompt ensemble through the trained projection, what images are scored against). Its top-1 is what reading an
+unseen class through the seen class nearest *in name* can reach with these names and this text tower. Whether the
+tower does read drawings that way is then measured per style: the share of held-out test images whose nearest of
+the 749 pretraining classes (the tower's own scores, same prompts) is their class's nearest-in-name sibling, and
+the top-1 (among the 100) of the images read that way and of the rest. The last line printed is the JSON written
+to ``--out``.
 """
 
 from __future__ import annotations
@@ -35,8 +46,6 @@ REPO = Path(__file__).resolve().parents[1]
 for folder in (REPO, REPO / "data_scripts"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
-
-from evaluate_mini_clip import zero_shot_scores  # noqa: E402
 
 from uniil_lib.clip_model import pooled_text_features  # noqa: E402
 from uniil_lib.fileio import atomic_write_text  # noqa: E402
@@ -72,6 +81,15 @@ def accuracy_by_closeness(closeness: torch.Tensor, accuracy: torch.Tensor, bins:
     return rows
 
 
+def sibling_reader_top1(seen: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """``(H,)`` per-class top-1 (0 or 100) of the sibling reader (module docstring) from ``(S, d)`` pretraining-class
+    and ``(H, d)`` held-out-class text embeddings: class ``h`` is right when, of all held-out rows, ``held[h]`` is
+    the nearest (cosine) to the pretraining row nearest to ``held[h]``."""
+    _, sibling = nearest_similarity(held, seen)
+    guess = (F.normalize(seen[sibling], dim=-1) @ F.normalize(held, dim=-1).T).argmax(dim=1)
+    return 100.0 * (guess == torch.arange(len(held))).float()
+
+
 @torch.no_grad()
 def name_features(clip, names: list[str]) -> torch.Tensor:
     """Frozen MiniLM features (before the trained projection) of ``NAME_TEMPLATE`` for every name."""
@@ -88,29 +106,46 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from uniil_lib.clip import load_clip
+    from uniil_lib.clip import load_clip, zero_shot_weights
     from uniil_lib.data.emoji import EMOJI_TEMPLATES, load_emoji_style
     from uniil_lib.data.emoji_split import emoji_split
+    from uniil_lib.features import image_features
 
     clip = load_clip("mini")
     split = emoji_split("random", args.root)
     held, seen = list(split.heldout_classes), list(split.pretrain_classes)
-    closeness, nearest = nearest_similarity(name_features(clip, held), name_features(clip, seen))
+    held_names, seen_names = name_features(clip, held), name_features(clip, seen)
+    closeness, nearest = nearest_similarity(held_names, seen_names)
+    held_weights, seen_weights = (zero_shot_weights(clip, names, EMOJI_TEMPLATES) for names in (held, seen))
+    reader = {"minilm_names": sibling_reader_top1(seen_names, held_names),
+              "zero_shot_weights": sibling_reader_top1(seen_weights, held_weights)}
+    _, name_sibling = nearest_similarity(held_weights, seen_weights)
     record = {"weights": clip.identity, "name_template": NAME_TEMPLATE, "classes": len(held),
-              "pretraining_classes": len(seen), "chance": round(100 / len(held), 2), "styles": {}}
+              "pretraining_classes": len(seen), "chance": round(100 / len(held), 2),
+              "sibling_reader_top1": {space: round(float(r.mean()), 2) for space, r in reader.items()}, "styles": {}}
+    print(f"sibling reader top-1: {record['sibling_reader_top1']}")
     for style in args.styles.split(","):
         imageset = load_emoji_style(style, "test", args.root, held, n_per_class=8)
         if list(imageset.class_names) != held:
             raise RuntimeError(f"{style}: the image set's classes are not the held-out classes in their order")
-        scores = zero_shot_scores(clip, imageset, EMOJI_TEMPLATES)
-        accuracy = per_class_top1(scores, torch.as_tensor(imageset.labels), len(held))
+        features = image_features(clip, imageset, use_cache=False, progress=False)
+        labels = torch.as_tensor(imageset.labels)
+        scores = features @ held_weights.T  # the card's zero-shot scores (evaluate_mini_clip.zero_shot_scores)
+        accuracy = per_class_top1(scores, labels, len(held))
+        read_as_sibling = (features @ seen_weights.T).argmax(dim=1) == name_sibling[labels]
+        right = (scores.argmax(dim=1) == labels).float() * 100
         record["styles"][style] = {
             "mean_top1": round(float(accuracy.mean()), 2),
             "spearman_closeness_top1": round(float(spearmanr(closeness, accuracy).statistic), 3),
             "bins_far_to_near": accuracy_by_closeness(closeness, accuracy, args.bins),
+            "images_read_as_name_sibling_pct": round(100 * float(read_as_sibling.float().mean()), 2),
+            "top1_of_images_read_as_name_sibling_or_not": [round(float(right[read_as_sibling].mean()), 2),
+                                                           round(float(right[~read_as_sibling].mean()), 2)],
             "per_class": [{"class": name, "nearest_pretraining_class": seen[int(j)],
-                           "closeness": round(float(c), 4), "top1": round(float(a), 2)}
-                          for name, j, c, a in zip(held, nearest, closeness, accuracy)],
+                           "closeness": round(float(c), 4), "top1": round(float(a), 2),
+                           "name_sibling_zero_shot": seen[int(k)], "sibling_reader_top1": round(float(r), 2)}
+                          for name, j, c, a, k, r in zip(held, nearest, closeness, accuracy, name_sibling,
+                                                         reader["zero_shot_weights"])],
         }
         bins = record["styles"][style]["bins_far_to_near"]
         print(f"{style}: mean {record['styles'][style]['mean_top1']}%, Spearman "

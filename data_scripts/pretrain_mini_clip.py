@@ -309,17 +309,10 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
 # ----------------------------------------------------------------------------------------------------
 
 
-def stem_head(stem, trunk: torch.Tensor) -> torch.Tensor:
-    """The CNN's 1x1 conv head on trunk features; differentiable when its weights train (:func:`start_stem_head`)."""
-    if not stem.cnn.conv_head.weight.requires_grad:
-        return stem.head(trunk)
-    return stem.cnn.bn2(stem.cnn.conv_head(trunk))  # batch norm in evaluation mode: ImageNet's statistics
-
-
 def encode_trunk(model, trunk: torch.Tensor) -> torch.Tensor:
     """Cached trunk features -> normalised image embeddings, through the real tower (head, tokens, blocks)."""
     visual = model.visual
-    hidden = visual.transformer(visual.tokens(stem_head(visual.stem, trunk.float())))
+    hidden = visual.transformer(visual.tokens(visual.stem.head(trunk.float())))  # the head trains only in an ablation
     return F.normalize(visual.pool_project(hidden), dim=-1)
 
 

@@ -577,6 +577,10 @@ def test_heldout_sibling_diagnostic_scores_each_class_and_bins_them_far_to_near(
     value, index = siblings.nearest_similarity(torch.tensor([[1.0, 0.0], [0.0, 2.0]]),
                                                torch.tensor([[1.0, 1.0], [0.0, 3.0]]))
     assert index.tolist() == [0, 1] and torch.allclose(value, torch.tensor([2 ** -0.5, 1.0]))
+    reader = siblings.sibling_reader_top1(torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+                                          torch.tensor([[1.0, 0.2], [1.0, 0.5], [0.1, 1.0]]))
+    assert reader.tolist() == [100.0, 0.0, 100.0], \
+        "held-out 0 and 1 share the sibling (1, 0), which lies nearer held-out 0; held-out 2 has (0, 1) to itself"
 
 
 def test_stem_probe_names_the_package_of_a_cnn_that_is_not_installed():

@@ -184,9 +184,14 @@ class FrozenCNNStem(nn.Module):
         x = self.cnn.blocks(self.cnn.bn1(self.cnn.conv_stem(x)))
         return x.contiguous()
 
-    @torch.no_grad()
     def head(self, trunk_features: torch.Tensor) -> torch.Tensor:
-        """``(B, 320, g, g)`` -> ``(B, 1280, g, g)``."""
+        """``(B, 320, g, g)`` -> ``(B, 1280, g, g)``.
+
+        Not under ``torch.no_grad()`` (unlike :meth:`trunk`): with the stem's parameters frozen and trunk features
+        that need no gradient it records no graph anyway, and a pretraining ablation that lets the head's
+        parameters train (``--stem-head-lr-scale`` in ``benchmarks/mini_clip_tuning.py``) gets their gradients
+        through this same method.
+        """
         return self.cnn.bn2(self.cnn.conv_head(trunk_features))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
