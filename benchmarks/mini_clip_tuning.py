@@ -9,6 +9,7 @@ Usage::
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
                                           [--text-boxed-height 0.95] [--stem-head-lr-scale S] [--keyword-weight W]
+                                          [--mixup-alpha A]
                                           [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -293,7 +294,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
                     weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection,
                     label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets,
-                    stem_head_lr_scale=args.stem_head_lr_scale, keyword_weight=args.keyword_weight)
+                    stem_head_lr_scale=args.stem_head_lr_scale, keyword_weight=args.keyword_weight,
+                    mixup_alpha=args.mixup_alpha)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size,
                                   vision_pool=args.vision_pool)
 
@@ -327,6 +329,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="train the CNN's 1x1 conv head at lr x this (0: frozen, as shipped)")
     parser.add_argument("--keyword-weight", type=float, default=Recipe.keyword_weight,
                         help="weight of the emoji keyword loss (data_scripts/emoji_keywords.py; 0: off)")
+    parser.add_argument("--mixup-alpha", type=float, default=Recipe.mixup_alpha,
+                        help="emoji images mixed at the CNN trunk's output, Beta(a, a) weights (0: off)")
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)
     parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)

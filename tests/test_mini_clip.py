@@ -1127,3 +1127,33 @@ def test_keyword_loss_joins_the_step_without_changing_its_batch_and_tuning_drops
     assert kept.keywords == ["red", "ride", "wave"], "'fruit' only the left-out class had; 'apple pie' names it"
     assert kept.keyword_targets.tolist() == [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
     assert torch.equal(kept.keyword_features, features[[vocabulary.index(k) for k in kept.keywords]])
+
+
+def test_mixup_mixes_images_and_targets_alike_keeps_each_image_mostly_its_own_and_leaves_the_batch_alone(monkeypatch):
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    trunk = torch.randn(6, 320, 4, 4, generator=torch.Generator().manual_seed(0)).half()
+    targets = F.one_hot(torch.tensor([0, 1, 2, 3, 4, 5]), 8).float()
+    mixed, mixed_targets = script.mix_trunk(trunk, targets, 0.4, torch.Generator().manual_seed(3))
+    own = mixed_targets.max(dim=1).values
+    assert torch.all(own >= 0.5) and torch.allclose(mixed_targets.sum(1), torch.ones(6)), "each image mostly its own"
+    assert torch.equal(mixed_targets.argmax(1)[own > 0.5], torch.arange(6)[own > 0.5])
+    for i in range(6):  # the trunk is mixed with the same weights and partner as the targets
+        partner = int(torch.nonzero(mixed_targets[i] * (torch.arange(8) != i)).view(-1)[0]) \
+            if own[i] < 1 else i
+        w = mixed_targets[i, i]
+        assert torch.allclose(mixed[i], w * trunk[i].float() + (1 - w) * trunk[partner].float(), atol=1e-3)
+    again, _ = script.mix_trunk(trunk, targets, 0.4, torch.Generator().manual_seed(3))
+    assert torch.equal(mixed, again), "seeded: the same generator mixes the same way"
+    with pytest.raises(ValueError, match="mixup_alpha must be > 0"):
+        script.mix_trunk(trunk, targets, 0.0, torch.Generator())
+    data = _four_class_train_data(script, data_module)
+    base = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
+    gens = [torch.Generator().manual_seed(11) for _ in range(2)]
+    plain = script.emoji_batch(data, base, gens[0])
+    model = mini_clip.build_mini_clip(seed=0)
+    mixed_step = script.training_step(model, data, replace(base, mixup_alpha=0.4), gens[1])
+    assert torch.equal(gens[0].get_state(), gens[1].get_state()), "mixup draws nothing from the batch generator"
+    assert math.isfinite(mixed_step["loss"].item()) and plain[1].numel() == 4
+    recipe, _ = script.recipe_and_config(script.parse_args(["--mixup-alpha", "0.4"]))
+    assert recipe.mixup_alpha == 0.4
