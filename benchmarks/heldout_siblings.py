@@ -18,8 +18,9 @@ of each bin, and Spearman's rank correlation between the two over the classes. I
 while the near bin carries the mean, what the recipe transfers is reached through siblings, which is what the
 subcategory split (no sibling of a held-out class in pretraining: 2.69) shows from the other side.
 
-It also scores a **sibling reader**, a thought experiment on the text side alone: an image tower that recognised
-every drawing as its nearest pretraining class perfectly and placed it exactly on that class's text embedding.
+It also scores a **sibling reader**, a thought experiment on the text side alone: an image tower that read every
+drawing of a held-out class as the pretraining class nearest to that class's *name* and placed it exactly on that
+class's text embedding.
 Held-out class ``h`` is then named right when, among the 100 held-out names, ``h``'s own is the nearest to its
 nearest pretraining sibling's embedding. It is scored in two text spaces: the frozen MiniLM features of
 ``"an emoji of a {name}."`` (nothing trained) and the shipped weights' zero-shot class embeddings (the card's

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import sys
 import time
 from dataclasses import replace
@@ -101,7 +100,7 @@ def without_keywords(data: TrainData, keep: torch.Tensor, banned: set[str]) -> T
     (a word of a left-out class name) or that no kept class has; each row spread evenly again."""
     targets = data.keyword_targets[keep]
     columns = [k for k, word in enumerate(data.keywords)
-               if not banned & set(re.split(r"[ -]", word)) and bool(targets[:, k].any())]
+               if not banned & name_words(word) and bool(targets[:, k].any())]
     present = (targets[:, columns] > 0).float()
     return replace(data, keywords=[data.keywords[k] for k in columns], keyword_features=data.keyword_features[columns],
                    keyword_targets=present / present.sum(1, keepdim=True).clamp(min=1))

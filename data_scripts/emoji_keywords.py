@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from emoji_extra import name_words
 from fetch_emoji import NpmPackage, code_point_key, fetch_package, require_npm
 
 EMOJILIB = NpmPackage("emojilib", "4.0.3",
@@ -57,7 +58,7 @@ def clean_keywords(entry: list[str], banned: set[str]) -> list[str]:
     kept: list[str] = []
     for raw in entry[1:]:
         word = raw.lower().replace("_", " ").strip()
-        if KEYWORD_PATTERN.fullmatch(word) and not banned & set(re.split(r"[ -]", word)) and word not in kept:
+        if KEYWORD_PATTERN.fullmatch(word) and not banned & name_words(word) and word not in kept:
             kept.append(word)
     return kept
 
