@@ -52,6 +52,7 @@ for folder in (REPO, REPO / "data_scripts"):
 
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
 from emoji_extra import extra_categories_argument, name_words  # noqa: E402
+from emoji_keywords import keyword_targets  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
     Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, WeightAverage,
@@ -97,13 +98,14 @@ def without_classes(data: TrainData, left_out: list[int], augmentations: int) ->
 
 def without_keywords(data: TrainData, keep: torch.Tensor, banned: set[str]) -> TrainData:
     """``data``'s keyword targets of the ``keep`` classes only, without the keywords that have a ``banned`` word
-    (a word of a left-out class name) or that no kept class has; each row spread evenly again."""
-    targets = data.keyword_targets[keep]
-    columns = [k for k, word in enumerate(data.keywords)
-               if not banned & name_words(word) and bool(targets[:, k].any())]
-    present = (targets[:, columns] > 0).float()
-    return replace(data, keywords=[data.keywords[k] for k in columns], keyword_features=data.keyword_features[columns],
-                   keyword_targets=present / present.sum(1, keepdim=True).clamp(min=1))
+    (a word of a left-out class name) or that no kept class has; each row spread evenly again
+    (``emoji_keywords.keyword_targets`` on the kept classes' keyword lists)."""
+    per_class = [[word for word, weight in zip(data.keywords, row.tolist())
+                  if weight > 0 and not banned & name_words(word)] for row in data.keyword_targets[keep]]
+    vocabulary, targets = keyword_targets(per_class)
+    column = {word: k for k, word in enumerate(data.keywords)}
+    return replace(data, keywords=vocabulary, keyword_targets=targets,
+                   keyword_features=data.keyword_features[[column[word] for word in vocabulary]])
 
 
 def without_icons(data: TrainData, banned: set[str]) -> TrainData:
