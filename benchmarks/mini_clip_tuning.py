@@ -9,7 +9,7 @@ Usage::
                                           [--run-seed R] [--image-size 128] [--imagenet-weight W]
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
                                           [--text-boxed-height 0.95] [--stem-head-lr-scale S] [--keyword-weight W]
-                                          [--mixup-alpha A]
+                                          [--mixup-alpha A] [--patch-dropout P]
                                           [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -296,7 +296,7 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection,
                     label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets,
                     stem_head_lr_scale=args.stem_head_lr_scale, keyword_weight=args.keyword_weight,
-                    mixup_alpha=args.mixup_alpha)
+                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout)
     return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size,
                                   vision_pool=args.vision_pool)
 
@@ -330,6 +330,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="train the CNN's 1x1 conv head at lr x this (0: frozen, as shipped)")
     parser.add_argument("--keyword-weight", type=float, default=Recipe.keyword_weight,
                         help="weight of the emoji keyword loss (data_scripts/emoji_keywords.py; 0: off)")
+    parser.add_argument("--patch-dropout", type=float, default=Recipe.patch_dropout,
+                        help="share of an emoji image's position tokens dropped in training (0: off)")
     parser.add_argument("--mixup-alpha", type=float, default=Recipe.mixup_alpha,
                         help="emoji images mixed at the CNN trunk's output, Beta(a, a) weights (0: off)")
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)

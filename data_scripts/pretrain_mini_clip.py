@@ -52,6 +52,8 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
      (:mod:`emoji_keywords`), targets spread evenly over the image's class keywords (:func:`keyword_loss`).
    - mixup (``mixup_alpha``; our ablation, off by default; twentieth round): the emoji images mixed in pairs at
      the CNN trunk's output, image->text targets mixed alike (:func:`mix_trunk`).
+   - patch dropout (``patch_dropout``; our ablation, off by default; twenty-first round): the emoji images' tower
+     sees a random share of its position tokens only (open_clip's ``PatchDropout``; :func:`drop_patches`).
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
    from which an interrupted run resumes exactly. With ``weight_average`` > 0 the written weights are an
    exponential moving average of the trained ones (Polyak and Juditsky 1992; :class:`WeightAverage`), which
@@ -69,13 +71,16 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import PatchDropout
 from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,6 +166,7 @@ class Recipe:
     stem_head_lr_scale: float = 0.0  # the CNN's 1x1 conv head trains at lr x this (0: frozen, as shipped)
     keyword_weight: float = 0.0  # weight of the emoji keyword loss (emoji_keywords.py; 0: off, as shipped)
     mixup_alpha: float = 0.0  # emoji images mixed at the CNN trunk's output, Beta(a, a) weights (0: off, as shipped)
+    patch_dropout: float = 0.0  # share of an emoji image's position tokens dropped in training (0: off, as shipped)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -313,11 +319,32 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
 # ----------------------------------------------------------------------------------------------------
 
 
-def encode_trunk(model, trunk: torch.Tensor) -> torch.Tensor:
-    """Cached trunk features -> normalised image embeddings, through the real tower (head, tokens, blocks)."""
+def encode_trunk(model, trunk: torch.Tensor, drop: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Cached trunk features -> normalised image embeddings, through the real tower (head, tokens, blocks);
+    ``drop`` (e.g. :func:`drop_patches`) thins the block-0 tokens first."""
     visual = model.visual
-    hidden = visual.transformer(visual.tokens(visual.stem.head(trunk.float())))  # the head trains only in an ablation
+    tokens = visual.tokens(visual.stem.head(trunk.float()))  # the head trains only in an ablation
+    hidden = visual.transformer(tokens if drop is None else drop(tokens))
     return F.normalize(visual.pool_project(hidden), dim=-1)
+
+
+PATCH_DROPOUT_SEED_OFFSET = 515_151  # patch dropout draws from its own seed: the batch stays its pair's
+
+
+def drop_patches(tokens: torch.Tensor, prob: float, seed: int) -> torch.Tensor:
+    """Patch dropout (Liu et al. 2022, "PatchDropout"; the image-side masking of FLIP, Li et al. 2023): each
+    image keeps a random ``1 - prob`` share of its position tokens, the class token always, through open_clip's
+    own ``PatchDropout``. open_clip draws from torch's global generator; here that draw is forked and seeded, so
+    a step drops the same tokens when it is repeated or resumed and the global generator is left as it was.
+    What it asks (twenty-first tuning round): whether a tower that must name a drawing from a part of it, with
+    no single region to lean on, lands unseen drawings nearer their names. Our choice: the emoji loss only (a
+    rendered string can fill just a few of the 4 x 4 positions, and dropping them would leave its caption wrong).
+    """
+    if not 0 <= prob < 1:
+        raise ValueError(f"patch_dropout must lie in [0, 1), got {prob}; 0 keeps every token (off)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PatchDropout(prob, exclude_first_token=True)(tokens)
 
 
 def project_text(model, pooled: torch.Tensor) -> torch.Tensor:
@@ -374,13 +401,14 @@ def semantic_class_targets(data: TrainData, temperature: float) -> torch.Tensor:
 
 
 def emoji_loss(model, trunk, classes, caption_features, soft_targets: torch.Tensor | None = None,
-               label_smoothing: float = 0.0):
+               label_smoothing: float = 0.0, drop: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Symmetric InfoNCE; the image->text side over one caption of every class (see the module docstring).
 
     ``soft_targets`` (``(B, C)`` probabilities) replaces the image->text side's one-hot targets when given;
-    ``label_smoothing`` is PyTorch's (a share spread evenly over the ``C`` classes).
+    ``label_smoothing`` is PyTorch's (a share spread evenly over the ``C`` classes); ``drop`` thins the tokens
+    (:func:`encode_trunk`).
     """
-    image = encode_trunk(model, trunk)  # (B, D)
+    image = encode_trunk(model, trunk, drop)  # (B, D)
     text = project_text(model, caption_features)  # (C, D)
     logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
     targets = classes if soft_targets is None else soft_targets
@@ -474,7 +502,10 @@ def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) 
         targets = F.one_hot(classes, len(data.generic)).float() if soft_targets is None else soft_targets
         trunk, soft_targets = mix_trunk(trunk, targets, recipe.mixup_alpha,
                                         torch.Generator().manual_seed(gen.initial_seed() + MIXUP_SEED_OFFSET))
-    loss, image = emoji_loss(model, trunk, classes, captions, soft_targets, recipe.label_smoothing)
+    drop = None
+    if recipe.patch_dropout:
+        drop = partial(drop_patches, prob=recipe.patch_dropout, seed=gen.initial_seed() + PATCH_DROPOUT_SEED_OFFSET)
+    loss, image = emoji_loss(model, trunk, classes, captions, soft_targets, recipe.label_smoothing, drop)
     parts = {"emoji": loss.item()}
     if recipe.text_batch_size:
         text = text_loss(model, data, recipe, gen)
@@ -767,6 +798,8 @@ def parse_args(argv=None):
                         help="weight of the emoji keyword loss (emojilib keywords; see emoji_keywords.py)")
     parser.add_argument("--mixup-alpha", type=float, default=defaults.mixup_alpha,
                         help="mix emoji images at the CNN trunk's output with Beta(a, a) weights (0: off)")
+    parser.add_argument("--patch-dropout", type=float, default=defaults.patch_dropout,
+                        help="share of an emoji image's position tokens dropped in training (0: off)")
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
@@ -803,7 +836,7 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     icon_style_share=args.icon_style_share, weight_average=args.weight_average,
                     freeze_text_projection=args.freeze_text_projection, label_smoothing=args.label_smoothing,
                     semantic_targets=args.semantic_targets, keyword_weight=args.keyword_weight,
-                    mixup_alpha=args.mixup_alpha)
+                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
                             vision_layers=args.vision_layers, vision_pool=args.vision_pool)
     return recipe, config

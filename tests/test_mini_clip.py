@@ -1067,7 +1067,7 @@ def _emojilib_tarball(folder: Path, entries: dict, member: str = "package/dist/e
 
 def test_emoji_keywords_come_from_the_pinned_emojilib_tarball_without_names_non_words_or_held_out_words(
         monkeypatch, tmp_path):
-    _script(monkeypatch, "pretrain_data")
+    _script(monkeypatch, "pretrain_mini_clip")  # imports emoji_keywords and fetch_emoji, also when run alone
     keywords, fetch_emoji = sys.modules["emoji_keywords"], sys.modules["fetch_emoji"]
     tarball = _emojilib_tarball(tmp_path, {
         "\U0001F996": ["t_rex", "animal", "Dinosaur", ":D", "extinct", "dinosaur", "tyrannosaurus_rex"],
@@ -1157,3 +1157,39 @@ def test_mixup_mixes_images_and_targets_alike_keeps_each_image_mostly_its_own_an
     assert math.isfinite(mixed_step["loss"].item()) and plain[1].numel() == 4
     recipe, _ = script.recipe_and_config(script.parse_args(["--mixup-alpha", "0.4"]))
     assert recipe.mixup_alpha == 0.4
+
+
+def test_patch_dropout_keeps_the_class_token_and_a_seeded_share_of_positions_and_leaves_the_batch_alone(monkeypatch):
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    tokens = torch.randn(3, 17, 8, generator=torch.Generator().manual_seed(0))  # class token + 4 x 4 positions
+    global_state = torch.get_rng_state()
+    kept = script.drop_patches(tokens, 0.5, seed=7)
+    assert torch.equal(torch.get_rng_state(), global_state), "the global generator is left as it was"
+    assert kept.shape == (3, 1 + 8, 8)
+    assert torch.equal(kept[:, 0], tokens[:, 0]), "the class token is always kept"
+    for image in range(3):  # every kept row is one of the image's own position tokens, none twice
+        rows = [int(torch.nonzero((tokens[image, 1:] == row).all(dim=1)).view(-1)[0]) for row in kept[image, 1:]]
+        assert len(set(rows)) == 8
+    assert torch.equal(kept, script.drop_patches(tokens, 0.5, seed=7)), "seeded: the same seed drops the same tokens"
+    assert not torch.equal(kept, script.drop_patches(tokens, 0.5, seed=8))
+    assert torch.equal(script.drop_patches(tokens, 0.0, seed=7), tokens)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="patch_dropout must lie in"):
+            script.drop_patches(tokens, bad, seed=7)
+    data = _four_class_train_data(script, data_module)
+    base = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
+    model = mini_clip.build_mini_clip(seed=0)
+    gens = [torch.Generator().manual_seed(11) for _ in range(3)]
+    plain = script.training_step(model, data, base, gens[0])
+    dropped = script.training_step(model, data, replace(base, patch_dropout=0.5), gens[1])
+    again = script.training_step(model, data, replace(base, patch_dropout=0.5), gens[2])
+    assert torch.equal(gens[0].get_state(), gens[1].get_state()), "patch dropout draws nothing from the batch generator"
+    assert dropped["loss"].item() != plain["loss"].item(), "the tower saw fewer tokens"
+    assert dropped["loss"].item() == again["loss"].item(), "a repeated step drops the same tokens"
+    recipe, _ = script.recipe_and_config(script.parse_args(["--patch-dropout", "0.5"]))
+    assert recipe.patch_dropout == 0.5
+    from repo_scripts import load_script
+
+    tuning_args = load_script("benchmarks/mini_clip_tuning.py").parse_args(["--name", "x", "--patch-dropout", "0.5"])
+    assert tuning_args.patch_dropout == 0.5
