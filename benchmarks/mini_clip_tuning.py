@@ -6,7 +6,7 @@ Usage::
                                           [--weight-average D] [--extra-averages D,D]
                                           [--lr 1e-3] [--batch-size 192] [--augmentations 12]
                                           [--freeze-text-projection] [--invert P] [--grey P]
-                                          [--run-seed R] [--image-size 128] [--imagenet-weight W]
+                                          [--run-seed R] [--image-size 128] [--vision-width 256] [--imagenet-weight W]
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
                                           [--text-boxed-height 0.95] [--stem-head-lr-scale S] [--keyword-weight W]
                                           [--mixup-alpha A] [--patch-dropout P]
@@ -297,8 +297,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets,
                     stem_head_lr_scale=args.stem_head_lr_scale, keyword_weight=args.keyword_weight,
                     mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout)
-    return recipe, MiniClipConfig(vision_layers=args.vision_layers, image_size=args.image_size,
-                                  vision_pool=args.vision_pool)
+    return recipe, MiniClipConfig(vision_width=args.vision_width, vision_layers=args.vision_layers,
+                                  image_size=args.image_size, vision_pool=args.vision_pool)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -320,6 +320,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     parser.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="emoji images (distinct classes) a step")
     parser.add_argument("--text-batch-size", type=int, default=Recipe.text_batch_size)
+    parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
     parser.add_argument("--vision-pool", choices=POOLS, default=MiniClipConfig.vision_pool)

@@ -535,8 +535,8 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
     recipe, config = tuning.recipe_and_config(tuning.parse_args(
         ["--name", "x", "--image-size", "160", "--imagenet-weight", "0.3", "--vision-layers", "2",
          "--augmentations", "24", "--batch-size", "96", "--vision-pool", "mean", "--semantic-targets", "0.3",
-         "--stem-head-lr-scale", "0.1"]))
-    assert recipe.semantic_targets == 0.3 and recipe.stem_head_lr_scale == 0.1
+         "--stem-head-lr-scale", "0.1", "--vision-width", "512"]))
+    assert recipe.semantic_targets == 0.3 and recipe.stem_head_lr_scale == 0.1 and config.vision_width == 512
     keyword_recipe, _ = tuning.recipe_and_config(tuning.parse_args(["--name", "x", "--keyword-weight", "2"]))
     assert keyword_recipe.keyword_weight == 2.0
     assert (recipe.data.image_size, config.image_size) == (160, 160), "the data and the tower share one image size"
@@ -551,7 +551,7 @@ def test_tuning_options_reach_the_recipe_and_the_architecture(tmp_path):
     (tmp_path / "px160.json").write_text(json.dumps(run))
     assert tuning.report(tmp_path).splitlines()[2].startswith(
         "| px160 | 600 | image_size=160, augmentations=24, batch_size=96, imagenet_weight=0.3, semantic_targets=0.3, "
-        "stem_head_lr_scale=0.1, vision_layers=2, "
+        "stem_head_lr_scale=0.1, vision_width=512, vision_layers=2, "
         "vision_pool=mean | 0 |"), \
         "each change named once"
 
