@@ -319,7 +319,10 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
 # ----------------------------------------------------------------------------------------------------
 
 
-def encode_trunk(model, trunk: torch.Tensor, drop: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+TokenDrop = Callable[[torch.Tensor], torch.Tensor]  # (B, T, d) block-0 tokens -> (B, T', d), e.g. drop_patches
+
+
+def encode_trunk(model, trunk: torch.Tensor, drop: TokenDrop | None = None) -> torch.Tensor:
     """Cached trunk features -> normalised image embeddings, through the real tower (head, tokens, blocks);
     ``drop`` (e.g. :func:`drop_patches`) thins the block-0 tokens first."""
     visual = model.visual
@@ -401,7 +404,7 @@ def semantic_class_targets(data: TrainData, temperature: float) -> torch.Tensor:
 
 
 def emoji_loss(model, trunk, classes, caption_features, soft_targets: torch.Tensor | None = None,
-               label_smoothing: float = 0.0, drop: Callable[[torch.Tensor], torch.Tensor] | None = None):
+               label_smoothing: float = 0.0, drop: TokenDrop | None = None):
     """Symmetric InfoNCE; the image->text side over one caption of every class (see the module docstring).
 
     ``soft_targets`` (``(B, C)`` probabilities) replaces the image->text side's one-hot targets when given;
