@@ -56,8 +56,8 @@ from emoji_extra import extra_categories_argument, name_words  # noqa: E402
 from emoji_keywords import keyword_targets  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
-    Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, optimisation_step, WeightAverage,
-    run_base_seed, start_trained_parts,
+    Recipe, TrainData, drawings_of_names, load_train_data, make_optimizer, mixup_alpha_argument, optimisation_step,
+    patch_dropout_argument, WeightAverage, run_base_seed, start_trained_parts,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
@@ -332,9 +332,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="train the CNN's 1x1 conv head at lr x this (0: frozen, as shipped)")
     parser.add_argument("--keyword-weight", type=float, default=Recipe.keyword_weight,
                         help="weight of the emoji keyword loss (data_scripts/emoji_keywords.py; 0: off)")
-    parser.add_argument("--patch-dropout", type=float, default=Recipe.patch_dropout,
+    parser.add_argument("--patch-dropout", type=patch_dropout_argument, default=Recipe.patch_dropout,
                         help="share of an emoji image's position tokens dropped in training (0: off)")
-    parser.add_argument("--mixup-alpha", type=float, default=Recipe.mixup_alpha,
+    parser.add_argument("--mixup-alpha", type=mixup_alpha_argument, default=Recipe.mixup_alpha,
                         help="emoji images mixed at the CNN trunk's output, Beta(a, a) weights (0: off)")
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)
     parser.add_argument("--icon-weight", type=float, default=Recipe.icon_weight)

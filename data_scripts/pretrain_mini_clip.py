@@ -173,6 +173,35 @@ class Recipe:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Command-line values checked when they are read
+# ----------------------------------------------------------------------------------------------------
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def patch_dropout_argument(text: str) -> float:
+    """``--patch-dropout``: a share in [0, 1), checked when the command line is read (before the data load)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1) (the share of position tokens dropped; 0: off), "
+                                         f"got {text}")
+    return value
+
+
+def mixup_alpha_argument(text: str) -> float:
+    """``--mixup-alpha``: 0 (off) or a positive Beta parameter, checked when the command line is read."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or positive (mixup's Beta(a, a)), got {text}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------
 # Captions and their (frozen) MiniLM features
 # ----------------------------------------------------------------------------------------------------
 
@@ -799,9 +828,9 @@ def parse_args(argv=None):
                         help="share of the emoji image->text target spread by MiniLM's class-name similarity")
     parser.add_argument("--keyword-weight", type=float, default=defaults.keyword_weight,
                         help="weight of the emoji keyword loss (emojilib keywords; see emoji_keywords.py)")
-    parser.add_argument("--mixup-alpha", type=float, default=defaults.mixup_alpha,
+    parser.add_argument("--mixup-alpha", type=mixup_alpha_argument, default=defaults.mixup_alpha,
                         help="mix emoji images at the CNN trunk's output with Beta(a, a) weights (0: off)")
-    parser.add_argument("--patch-dropout", type=float, default=defaults.patch_dropout,
+    parser.add_argument("--patch-dropout", type=patch_dropout_argument, default=defaults.patch_dropout,
                         help="share of an emoji image's position tokens dropped in training (0: off)")
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)

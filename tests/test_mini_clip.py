@@ -1193,3 +1193,24 @@ def test_patch_dropout_keeps_the_class_token_and_a_seeded_share_of_positions_and
 
     tuning_args = load_script("benchmarks/mini_clip_tuning.py").parse_args(["--name", "x", "--patch-dropout", "0.5"])
     assert tuning_args.patch_dropout == 0.5
+
+
+@pytest.mark.parametrize("flag, bad, says", [
+    ("--patch-dropout", "1.0", "must lie in [0, 1)"), ("--patch-dropout", "-0.1", "must lie in [0, 1)"),
+    ("--patch-dropout", "half", "expected a number, got 'half'"), ("--mixup-alpha", "-0.4", "must be 0 (off) or positive"),
+    ("--mixup-alpha", "nan", "must be 0 (off) or positive"),
+])
+def test_patch_dropout_and_mixup_values_are_refused_when_the_command_line_is_read(monkeypatch, capsys, flag, bad, says):
+    """Both scripts refuse a bad share or Beta parameter before loading any data, naming the flag."""
+    from repo_scripts import load_script
+
+    scripts = {"pretrain_mini_clip.py": _script(monkeypatch, "pretrain_mini_clip").parse_args,
+               "mini_clip_tuning.py": lambda argv: load_script("benchmarks/mini_clip_tuning.py").parse_args(
+                   ["--name", "x", *argv])}
+    for name, parse in scripts.items():
+        with pytest.raises(SystemExit) as exit_info:
+            parse([flag, bad])
+        assert exit_info.value.code == 2, name
+        error = capsys.readouterr().err
+        assert f"argument {flag}: {says}" in error, (name, error)
+    assert _script(monkeypatch, "pretrain_mini_clip").parse_args([flag, "0"]).__dict__[flag[2:].replace("-", "_")] == 0
