@@ -10,7 +10,7 @@ Usage::
                                           [--imagenet-weight W]
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
                                           [--text-boxed-height 0.95] [--stem-head-lr-scale S] [--keyword-weight W]
-                                          [--mixup-alpha A] [--patch-dropout P]
+                                          [--mixup-alpha A] [--patch-dropout P] [--imagenet-negatives]
                                           [--soup-children K --spawn-step S]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
@@ -64,6 +64,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from uniil_lib.clip_model import ClipModel  # noqa: E402
 from uniil_lib.fileio import atomic_write_text  # noqa: E402
 from uniil_lib.hybrid_vit import POOLS, StemFeatureCache  # noqa: E402
+from uniil_lib.imagenet_backbone import imagenet_class_names  # noqa: E402
 from uniil_lib.mini_clip import (  # noqa: E402
     MiniClipConfig, build_mini_clip, mini_preprocess, mini_tokenizer, stem_cache_folder, trained_state_dict,
 )
@@ -94,6 +95,10 @@ def without_classes(data: TrainData, left_out: list[int], augmentations: int) ->
     data = replace(data, emoji=emoji, fits=[data.fits[c] for c in keep.tolist()], generic=data.generic[keep])
     if data.keyword_targets is not None:
         data = without_keywords(data, keep, banned)
+    if data.imagenet_negatives is not None:  # no ImageNet name with a word of a left-out class either
+        rows = data.imagenet_negatives.tolist()
+        data = replace(data, imagenet_negatives=torch.tensor(
+            [i for i in rows if not banned & name_words(imagenet_class_names()[i])], dtype=torch.long))
     return data if data.icons is None else without_icons(data, banned)
 
 
@@ -297,7 +302,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection,
                     label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets,
                     stem_head_lr_scale=args.stem_head_lr_scale, keyword_weight=args.keyword_weight,
-                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout)
+                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout,
+                    imagenet_negatives=args.imagenet_negatives)
     return recipe, MiniClipConfig(vision_width=args.vision_width, vision_layers=args.vision_layers,
                                   image_size=args.image_size, vision_pool=args.vision_pool)
 
@@ -334,6 +340,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="weight of the emoji keyword loss (data_scripts/emoji_keywords.py; 0: off)")
     parser.add_argument("--patch-dropout", type=patch_dropout_argument, default=Recipe.patch_dropout,
                         help="share of an emoji image's position tokens dropped in training (0: off)")
+    parser.add_argument("--imagenet-negatives", action="store_true",
+                        help="ImageNet class prompts as extra negatives of the emoji loss (names filtered)")
     parser.add_argument("--mixup-alpha", type=mixup_alpha_argument, default=Recipe.mixup_alpha,
                         help="emoji images mixed at the CNN trunk's output, Beta(a, a) weights (0: off)")
     parser.add_argument("--icon-augmentations", type=int, default=DataRecipe.icon_augmentations)

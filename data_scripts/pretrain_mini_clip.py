@@ -54,6 +54,9 @@ Recipe (each choice is ours; the architecture is in :mod:`uniil_lib.mini_clip`):
      the CNN trunk's output, image->text targets mixed alike (:func:`mix_trunk`).
    - patch dropout (``patch_dropout``; our ablation, off by default; twenty-first round): the emoji images' tower
      sees a random share of its position tokens only (open_clip's ``PatchDropout``; :func:`drop_patches`).
+   - ImageNet negatives (``imagenet_negatives``; our ablation, off by default; twenty-third round): the emoji
+     loss's image->text side scores each image against the ImageNet class prompts too, as negatives
+     (:func:`imagenet_negative_rows` says which prompts may be used).
 4. AdamW, linear warm-up, cosine decay; seeded per step; a checkpoint every ``checkpoint_every`` steps,
    from which an interrupted run resumes exactly. With ``weight_average`` > 0 the written weights are an
    exponential moving average of the trained ones (Polyak and Juditsky 1992; :class:`WeightAverage`), which
@@ -88,7 +91,7 @@ for folder in (REPO, REPO / "data_scripts"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from emoji_extra import extra_categories_argument  # noqa: E402
+from emoji_extra import extra_categories_argument, name_words  # noqa: E402
 from emoji_keywords import class_keywords, keyword_targets  # noqa: E402
 from pretrain_data import (  # noqa: E402
     DataRecipe, StemData, banned_words, emoji_pretrain_classes, join_emoji_parts, load_or_build,
@@ -167,6 +170,7 @@ class Recipe:
     keyword_weight: float = 0.0  # weight of the emoji keyword loss (emoji_keywords.py; 0: off, as shipped)
     mixup_alpha: float = 0.0  # emoji images mixed at the CNN trunk's output, Beta(a, a) weights (0: off, as shipped)
     patch_dropout: float = 0.0  # share of an emoji image's position tokens dropped in training (0: off, as shipped)
+    imagenet_negatives: bool = False  # ImageNet class prompts as extra negatives of the emoji loss (off, as shipped)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -285,6 +289,7 @@ class TrainData:
     keywords: list[str] | None = None  # the keyword vocabulary, when the recipe has the keyword loss
     keyword_features: torch.Tensor | None = None  # (K, 384) pooled MiniLM features of KEYWORD_TEMPLATE captions
     keyword_targets: torch.Tensor | None = None  # (C, K): each class's keywords, weight spread evenly
+    imagenet_negatives: torch.Tensor | None = None  # (M,) rows of imagenet_text used as emoji-loss negatives
 
 
 def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
@@ -331,7 +336,13 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
                                                            cache_root() / "downloads" / "emoji"))
         keyword_features = embed_captions(model, tokenizer, [KEYWORD_TEMPLATE.format(k) for k in keywords])
         print(f"emoji keywords: {len(keywords)} words, {(targets > 0).sum(1).float().mean():.1f} a class")
+    negatives = None
+    if recipe.imagenet_negatives:
+        negatives = imagenet_negative_rows(imagenet_class_names(), banned_words(recipe.data, root),
+                                           [c.name for c in classes])
+        print(f"ImageNet negatives: {len(negatives)} of {len(imagenet_class_names())} class prompts")
     return TrainData(
+        imagenet_negatives=negatives,
         keywords=keywords, keyword_features=keyword_features, keyword_targets=targets,
         icons=icons, icon_captions=icon_captions, icon_drawings=icon_drawings,
         emoji=emoji, emoji_captions=embed_captions(model, tokenizer, captions), fits=fits,
@@ -341,6 +352,17 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
         digit_strings=torch.tensor([index[str(d)] for d in range(10)]),
         imagenet_text=embed_captions(model, tokenizer, [IMAGENET_TEMPLATE.format(n) for n in imagenet_class_names()]),
     )
+
+
+def imagenet_negative_rows(imagenet_names: list[str], banned: set[str], class_names: list[str]) -> torch.Tensor:
+    """The ImageNet classes whose prompts may serve as negatives of the emoji loss: none whose name has a banned
+    word (a word of a held-out emoji class or a Fashion-MNIST class, as for every other pretraining text), and
+    none whose name is a pretraining class's name (a drawing would be pushed from its own concept). Our choice:
+    names sharing a word with a pretraining class stay ("tiger shark" beside "shark"): such near misses are
+    what a negative is for."""
+    own = {name.lower() for name in class_names}
+    return torch.tensor([i for i, name in enumerate(imagenet_names)
+                         if not banned & name_words(name) and name.lower() not in own], dtype=torch.long)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -433,18 +455,27 @@ def semantic_class_targets(data: TrainData, temperature: float) -> torch.Tensor:
 
 
 def emoji_loss(model, trunk, classes, caption_features, soft_targets: torch.Tensor | None = None,
-               label_smoothing: float = 0.0, drop: TokenDrop | None = None):
+               label_smoothing: float = 0.0, drop: TokenDrop | None = None,
+               negative_features: torch.Tensor | None = None):
     """Symmetric InfoNCE; the image->text side over one caption of every class (see the module docstring).
 
     ``soft_targets`` (``(B, C)`` probabilities) replaces the image->text side's one-hot targets when given;
     ``label_smoothing`` is PyTorch's (a share spread evenly over the ``C`` classes); ``drop`` thins the tokens
-    (:func:`encode_trunk`).
+    (:func:`encode_trunk`); ``negative_features`` (``(M, 384)`` pooled text features, e.g. ImageNet class
+    prompts) are appended to the image->text side as ``M`` more candidates that are never a target.
     """
     image = encode_trunk(model, trunk, drop)  # (B, D)
     text = project_text(model, caption_features)  # (C, D)
-    logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
-    targets = classes if soft_targets is None else soft_targets
-    image_to_text = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    scale = model.logit_scale.exp().clamp(max=100)
+    logits = scale * image @ text.T
+    image_logits = logits
+    if negative_features is not None:
+        image_logits = torch.cat([logits, scale * image @ project_text(model, negative_features).T], dim=1)
+    targets = classes if soft_targets is None else F.pad(soft_targets, (0, image_logits.shape[1] - logits.shape[1]))
+    if label_smoothing and negative_features is not None:
+        raise ValueError("label_smoothing spreads its share over every candidate, ImageNet negatives included: "
+                         "use one of the two")
+    image_to_text = F.cross_entropy(image_logits, targets, label_smoothing=label_smoothing)
     text_to_image = F.cross_entropy(logits[:, classes].T, torch.arange(len(classes)))
     return (image_to_text + text_to_image) / 2, image
 
@@ -537,7 +568,8 @@ def training_step(model, data: TrainData, recipe: Recipe, gen: torch.Generator) 
     drop = None
     if recipe.patch_dropout:
         drop = partial(drop_patches, prob=recipe.patch_dropout, seed=gen.initial_seed() + PATCH_DROPOUT_SEED_OFFSET)
-    loss, image = emoji_loss(model, trunk, classes, captions, soft_targets, recipe.label_smoothing, drop)
+    negatives = None if data.imagenet_negatives is None else data.imagenet_text[data.imagenet_negatives]
+    loss, image = emoji_loss(model, trunk, classes, captions, soft_targets, recipe.label_smoothing, drop, negatives)
     parts = {"emoji": loss.item()}
     if recipe.text_batch_size:
         text = text_loss(model, data, recipe, gen)
@@ -832,6 +864,8 @@ def parse_args(argv=None):
                         help="mix emoji images at the CNN trunk's output with Beta(a, a) weights (0: off)")
     parser.add_argument("--patch-dropout", type=patch_dropout_argument, default=defaults.patch_dropout,
                         help="share of an emoji image's position tokens dropped in training (0: off)")
+    parser.add_argument("--imagenet-negatives", action="store_true",
+                        help="ImageNet class prompts as extra negatives of the emoji loss (names filtered)")
     parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
     parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
@@ -868,7 +902,8 @@ def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]
                     icon_style_share=args.icon_style_share, weight_average=args.weight_average,
                     freeze_text_projection=args.freeze_text_projection, label_smoothing=args.label_smoothing,
                     semantic_targets=args.semantic_targets, keyword_weight=args.keyword_weight,
-                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout)
+                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout,
+                    imagenet_negatives=args.imagenet_negatives)
     config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
                             vision_layers=args.vision_layers, vision_pool=args.vision_pool)
     return recipe, config

@@ -1214,3 +1214,52 @@ def test_patch_dropout_and_mixup_values_are_refused_when_the_command_line_is_rea
         error = capsys.readouterr().err
         assert f"argument {flag}: {says}" in error, (name, error)
     assert _script(monkeypatch, "pretrain_mini_clip").parse_args([flag, "0"]).__dict__[flag[2:].replace("-", "_")] == 0
+
+
+def test_imagenet_negatives_are_extra_candidates_of_the_emoji_loss_and_never_a_held_out_or_left_out_name(monkeypatch):
+    """Twenty-third tuning round's option: which ImageNet prompts may be negatives, and what they add to the loss."""
+    script = _script(monkeypatch, "pretrain_mini_clip")
+    data_module = sys.modules["pretrain_data"]
+    names = ["tench", "great white shark", "tiger", "ankle boot", "cowboy boot", "golden retriever"]
+    rows = script.imagenet_negative_rows(names, banned={"boot", "boots", "retriever"}, class_names=["Tiger", "cat"])
+    assert rows.tolist() == [0, 1], "banned words (held-out or Fashion-MNIST) and pretraining class names go"
+    gen = torch.Generator().manual_seed(0)
+    model = mini_clip.build_mini_clip(seed=0)
+    trunk = torch.randn(4, 320, 4, 4, generator=gen)
+    classes, captions, negatives = torch.tensor([0, 2, 1, 3]), torch.randn(5, 384, generator=gen), \
+        torch.randn(3, 384, generator=gen)
+    with torch.no_grad():
+        plain, image = script.emoji_loss(model, trunk, classes, captions)
+        loss, _ = script.emoji_loss(model, trunk, classes, captions, negative_features=negatives)
+        soft = F.one_hot(classes, 5).float()
+        soft_loss, _ = script.emoji_loss(model, trunk, classes, captions, soft, negative_features=negatives)
+        scale = model.logit_scale.exp().clamp(max=100)
+        text = script.project_text(model, torch.cat([captions, negatives]))
+        logits = scale * image @ text.T
+        expected = (F.cross_entropy(logits, classes) + F.cross_entropy(logits[:, classes].T, torch.arange(4))) / 2
+    assert torch.allclose(loss, expected, atol=1e-6) and loss > plain, "more candidates, never a target"
+    assert torch.allclose(soft_loss, loss, atol=1e-6), "soft targets get zero weight on the negatives"
+    with pytest.raises(ValueError, match="label_smoothing spreads its share"):
+        script.emoji_loss(model, trunk, classes, captions, label_smoothing=0.1, negative_features=negatives)
+    data = replace(_four_class_train_data(script, data_module), imagenet_text=torch.randn(1000, 384, generator=gen),
+                   imagenet_negatives=torch.tensor([0, 5]))
+    base = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
+    with_negatives = script.training_step(model, data, base, torch.Generator().manual_seed(11))["loss"]
+    without = script.training_step(model, replace(data, imagenet_negatives=None), base,
+                                   torch.Generator().manual_seed(11))["loss"]
+    assert with_negatives.item() > without.item(), "the step scores the data's negatives"
+    assert script.recipe_and_config(script.parse_args(["--imagenet-negatives"]))[0].imagenet_negatives
+    from repo_scripts import load_script
+
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    assert tuning.recipe_and_config(tuning.parse_args(["--name", "x", "--imagenet-negatives"]))[0].imagenet_negatives
+    # A tuning run also drops the ImageNet names that share a word with a left-out class (ImageNet rows 0-4:
+    # tench, goldfish, great white shark, tiger shark, hammerhead; left out: "shark").
+    k = 1
+    rows4 = torch.zeros(2 * 2, 3, 1, 1, dtype=torch.float16)
+    left = tuning.TrainData(
+        emoji=tuning.StemData(rows4, {"class_names": ["shark", "cat"]}), emoji_captions=torch.zeros(4, 384),
+        fits=[[[0], [2]], [[1], [3]]], generic=torch.arange(2).view(2, 1), text=None, string_of_item=None,
+        string_captions=None, digit_strings=None, imagenet_text=torch.zeros(1000, 384),
+        imagenet_negatives=torch.arange(5))
+    assert tuning.without_classes(left, [0], augmentations=k).imagenet_negatives.tolist() == [0, 1, 4]
