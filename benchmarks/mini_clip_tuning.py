@@ -11,7 +11,7 @@ Usage::
                                           [--text-max-fill 0.9] [--text-boxed-digits 0.0]
                                           [--text-boxed-height 0.95] [--stem-head-lr-scale S] [--keyword-weight W]
                                           [--mixup-alpha A] [--patch-dropout P] [--imagenet-negatives]
-                                          [--soup-children K --spawn-step S]
+                                          [--soup-children K --spawn-step S] [--trained-classes N]
                                           [--threads 1] [--out docs/measurements/mini_clip_tuning]
     python benchmarks/mini_clip_tuning.py --report docs/measurements/mini_clip_tuning
 
@@ -70,6 +70,7 @@ from uniil_lib.mini_clip import (  # noqa: E402
 )
 
 VALIDATION_SEED = 12345  # which pretraining classes a tuning run leaves out (never the reported held-out ones)
+SUBSET_SEED = 54321  # which of the other classes a run with --trained-classes N trains on
 FASHION_TUNING_IMAGES = 3000
 CHILD_SEED_STRIDE = 1000  # child k > 0 of a spawned soup draws its batches with run seed ``run_seed + 1000 k``
 
@@ -78,6 +79,18 @@ def validation_classes(n_classes: int, count: int) -> list[int]:
     """The ``count`` pretraining class indices that tuning runs leave out (seeded, the same for every run)."""
     order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(VALIDATION_SEED))
     return sorted(order[:count].tolist())
+
+
+def untrained_classes(n_classes: int, left_out: list[int], trained: int | None) -> list[int]:
+    """The classes, besides ``left_out``, that a run training on only ``trained`` classes also leaves out (seeded,
+    nested: a smaller subset is part of every larger one). ``None``: every class that is not left out."""
+    rest = [c for c in range(n_classes) if c not in set(left_out)]
+    if trained is None:
+        return []
+    if not 0 < trained <= len(rest):
+        raise ValueError(f"--trained-classes must lie in 1..{len(rest)} (the classes not left out), got {trained}")
+    order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    return sorted(rest[i] for i in order[trained:].tolist())
 
 
 def without_classes(data: TrainData, left_out: list[int], augmentations: int) -> TrainData:
@@ -249,6 +262,8 @@ def report(folder: Path) -> str:
         # A config field this version lacks is an option tried and removed since (stem_class_token, commit a9a3b88).
         changed += [f"{k}={v}" for k, v in run["config"].items()
                     if default_config.get(k) != v and (k in default_config or v)]
+        if run.get("trained_classes") is not None:
+            changed.append(f"trained_classes={run['trained_classes']}")
         changed = list(dict.fromkeys(changed))  # image_size is in both the data recipe and the config
         if "spawn" in run:
             spawn = run["spawn"]
@@ -315,6 +330,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--validation-classes", type=int, default=50)
+    parser.add_argument("--trained-classes", type=int, default=None, metavar="N",
+                        help="train on a seeded subset of N of the classes not left out (default: all of them)")
     parser.add_argument("--freeze-text-projection", action="store_true")
     parser.add_argument("--augmentations", type=int, default=DataRecipe.augmentations,
                         help="augmented copies per emoji drawing (a new value builds its data once)")
@@ -364,6 +381,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.report is None and not args.name:
         parser.error("--name is required to train a run")
+    if args.trained_classes is not None and args.trained_classes < args.batch_size:
+        parser.error(f"--trained-classes {args.trained_classes} is below the emoji batch of {args.batch_size} "
+                     "distinct classes: lower --batch-size too")
     return args
 
 
@@ -377,8 +397,9 @@ def main(argv=None) -> None:
     recipe, config = recipe_and_config(args)
     classes, _ = emoji_pretrain_classes(recipe.data, args.root)
     left_out = validation_classes(len(classes), args.validation_classes)
+    untrained = untrained_classes(len(classes), left_out, args.trained_classes)
     extra = tuple(float(d) for d in args.extra_averages.split(",") if d)
-    model, averages, info = train_variant(recipe, config, left_out, args.root, run_seed=args.run_seed,
+    model, averages, info = train_variant(recipe, config, sorted(left_out + untrained), args.root, run_seed=args.run_seed,
                                           extra_averages=extra, soup_children=args.soup_children,
                                           spawn_step=args.spawn_step)
     children = info.pop("children", [])
@@ -387,6 +408,8 @@ def main(argv=None) -> None:
     sets = tuning_sets([classes[c].name for c in left_out], args.root)  # loaded once, measured once per weights
     common = {"config": config.to_dict(), "validation_classes": args.validation_classes,
               "validation_seed": VALIDATION_SEED, "run_seed": args.run_seed, "threads": args.threads, **info}
+    if args.trained_classes is not None:
+        common.update(trained_classes=args.trained_classes, subset_seed=SUBSET_SEED)
     records = {}
     if children:
         soup_numbers = measure_tuning_sets(clip, sets, f"{args.name} (soup of {len(children)})")

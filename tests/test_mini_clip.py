@@ -1263,3 +1263,21 @@ def test_imagenet_negatives_are_extra_candidates_of_the_emoji_loss_and_never_a_h
         string_captions=None, digit_strings=None, imagenet_text=torch.zeros(1000, 384),
         imagenet_negatives=torch.arange(5))
     assert tuning.without_classes(left, [0], augmentations=k).imagenet_negatives.tolist() == [0, 1, 4]
+
+
+def test_a_tuning_run_on_fewer_classes_draws_a_seeded_nested_subset_and_never_trains_a_left_out_class(capsys):
+    from repo_scripts import load_script
+
+    tuning = load_script("benchmarks/mini_clip_tuning.py")
+    left_out = tuning.validation_classes(749, 50)
+    assert tuning.untrained_classes(749, left_out, None) == []
+    small, large = (tuning.untrained_classes(749, left_out, n) for n in (233, 466))
+    assert len(small) == 699 - 233 and len(large) == 699 - 466
+    assert not set(left_out) & set(small), "the left-out classes are dropped anyway, never counted twice"
+    assert set(large) <= set(small), "nested: the 233 classes trained on are among the 466"
+    assert small == tuning.untrained_classes(749, left_out, 233), "seeded"
+    with pytest.raises(ValueError, match="must lie in 1..699"):
+        tuning.untrained_classes(749, left_out, 700)
+    with pytest.raises(SystemExit):
+        tuning.parse_args(["--name", "x", "--trained-classes", "100"])
+    assert "below the emoji batch of 192" in capsys.readouterr().err
