@@ -399,9 +399,9 @@ def main(argv=None) -> None:
     left_out = validation_classes(len(classes), args.validation_classes)
     untrained = untrained_classes(len(classes), left_out, args.trained_classes)
     extra = tuple(float(d) for d in args.extra_averages.split(",") if d)
-    model, averages, info = train_variant(recipe, config, sorted(left_out + untrained), args.root, run_seed=args.run_seed,
-                                          extra_averages=extra, soup_children=args.soup_children,
-                                          spawn_step=args.spawn_step)
+    model, averages, info = train_variant(recipe, config, sorted(left_out + untrained), args.root,
+                                          run_seed=args.run_seed, extra_averages=extra,
+                                          soup_children=args.soup_children, spawn_step=args.spawn_step)
     children = info.pop("children", [])
     model.visual.stem_cache = StemFeatureCache(stem_cache_folder(config))
     clip = ClipModel(model, mini_preprocess(config), mini_tokenizer(config), f"tuning-{args.name}", config.image_size)

@@ -293,6 +293,9 @@ class TrainData:
 
 
 def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
+    if recipe.imagenet_negatives and recipe.label_smoothing:
+        raise ValueError(f"--label-smoothing {recipe.label_smoothing} would spread its share over the ImageNet "
+                         "negatives too: drop --label-smoothing or --imagenet-negatives")
     if bool(recipe.icon_weight) != bool(recipe.data.icon_augmentations):
         raise ValueError(f"named icons need both --icon-augmentations N > 0 and --icon-weight W > 0; got "
                          f"{recipe.data.icon_augmentations} augmentations and weight {recipe.icon_weight}")
@@ -464,6 +467,9 @@ def emoji_loss(model, trunk, classes, caption_features, soft_targets: torch.Tens
     (:func:`encode_trunk`); ``negative_features`` (``(M, 384)`` pooled text features, e.g. ImageNet class
     prompts) are appended to the image->text side as ``M`` more candidates that are never a target.
     """
+    if label_smoothing and negative_features is not None:
+        raise ValueError("label_smoothing spreads its share over every candidate, ImageNet negatives included: "
+                         "use one of the two")
     image = encode_trunk(model, trunk, drop)  # (B, D)
     text = project_text(model, caption_features)  # (C, D)
     scale = model.logit_scale.exp().clamp(max=100)
@@ -472,9 +478,6 @@ def emoji_loss(model, trunk, classes, caption_features, soft_targets: torch.Tens
     if negative_features is not None:
         image_logits = torch.cat([logits, scale * image @ project_text(model, negative_features).T], dim=1)
     targets = classes if soft_targets is None else F.pad(soft_targets, (0, image_logits.shape[1] - logits.shape[1]))
-    if label_smoothing and negative_features is not None:
-        raise ValueError("label_smoothing spreads its share over every candidate, ImageNet negatives included: "
-                         "use one of the two")
     image_to_text = F.cross_entropy(image_logits, targets, label_smoothing=label_smoothing)
     text_to_image = F.cross_entropy(logits[:, classes].T, torch.arange(len(classes)))
     return (image_to_text + text_to_image) / 2, image

@@ -1197,8 +1197,8 @@ def test_patch_dropout_keeps_the_class_token_and_a_seeded_share_of_positions_and
 
 @pytest.mark.parametrize("flag, bad, says", [
     ("--patch-dropout", "1.0", "must lie in [0, 1)"), ("--patch-dropout", "-0.1", "must lie in [0, 1)"),
-    ("--patch-dropout", "half", "expected a number, got 'half'"), ("--mixup-alpha", "-0.4", "must be 0 (off) or positive"),
-    ("--mixup-alpha", "nan", "must be 0 (off) or positive"),
+    ("--patch-dropout", "half", "expected a number, got 'half'"),
+    ("--mixup-alpha", "-0.4", "must be 0 (off) or positive"), ("--mixup-alpha", "nan", "must be 0 (off) or positive"),
 ])
 def test_patch_dropout_and_mixup_values_are_refused_when_the_command_line_is_read(monkeypatch, capsys, flag, bad, says):
     """Both scripts refuse a bad share or Beta parameter before loading any data, naming the flag."""
@@ -1241,6 +1241,8 @@ def test_imagenet_negatives_are_extra_candidates_of_the_emoji_loss_and_never_a_h
     assert torch.allclose(soft_loss, loss, atol=1e-6), "soft targets get zero weight on the negatives"
     with pytest.raises(ValueError, match="label_smoothing spreads its share"):
         script.emoji_loss(model, trunk, classes, captions, label_smoothing=0.1, negative_features=negatives)
+    with pytest.raises(ValueError, match="drop --label-smoothing or --imagenet-negatives"):  # before any data load
+        script.load_train_data(None, script.Recipe(imagenet_negatives=True, label_smoothing=0.1), root=None)
     data = replace(_four_class_train_data(script, data_module), imagenet_text=torch.randn(1000, 384, generator=gen),
                    imagenet_negatives=torch.tensor([0, 5]))
     base = script.Recipe(data=data_module.DataRecipe(augmentations=1), batch_size=4, text_batch_size=0, warmup_steps=1)
