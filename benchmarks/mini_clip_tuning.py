@@ -84,7 +84,8 @@ def validation_classes(n_classes: int, count: int) -> list[int]:
 def untrained_classes(n_classes: int, left_out: list[int], trained: int | None) -> list[int]:
     """The classes, besides ``left_out``, that a run training on only ``trained`` classes also leaves out (seeded,
     nested: a smaller subset is part of every larger one). ``None``: every class that is not left out."""
-    rest = [c for c in range(n_classes) if c not in set(left_out)]
+    excluded = set(left_out)
+    rest = [c for c in range(n_classes) if c not in excluded]
     if trained is None:
         return []
     if not 0 < trained <= len(rest):
@@ -109,9 +110,9 @@ def without_classes(data: TrainData, left_out: list[int], augmentations: int) ->
     if data.keyword_targets is not None:
         data = without_keywords(data, keep, banned)
     if data.imagenet_negatives is not None:  # no ImageNet name with a word of a left-out class either
-        rows = data.imagenet_negatives.tolist()
+        names = imagenet_class_names()
         data = replace(data, imagenet_negatives=torch.tensor(
-            [i for i in rows if not banned & name_words(imagenet_class_names()[i])], dtype=torch.long))
+            [i for i in data.imagenet_negatives.tolist() if not banned & name_words(names[i])], dtype=torch.long))
     return data if data.icons is None else without_icons(data, banned)
 
 

@@ -339,11 +339,10 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
                                                            cache_root() / "downloads" / "emoji"))
         keyword_features = embed_captions(model, tokenizer, [KEYWORD_TEMPLATE.format(k) for k in keywords])
         print(f"emoji keywords: {len(keywords)} words, {(targets > 0).sum(1).float().mean():.1f} a class")
-    negatives = None
+    imagenet_names, negatives = imagenet_class_names(), None
     if recipe.imagenet_negatives:
-        negatives = imagenet_negative_rows(imagenet_class_names(), banned_words(recipe.data, root),
-                                           [c.name for c in classes])
-        print(f"ImageNet negatives: {len(negatives)} of {len(imagenet_class_names())} class prompts")
+        negatives = imagenet_negative_rows(imagenet_names, banned_words(recipe.data, root), [c.name for c in classes])
+        print(f"ImageNet negatives: {len(negatives)} of {len(imagenet_names)} class prompts")
     return TrainData(
         imagenet_negatives=negatives,
         keywords=keywords, keyword_features=keyword_features, keyword_targets=targets,
@@ -353,7 +352,7 @@ def load_train_data(model, recipe: Recipe, root: Path | None) -> TrainData:
         string_of_item=torch.tensor([index[s] for s in text.labels["text"]]),
         string_captions=embed_captions(model, tokenizer, flat).view(len(strings), width, -1),
         digit_strings=torch.tensor([index[str(d)] for d in range(10)]),
-        imagenet_text=embed_captions(model, tokenizer, [IMAGENET_TEMPLATE.format(n) for n in imagenet_class_names()]),
+        imagenet_text=embed_captions(model, tokenizer, [IMAGENET_TEMPLATE.format(n) for n in imagenet_names]),
     )
 
 
