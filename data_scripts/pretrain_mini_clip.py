@@ -183,26 +183,76 @@ class Recipe:
 
 def _number(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):  # NaN would pass every range check below, infinity an open side
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def number_in(low: float | None = None, high: float | None = None, *, open_low: bool = False,
+              open_high: bool = False, meaning: str = "") -> Callable[[str], float]:
+    """An argparse ``type=``: a number, refused outside ``low``..``high`` when the command line is read.
+
+    ``None`` leaves that side unbounded; ``open_low`` / ``open_high`` exclude the bound itself. The message names the
+    range and ``meaning`` (what the number is), so ``--invert 1.5`` fails in a second, before any data is loaded,
+    instead of silently drawing every augmentation inverted.
+    """
+    def check(text: str) -> float:
+        value = _number(text)
+        too_low = low is not None and (value <= low if open_low else value < low)
+        too_high = high is not None and (value >= high if open_high else value > high)
+        if too_low or too_high:
+            left = "(" if open_low or low is None else "["
+            right = ")" if open_high or high is None else "]"
+            span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+            raise argparse.ArgumentTypeError(f"must lie in {span}{f' ({meaning})' if meaning else ''}, got {text}")
+        return value
+    return check
+
+
+def count_in(minimum: int, meaning: str = "") -> Callable[[str], int]:
+    """An argparse ``type=`` for a whole number of at least ``minimum``, checked when the command line is read."""
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more{f' ({meaning})' if meaning else ''}, "
+                                             f"got {text}")
+        return value
+    return check
 
 
 def patch_dropout_argument(text: str) -> float:
     """``--patch-dropout``: a share in [0, 1), checked when the command line is read (before the data load)."""
-    value = _number(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1) (the share of position tokens dropped; 0: off), "
-                                         f"got {text}")
-    return value
+    return number_in(0, 1, open_high=True, meaning="the share of position tokens dropped; 0: off")(text)
 
 
 def mixup_alpha_argument(text: str) -> float:
     """``--mixup-alpha``: 0 (off) or a positive Beta parameter, checked when the command line is read."""
-    value = _number(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or positive (mixup's Beta(a, a)), got {text}")
-    return value
+    return number_in(0, meaning="0: off, else mixup's Beta(a, a) parameter")(text)
+
+
+SHARE = number_in(0, 1, meaning="a share")
+"""``--invert``, ``--grey``, ``--text-boxed-digits``, ``--icon-style-share``, ``--semantic-targets``."""
+LOSS_WEIGHT = number_in(0, meaning="a loss weight; 0: off")
+"""``--icon-weight``, ``--imagenet-weight``, ``--keyword-weight``."""
+TEXT_MAX_FILL = number_in(0.45, 1, meaning="largest share of the image side rendered text spans")
+TEXT_BOXED_HEIGHT = number_in(0.5, 1.2, meaning="share of the image height, above 1 cut at the edges")
+LEARNING_RATE = number_in(0, open_low=True, meaning="AdamW's peak learning rate")
+WEIGHT_DECAY = number_in(0, meaning="AdamW's decoupled weight decay")
+DECAY = number_in(0, 1, open_high=True, meaning="decay of the running weight average; 0: off")
+LABEL_SMOOTHING = number_in(0, 1, open_high=True, meaning="share of the target spread evenly; 0: off")
+LR_SCALE = number_in(0, meaning="a factor of the learning rate; 0: frozen")
+ONE_OR_MORE = count_in(1)
+"""Counts: ``--steps``, ``--augmentations``, ``--rendered-items``, ``--vision-width``, ``--vision-layers``,
+``--threads``."""
+ZERO_OR_MORE = count_in(0)
+"""Counts where 0 means "none": ``--text-batch-size``, ``--icon-augmentations``; and ``--run-seed``."""
+BATCH_SIZE = count_in(2, "distinct classes a step; a contrastive loss needs two")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -829,38 +879,38 @@ def parse_args(argv=None):
     defaults, data = Recipe(), DataRecipe()
     parser.add_argument("--split", choices=("random", "subcategory"), default=data.split)
     parser.add_argument("--seed", type=int, default=data.seed)
-    parser.add_argument("--augmentations", type=int, default=data.augmentations)
-    parser.add_argument("--rendered-items", type=int, default=data.rendered_items)
-    parser.add_argument("--invert", type=float, default=data.invert, help="share of emoji augmentations inverted")
-    parser.add_argument("--text-max-fill", type=float, default=data.text_max_fill,
+    parser.add_argument("--augmentations", type=ONE_OR_MORE, default=data.augmentations)
+    parser.add_argument("--rendered-items", type=ONE_OR_MORE, default=data.rendered_items)
+    parser.add_argument("--invert", type=SHARE, default=data.invert, help="share of emoji augmentations inverted")
+    parser.add_argument("--text-max-fill", type=TEXT_MAX_FILL, default=data.text_max_fill,
                         help="largest share of the image side rendered text spans (1.0: edge to edge)")
-    parser.add_argument("--text-boxed-digits", type=float, default=data.text_boxed_digits,
+    parser.add_argument("--text-boxed-digits", type=SHARE, default=data.text_boxed_digits,
                         help="share of rendered digits stretched to fill their box, as scanned digit sets do")
-    parser.add_argument("--text-boxed-height", type=float, default=data.text_boxed_height,
+    parser.add_argument("--text-boxed-height", type=TEXT_BOXED_HEIGHT, default=data.text_boxed_height,
                         help="middle of the boxed digits' height range (share of the side; above 1: cut at the edges)")
-    parser.add_argument("--grey", type=float, default=data.grey, help="share of emoji augmentations in grey scale")
-    parser.add_argument("--icon-augmentations", type=int, default=data.icon_augmentations,
+    parser.add_argument("--grey", type=SHARE, default=data.grey, help="share of emoji augmentations in grey scale")
+    parser.add_argument("--icon-augmentations", type=ZERO_OR_MORE, default=data.icon_augmentations,
                         help="augmented copies per named icon drawing (0: no icon part; see icon_sets.py)")
-    parser.add_argument("--icon-weight", type=float, default=defaults.icon_weight, help="weight of the icon loss")
+    parser.add_argument("--icon-weight", type=LOSS_WEIGHT, default=defaults.icon_weight, help="weight of the icon loss")
     parser.add_argument("--icon-sets", default=data.icon_sets,
                         help="icon sets joined by '+' (material, phosphor, tabler, game, emojione, fxemoji)")
-    parser.add_argument("--icon-style-share", type=float, default=defaults.icon_style_share,
+    parser.add_argument("--icon-style-share", type=SHARE, default=defaults.icon_style_share,
                         help="share of emoji-batch classes shown as their named icon drawings (emoji-style sets)")
     parser.add_argument("--extra-emoji", default=data.extra_emoji, type=extra_categories_argument,
                         help="more emoji categories as classes, joined by '+' (smileys, people, symbols; "
                              "see emoji_extra.py)")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--text-batch-size", type=int, default=defaults.text_batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--weight-average", type=float, default=defaults.weight_average,
+    parser.add_argument("--steps", type=ONE_OR_MORE, default=defaults.steps)
+    parser.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size)
+    parser.add_argument("--text-batch-size", type=ZERO_OR_MORE, default=defaults.text_batch_size)
+    parser.add_argument("--lr", type=LEARNING_RATE, default=defaults.lr)
+    parser.add_argument("--weight-average", type=DECAY, default=defaults.weight_average,
                         help="decay of the running average of the weights, e.g. 0.99 (0: write the last weights)")
-    parser.add_argument("--imagenet-weight", type=float, default=defaults.imagenet_weight)
-    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+    parser.add_argument("--imagenet-weight", type=LOSS_WEIGHT, default=defaults.imagenet_weight)
+    parser.add_argument("--label-smoothing", type=LABEL_SMOOTHING, default=defaults.label_smoothing,
                         help="share of the emoji image->text target spread evenly over the classes")
-    parser.add_argument("--semantic-targets", type=float, default=defaults.semantic_targets,
+    parser.add_argument("--semantic-targets", type=SHARE, default=defaults.semantic_targets,
                         help="share of the emoji image->text target spread by MiniLM's class-name similarity")
-    parser.add_argument("--keyword-weight", type=float, default=defaults.keyword_weight,
+    parser.add_argument("--keyword-weight", type=LOSS_WEIGHT, default=defaults.keyword_weight,
                         help="weight of the emoji keyword loss (emojilib keywords; see emoji_keywords.py)")
     parser.add_argument("--mixup-alpha", type=mixup_alpha_argument, default=defaults.mixup_alpha,
                         help="mix emoji images at the CNN trunk's output with Beta(a, a) weights (0: off)")
@@ -868,17 +918,18 @@ def parse_args(argv=None):
                         help="share of an emoji image's position tokens dropped in training (0: off)")
     parser.add_argument("--imagenet-negatives", action="store_true",
                         help="ImageNet class prompts as extra negatives of the emoji loss (names filtered)")
-    parser.add_argument("--vision-width", type=int, default=MiniClipConfig.vision_width)
-    parser.add_argument("--vision-layers", type=int, default=MiniClipConfig.vision_layers)
+    parser.add_argument("--vision-width", type=ONE_OR_MORE, default=MiniClipConfig.vision_width)
+    parser.add_argument("--vision-layers", type=ONE_OR_MORE, default=MiniClipConfig.vision_layers)
     parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
     parser.add_argument("--vision-pool", choices=POOLS, default=MiniClipConfig.vision_pool,
                         help="what the image head reads: the class token or the mean of the position tokens")
     parser.add_argument("--freeze-text-projection", action=argparse.BooleanOptionalAction,
                         default=defaults.freeze_text_projection, help="keep the text projection at its centred start")
-    parser.add_argument("--run-seed", type=int, default=0,
+    parser.add_argument("--run-seed", type=ZERO_OR_MORE, default=0,
                         help="draw of the initialisation and batch order (0: the shipped weights' run; the data "
                              "stay the same); give --out DIR to keep the shipped weights beside it")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores of the target machine)")
+    parser.add_argument("--threads", type=ONE_OR_MORE, default=2,
+                        help="torch threads (2 = all cores of the target machine)")
     parser.add_argument("--root", type=Path, default=None, help="data root (default: the uniil_lib data root)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and json go")
     parser.add_argument("--stem", default="mini_clip", help="file name stem of the outputs")
@@ -886,10 +937,7 @@ def parse_args(argv=None):
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--eval-only", type=Path, default=None, metavar="WEIGHTS",
                         help="only evaluate this weights file and (re)write its json numbers (and model card)")
-    args = parser.parse_args(argv)
-    if args.run_seed < 0:
-        parser.error(f"--run-seed must be 0 or more, got {args.run_seed}")
-    return args
+    return parser.parse_args(argv)
 
 
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:

@@ -886,7 +886,7 @@ def test_a_run_seed_redraws_the_full_data_run_and_run_seed_zero_is_the_shipped_d
     assert script.parse_args(["--run-seed", "3"]).run_seed == 3 and script.parse_args([]).run_seed == 0
     with pytest.raises(SystemExit):
         script.parse_args(["--run-seed", "-1"])
-    assert "--run-seed must be 0 or more, got -1" in capsys.readouterr().err
+    assert "argument --run-seed: must be 0 or more, got -1" in capsys.readouterr().err
 
 
 def test_selection_picks_the_best_mean_of_the_unreported_train_splits_and_keeps_the_shipped_on_a_tie(tmp_path):
@@ -1198,10 +1198,21 @@ def test_patch_dropout_keeps_the_class_token_and_a_seeded_share_of_positions_and
 @pytest.mark.parametrize("flag, bad, says", [
     ("--patch-dropout", "1.0", "must lie in [0, 1)"), ("--patch-dropout", "-0.1", "must lie in [0, 1)"),
     ("--patch-dropout", "half", "expected a number, got 'half'"),
-    ("--mixup-alpha", "-0.4", "must be 0 (off) or positive"), ("--mixup-alpha", "nan", "must be 0 (off) or positive"),
+    ("--mixup-alpha", "-0.4", "must lie in [0, inf)"), ("--mixup-alpha", "nan", "expected a finite number, got 'nan'"),
+    ("--invert", "1.5", "must lie in [0, 1] (a share)"), ("--grey", "-0.1", "must lie in [0, 1] (a share)"),
+    ("--semantic-targets", "2", "must lie in [0, 1] (a share)"), ("--icon-style-share", "1.01", "must lie in [0, 1]"),
+    ("--text-max-fill", "0.3", "must lie in [0.45, 1]"), ("--text-boxed-height", "1.3", "must lie in [0.5, 1.2]"),
+    ("--text-boxed-digits", "-1", "must lie in [0, 1]"), ("--lr", "0", "must lie in (0, inf)"),
+    ("--lr", "inf", "expected a finite number, got 'inf'"), ("--weight-average", "1", "must lie in [0, 1)"),
+    ("--label-smoothing", "1", "must lie in [0, 1)"), ("--imagenet-weight", "-1", "must lie in [0, inf)"),
+    ("--icon-weight", "-0.5", "must lie in [0, inf)"), ("--keyword-weight", "-2", "must lie in [0, inf)"),
+    ("--steps", "0", "must be 1 or more"), ("--steps", "1.5", "expected a whole number, got '1.5'"),
+    ("--batch-size", "1", "must be 2 or more"), ("--text-batch-size", "-1", "must be 0 or more"),
+    ("--augmentations", "0", "must be 1 or more"), ("--icon-augmentations", "-3", "must be 0 or more"),
+    ("--vision-layers", "0", "must be 1 or more"), ("--threads", "0", "must be 1 or more"),
 ])
-def test_patch_dropout_and_mixup_values_are_refused_when_the_command_line_is_read(monkeypatch, capsys, flag, bad, says):
-    """Both scripts refuse a bad share or Beta parameter before loading any data, naming the flag."""
+def test_bad_numbers_are_refused_when_the_command_line_is_read(monkeypatch, capsys, flag, bad, says):
+    """Both scripts refuse a number out of its range before loading any data, naming the flag and the range."""
     from repo_scripts import load_script
 
     scripts = {"pretrain_mini_clip.py": _script(monkeypatch, "pretrain_mini_clip").parse_args,
@@ -1213,7 +1224,29 @@ def test_patch_dropout_and_mixup_values_are_refused_when_the_command_line_is_rea
         assert exit_info.value.code == 2, name
         error = capsys.readouterr().err
         assert f"argument {flag}: {says}" in error, (name, error)
-    assert _script(monkeypatch, "pretrain_mini_clip").parse_args([flag, "0"]).__dict__[flag[2:].replace("-", "_")] == 0
+
+
+def test_every_checked_number_accepts_its_bounds_and_the_shipped_defaults(monkeypatch, capsys):
+    """The checks refuse only what is out of range: the bounds themselves pass, and so does every default."""
+    from repo_scripts import load_script
+
+    pretrain = _script(monkeypatch, "pretrain_mini_clip").parse_args
+    tuning = load_script("benchmarks/mini_clip_tuning.py").parse_args
+    assert pretrain([]).steps == 1500 and tuning(["--name", "x"]).steps == 600, "the defaults pass their own checks"
+    edges = {"--invert": "1", "--grey": "0", "--text-max-fill": "0.45", "--text-boxed-height": "1.2",
+             "--weight-average": "0", "--label-smoothing": "0.999", "--mixup-alpha": "0", "--patch-dropout": "0",
+             "--text-batch-size": "0", "--icon-augmentations": "0", "--batch-size": "2", "--lr": "1e-9"}
+    for flag, value in edges.items():
+        for parse in (pretrain, lambda argv: tuning(["--name", "x", *argv])):
+            assert getattr(parse([flag, value]), flag[2:].replace("-", "_")) == float(value), flag
+    for flag, bad, says in [("--weight-decay", "-0.01", "must lie in [0, inf)"),
+                            ("--stem-head-lr-scale", "-1", "must lie in [0, inf)"),
+                            ("--validation-classes", "0", "must be 1 or more"),
+                            ("--trained-classes", "0", "must be 1 or more"),
+                            ("--soup-children", "-1", "must be 0 or more")]:
+        with pytest.raises(SystemExit):
+            tuning(["--name", "x", flag, bad])
+        assert f"argument {flag}: {says}" in capsys.readouterr().err, flag
 
 
 def test_imagenet_negatives_are_extra_candidates_of_the_emoji_loss_and_never_a_held_out_or_left_out_name(monkeypatch):
