@@ -712,6 +712,8 @@ BAD_ARGS = {
     "a seed that is not a number": (["--seed", "one"], "invalid int value: 'one'"),
     "an unknown profile": (["--profile", "turbo"], "unknown profile 'turbo'; valid profiles: fast"),
     "an unknown scenario": (["--scenario", "nope"], "valid scenarios: mtil-offline"),
+    "a device that is not one": (["--devices", "cpu,gpu9"], "'gpu9' is not a device: use cpu, cuda or cuda:N"),
+    "a device type uniil_lib does not train on": (["--devices", "meta"], "'meta': uniil_lib trains on cpu, cuda"),
 }
 
 
@@ -722,6 +724,31 @@ def test_bad_arguments_are_one_line_errors(cli_env, capsys, no_training, case):
     args.update(dict(zip(extra[::2], extra[1::2])))
     command = ["benchmark", *[x for pair in args.items() for x in pair], "--quiet"]
     assert_clear(*cli(capsys, *command)[::2], needle)
+
+
+@pytest.mark.parametrize("gpus, devices, needle", [
+    (0, "cpu,cuda:0", "'cuda:0': this machine has no CUDA GPU that torch can use"),
+    (0, "cuda", "Train on the CPU: --devices cpu"),
+    (2, "cuda:0,cuda:2", "'cuda:2': this machine has 2 CUDA device(s), cuda:0 to cuda:1"),
+])
+def test_a_gpu_the_machine_lacks_is_refused_before_training(cli_env, capsys, no_training, monkeypatch, gpus, devices,
+                                                             needle):
+    """Whatever GPUs this machine has, the check reads torch's count of them: here set to ``gpus``."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert_clear(*cli(capsys, *BENCH, "--devices", devices)[::2], needle)
+
+
+def test_the_library_refuses_a_device_before_any_data_or_worker(no_training, monkeypatch):
+    """Notebooks call run_benchmark and run_spread directly: they check the device as the CLI does."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(benchmark, "build_scenario", lambda *a, **k: pytest.fail("data loaded for a bad device"))
+    with pytest.raises(ValueError, match="'cuda': this machine has no CUDA GPU"):
+        benchmark.run_benchmark("cil-emoji", ["zeroshot"], profile="fast", device="cuda")
+    with pytest.raises(ValueError, match="'cuda': this machine has no CUDA GPU"):
+        benchmark.run_benchmark("cil-emoji", ["zeroshot"], profile="full")  # the full profile trains on cuda
+    monkeypatch.setattr(benchmark, "_run_jobs", lambda *a, **k: pytest.fail("workers started for a bad device"))
+    with pytest.raises(ValueError, match="'gpu' is not a device"):
+        benchmark.run_spread("cil-emoji", ["zeroshot"], seeds=[0], devices=["cpu", "gpu"], profile="fast")
 
 
 def test_a_seed_out_of_range_is_refused_by_the_library_too():

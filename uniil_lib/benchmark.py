@@ -45,7 +45,7 @@ from .profiles import Profile, get_profile
 from .run_config import RunConfig, load_run_config
 from .scenarios import Scenario
 from .train import run_continual
-from .train_config import MAX_SEED, TrainConfig
+from .train_config import MAX_SEED, TrainConfig, check_device
 
 TABLE_METRICS = ("transfer", "avg", "last", "avg_incremental", "bwt", "forgetting")
 ALLOW_SPLIT_FLAG = "--allow-other-split"
@@ -152,12 +152,14 @@ def run_benchmark(
         device: run every method on this device (default: the training settings'), e.g. ``"cuda:1"``.
 
     Raises:
-        ValueError: an empty or repeated method list, or a seed out of range (before any work).
+        ValueError: an empty or repeated method list, a seed out of range or a device this machine lacks
+            (before any work).
         SplitMismatchError: another held-out split than the expected one, not allowed.
     """
     methods = list(methods)
     check_request(methods, seed)
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    check_device(device or (train if train is not None else prof.train).device)
     if checkpoint_root is not None:
         check_output_folder(checkpoint_root, what="the checkpoint folder")
     split = split_record(scenario, allow_other_split=allow_other_split) if isinstance(scenario, str) else None
@@ -212,10 +214,13 @@ def run_spread(scenario: str | Scenario, methods: Sequence[str], *, seeds: Seque
         **options: the other keyword arguments of :func:`run_benchmark`.
 
     Raises:
-        ValueError: no devices, or a profile given as an object; RuntimeError: a run failed (names it).
+        ValueError: no devices, a device this machine lacks, or a profile given as an object; RuntimeError: a run
+            failed (names it).
     """
     if not devices:
         raise ValueError("--devices names no device, e.g. --devices cuda:0,cuda:1")
+    for device in devices:
+        check_device(device)
     if not isinstance(profile, str):
         raise ValueError("run_spread needs the profile's name or file (worker processes load it themselves)")
     seeds = list(dict.fromkeys(seeds))

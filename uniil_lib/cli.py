@@ -112,6 +112,7 @@ def _benchmark_run(args: argparse.Namespace) -> tuple[Callable[[], Iterable[dict
     from .distributed import launched_by_torchrun
     from .profiles import get_profile
     from .run_config import load_run_config
+    from .train_config import check_device
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
     if args.config:
@@ -131,6 +132,8 @@ def _benchmark_run(args: argparse.Namespace) -> tuple[Callable[[], Iterable[dict
     profile = get_profile(arguments["profile"])  # an unknown profile or a bad profile file fails here
     device = (arguments.get("train") or profile.train).device
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    for name in devices or [device]:  # the workers' devices replace the profile's (run_* check them again)
+        check_device(name)
     if devices is not None and launched_by_torchrun():
         raise ValueError("--devices spreads independent runs over devices; under torchrun the ranks share one run. "
                          "Use one or the other")

@@ -4,7 +4,9 @@ The first cell of a notebook keeps only what a learner should read: on Colab, ge
 ``pip install -e``, which must happen before ``uniil_lib`` can be imported), and the switch
 ``PROFILE = os.environ.get("UNIIL_PROFILE", "fast")``. Everything else is here:
 
-1. the profile name is checked (an unknown one is an error that lists the profiles there are);
+1. the profile name is checked (an unknown one is an error that lists the profiles there are), and so is its
+   device: a GPU profile on a runtime without a GPU (on Colab, a runtime whose type was never set to a GPU) stops
+   here with what to change, not in the first training cell with torch's driver message;
 2. on Colab only, the offline data is fetched where it is missing (``data_scripts/fetch_offline.py`` and
    ``data_scripts/fetch_emoji.py`` of the clone; both only check what is already there);
 3. torch's thread count is set by the one rule of :mod:`uniil_lib.threads`;
@@ -26,6 +28,7 @@ from typing import Callable
 
 from .profiles import get_profile, profile_names
 from .threads import choose_threads
+from .train_config import check_device
 
 PROGRESS = False
 VERSIONS = ("torch", "open_clip_torch", "uniil_lib")
@@ -65,8 +68,16 @@ def start_notebook(profile: str, *, run: Callable = subprocess.run) -> None:
 
     Raises:
         KeyError: ``profile`` is not a profile; the message lists the profiles there are.
+        RuntimeError: the profile trains on a GPU this machine lacks; the message says what to change.
     """
-    get_profile(profile)  # an unknown name is a KeyError naming the valid ones
+    device = get_profile(profile).train.device  # an unknown name is a KeyError naming the valid ones
+    try:
+        check_device(device)
+    except ValueError as error:
+        where = ("on Colab, Runtime > Change runtime type > a GPU (e.g. T4), then run this cell again"
+                 if on_colab() else "run it where torch sees a GPU")
+        raise RuntimeError(f"PROFILE = {profile!r} trains on {device!r}, which this machine lacks ({error}). "
+                           f"Either {where}, or set PROFILE = \"fast\" (a CPU, minutes)") from None
     if on_colab():
         fetch_data(run)
     threads = choose_threads(profile)

@@ -151,3 +151,30 @@ def has_native_bf16(device: str) -> bool:
     ``torch.cuda.is_bf16_supported()`` also says True for older GPUs that only emulate bf16, slowly."""
     major, _ = torch.cuda.get_device_capability(torch.device(device))
     return major >= 8
+
+
+def check_device(name: str) -> str:
+    """``name`` if this machine can train on it, else a ``ValueError`` that says what to use instead.
+
+    Called on every device a benchmark is asked for before any model or data is loaded, so that a typo
+    (``--devices gpu0``) or a GPU device on a machine without one fails in a second with a fix, rather than
+    inside the first method with torch's driver message. Counting CUDA devices does not initialise CUDA in this
+    process (the spread workers are spawned, and they initialise it themselves).
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{name!r} is not a device: use cpu, cuda or cuda:N (e.g. --devices cpu,cpu)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"{name!r}: this machine has no CUDA GPU that torch can use (torch.cuda.device_count() "
+                             "is 0). Train on the CPU: --devices cpu (or cpu,cpu for two workers) with a CPU profile "
+                             "such as --profile fast")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name!r}: Apple's MPS backend is not available on this machine; use cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name!r}: uniil_lib trains on cpu, cuda or mps devices")
+    return name
