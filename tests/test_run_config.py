@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from uniil_lib.adapters import AdapterConfig
 from uniil_lib.cli import main
@@ -189,7 +190,11 @@ def test_the_imagenet_config_fails_before_any_weights_load_when_the_data_is_miss
     from uniil_lib.data import DatasetNotFoundError
 
     monkeypatch.setenv("UNIIL_DATA", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # the config trains on cuda: pretend a GPU is here
     with pytest.raises(DatasetNotFoundError, match="fetch_torchvision.py --dataset imagenet100"):
+        run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match="'cuda': this machine has no CUDA GPU"):  # without one, that comes first
         run_config(REPO / "configs" / "awpf_imagenet100_b0inc10.json")
 
 

@@ -158,8 +158,9 @@ def check_device(name: str) -> str:
 
     Called on every device a benchmark is asked for before any model or data is loaded, so that a typo
     (``--devices gpu0``) or a GPU device on a machine without one fails in a second with a fix, rather than
-    inside the first method with torch's driver message. Counting CUDA devices does not initialise CUDA in this
-    process (the spread workers are spawned, and they initialise it themselves).
+    inside the first method with torch's driver message. Counting CUDA devices leaves torch's CUDA state
+    uninitialised (``torch.cuda.is_initialized()`` stays False); the spread workers are spawned processes that
+    initialise CUDA themselves.
     """
     try:
         device = torch.device(name)
