@@ -226,16 +226,10 @@ def count_in(minimum: int, meaning: str = "") -> Callable[[str], int]:
     return check
 
 
-def patch_dropout_argument(text: str) -> float:
-    """``--patch-dropout``: a share in [0, 1), checked when the command line is read (before the data load)."""
-    return number_in(0, 1, open_high=True, meaning="the share of position tokens dropped; 0: off")(text)
-
-
-def mixup_alpha_argument(text: str) -> float:
-    """``--mixup-alpha``: 0 (off) or a positive Beta parameter, checked when the command line is read."""
-    return number_in(0, meaning="0: off, else mixup's Beta(a, a) parameter")(text)
-
-
+patch_dropout_argument = number_in(0, 1, open_high=True, meaning="the share of position tokens dropped; 0: off")
+"""``--patch-dropout``: a share in [0, 1), checked when the command line is read (before the data load)."""
+mixup_alpha_argument = number_in(0, meaning="0: off, else mixup's Beta(a, a) parameter")
+"""``--mixup-alpha``: 0 (off) or a positive Beta parameter, checked when the command line is read."""
 SHARE = number_in(0, 1, meaning="a share")
 """``--invert``, ``--grey``, ``--text-boxed-digits``, ``--icon-style-share``, ``--semantic-targets``."""
 LOSS_WEIGHT = number_in(0, meaning="a loss weight; 0: off")
