@@ -52,19 +52,18 @@ for folder in (REPO, REPO / "data_scripts"):
         sys.path.insert(0, str(folder))
 
 from evaluate_mini_clip import zero_shot_accuracy  # noqa: E402
-from emoji_extra import extra_categories_argument, name_words  # noqa: E402
+from emoji_extra import name_words  # noqa: E402
 from emoji_keywords import keyword_targets  # noqa: E402
 from pretrain_data import DataRecipe, StemData, emoji_pretrain_classes, words_and_plurals  # noqa: E402
 from pretrain_mini_clip import (  # noqa: E402
-    BATCH_SIZE, DECAY, LABEL_SMOOTHING, LEARNING_RATE, LOSS_WEIGHT, LR_SCALE, ONE_OR_MORE, SHARE, TEXT_BOXED_HEIGHT,
-    TEXT_MAX_FILL, WEIGHT_DECAY, ZERO_OR_MORE, Recipe, TrainData, WeightAverage, drawings_of_names, load_train_data,
-    make_optimizer, mixup_alpha_argument, optimisation_step, patch_dropout_argument, run_base_seed, start_trained_parts,
+    LR_SCALE, ONE_OR_MORE, ZERO_OR_MORE, Recipe, TrainData, WeightAverage, add_run_options, drawings_of_names,
+    load_train_data, make_optimizer, optimisation_step, recipe_and_config, run_base_seed, start_trained_parts,
 )
 from tqdm.auto import tqdm  # noqa: E402
 
 from uniil_lib.clip_model import ClipModel  # noqa: E402
 from uniil_lib.fileio import atomic_write_text  # noqa: E402
-from uniil_lib.hybrid_vit import POOLS, StemFeatureCache  # noqa: E402
+from uniil_lib.hybrid_vit import StemFeatureCache  # noqa: E402
 from uniil_lib.imagenet_backbone import imagenet_class_names  # noqa: E402
 from uniil_lib.mini_clip import (  # noqa: E402
     MiniClipConfig, build_mini_clip, mini_preprocess, mini_tokenizer, stem_cache_folder, trained_state_dict,
@@ -307,81 +306,28 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
-    """The recipe and architecture a tuning run trains: the shipped ones with the options of ``args`` changed."""
-    data = DataRecipe(augmentations=args.augmentations, invert=args.invert, grey=args.grey, image_size=args.image_size,
-                      icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,
-                      text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits,
-                      text_boxed_height=args.text_boxed_height, extra_emoji=args.extra_emoji)
-    recipe = Recipe(data=data, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
-                    batch_size=args.batch_size, text_batch_size=args.text_batch_size, imagenet_weight=args.imagenet_weight,
-                    icon_weight=args.icon_weight, icon_style_share=args.icon_style_share,
-                    weight_average=args.weight_average, freeze_text_projection=args.freeze_text_projection,
-                    label_smoothing=args.label_smoothing, semantic_targets=args.semantic_targets,
-                    stem_head_lr_scale=args.stem_head_lr_scale, keyword_weight=args.keyword_weight,
-                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout,
-                    imagenet_negatives=args.imagenet_negatives)
-    return recipe, MiniClipConfig(vision_width=args.vision_width, vision_layers=args.vision_layers,
-                                  image_size=args.image_size, vision_pool=args.vision_pool)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
+    """The pretraining script's run options (:func:`pretrain_mini_clip.add_run_options`), 600 steps on one thread
+    by default, and the options of a tuning run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--report", type=Path, default=None, metavar="FOLDER",
+    add_run_options(parser)
+    parser.set_defaults(steps=600, threads=1)
+    tuning = parser.add_argument_group("the tuning run")
+    tuning.add_argument("--report", type=Path, default=None, metavar="FOLDER",
                         help="only print the table of the runs stored in FOLDER")
-    parser.add_argument("--name")
-    parser.add_argument("--steps", type=ONE_OR_MORE, default=600)
-    parser.add_argument("--validation-classes", type=ONE_OR_MORE, default=50)
-    parser.add_argument("--trained-classes", type=ONE_OR_MORE, default=None, metavar="N",
+    tuning.add_argument("--name")
+    tuning.add_argument("--validation-classes", type=ONE_OR_MORE, default=50)
+    tuning.add_argument("--trained-classes", type=ONE_OR_MORE, default=None, metavar="N",
                         help="train on a seeded subset of N of the classes not left out (default: all of them)")
-    parser.add_argument("--freeze-text-projection", action="store_true")
-    parser.add_argument("--augmentations", type=ONE_OR_MORE, default=DataRecipe.augmentations,
-                        help="augmented copies per emoji drawing (a new value builds its data once)")
-    parser.add_argument("--invert", type=SHARE, default=DataRecipe.invert)
-    parser.add_argument("--grey", type=SHARE, default=DataRecipe.grey)
-    parser.add_argument("--text-max-fill", type=TEXT_MAX_FILL, default=DataRecipe.text_max_fill)
-    parser.add_argument("--text-boxed-digits", type=SHARE, default=DataRecipe.text_boxed_digits)
-    parser.add_argument("--text-boxed-height", type=TEXT_BOXED_HEIGHT, default=DataRecipe.text_boxed_height)
-    parser.add_argument("--lr", type=LEARNING_RATE, default=Recipe.lr)
-    parser.add_argument("--weight-decay", type=WEIGHT_DECAY, default=Recipe.weight_decay)
-    parser.add_argument("--batch-size", type=BATCH_SIZE, default=Recipe.batch_size,
-                        help="emoji images (distinct classes) a step")
-    parser.add_argument("--text-batch-size", type=ZERO_OR_MORE, default=Recipe.text_batch_size)
-    parser.add_argument("--vision-width", type=ONE_OR_MORE, default=MiniClipConfig.vision_width)
-    parser.add_argument("--vision-layers", type=ONE_OR_MORE, default=MiniClipConfig.vision_layers)
-    parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
-    parser.add_argument("--vision-pool", choices=POOLS, default=MiniClipConfig.vision_pool)
-    parser.add_argument("--imagenet-weight", type=LOSS_WEIGHT, default=Recipe.imagenet_weight)
-    parser.add_argument("--label-smoothing", type=LABEL_SMOOTHING, default=Recipe.label_smoothing)
-    parser.add_argument("--semantic-targets", type=SHARE, default=Recipe.semantic_targets)
-    parser.add_argument("--stem-head-lr-scale", type=LR_SCALE, default=Recipe.stem_head_lr_scale,
+    tuning.add_argument("--stem-head-lr-scale", type=LR_SCALE, default=Recipe.stem_head_lr_scale,
                         help="train the CNN's 1x1 conv head at lr x this (0: frozen, as shipped)")
-    parser.add_argument("--keyword-weight", type=LOSS_WEIGHT, default=Recipe.keyword_weight,
-                        help="weight of the emoji keyword loss (data_scripts/emoji_keywords.py; 0: off)")
-    parser.add_argument("--patch-dropout", type=patch_dropout_argument, default=Recipe.patch_dropout,
-                        help="share of an emoji image's position tokens dropped in training (0: off)")
-    parser.add_argument("--imagenet-negatives", action="store_true",
-                        help="ImageNet class prompts as extra negatives of the emoji loss (names filtered)")
-    parser.add_argument("--mixup-alpha", type=mixup_alpha_argument, default=Recipe.mixup_alpha,
-                        help="emoji images mixed at the CNN trunk's output, Beta(a, a) weights (0: off)")
-    parser.add_argument("--icon-augmentations", type=ZERO_OR_MORE, default=DataRecipe.icon_augmentations)
-    parser.add_argument("--icon-weight", type=LOSS_WEIGHT, default=Recipe.icon_weight)
-    parser.add_argument("--icon-sets", default=DataRecipe.icon_sets)
-    parser.add_argument("--icon-style-share", type=SHARE, default=Recipe.icon_style_share)
-    parser.add_argument("--extra-emoji", default=DataRecipe.extra_emoji, type=extra_categories_argument,
-                        help="more emoji categories as classes, joined by '+' (smileys, people, symbols)")
-    parser.add_argument("--weight-average", type=DECAY, default=Recipe.weight_average,
-                        help="decay of the running weight average; the last weights are measured too")
-    parser.add_argument("--extra-averages", default="", metavar="D,D",
+    tuning.add_argument("--extra-averages", default="", metavar="D,D",
                         help="more decays averaged along the same run, one json each (<name>-avg<D>.json)")
-    parser.add_argument("--run-seed", type=ZERO_OR_MORE, default=0,
-                        help="initialisation and batch order (0: as the script)")
-    parser.add_argument("--soup-children", type=ZERO_OR_MORE, default=0,
+    tuning.add_argument("--soup-children", type=ZERO_OR_MORE, default=0,
                         help="train K children from step --spawn-step on and average them (0: a plain run)")
-    parser.add_argument("--spawn-step", type=ZERO_OR_MORE, default=0, help="where the children of a spawned soup part")
-    parser.add_argument("--threads", type=ONE_OR_MORE, default=1)
-    parser.add_argument("--root", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "measurements" / "mini_clip_tuning")
+    tuning.add_argument("--spawn-step", type=ZERO_OR_MORE, default=0,
+                        help="where the children of a spawned soup part")
+    tuning.add_argument("--out", type=Path, default=REPO / "docs" / "measurements" / "mini_clip_tuning")
     args = parser.parse_args(argv)
     if args.report is None and not args.name:
         parser.error("--name is required to train a run")

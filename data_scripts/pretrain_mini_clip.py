@@ -75,7 +75,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -867,65 +867,91 @@ def write_config(path: Path, config: MiniClipConfig, recipe: Recipe, info: dict)
     atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of one pretraining run, shared by this script and ``benchmarks/mini_clip_tuning.py``.
+
+    One option per field of :class:`~pretrain_data.DataRecipe`, :class:`Recipe` and
+    :class:`~uniil_lib.mini_clip.MiniClipConfig` that a run may change (the option's name is the field's, so
+    :func:`recipe_and_config` finds it), each at the shipped weights' value and range-checked when it is read; then the
+    run's seed, threads and data root. A script declares its own options beside these and may change a default with
+    ``parser.set_defaults`` (the tuning runs train 600 steps on one thread).
+    """
+    data, recipe, config = DataRecipe(), Recipe(), MiniClipConfig()
+    emoji = parser.add_argument_group("pretraining data (DataRecipe)")
+    emoji.add_argument("--augmentations", type=ONE_OR_MORE, default=data.augmentations,
+                       help="augmented copies per emoji drawing (a new value builds its data once)")
+    emoji.add_argument("--invert", type=SHARE, default=data.invert, help="share of emoji augmentations inverted")
+    emoji.add_argument("--grey", type=SHARE, default=data.grey, help="share of emoji augmentations in grey scale")
+    emoji.add_argument("--text-max-fill", type=TEXT_MAX_FILL, default=data.text_max_fill,
+                       help="largest share of the image side rendered text spans (1.0: edge to edge)")
+    emoji.add_argument("--text-boxed-digits", type=SHARE, default=data.text_boxed_digits,
+                       help="share of rendered digits stretched to fill their box, as scanned digit sets do")
+    emoji.add_argument("--text-boxed-height", type=TEXT_BOXED_HEIGHT, default=data.text_boxed_height,
+                       help="middle of the boxed digits' height range (share of the side; above 1: cut at the edges)")
+    emoji.add_argument("--icon-augmentations", type=ZERO_OR_MORE, default=data.icon_augmentations,
+                       help="augmented copies per named icon drawing (0: no icon part; see icon_sets.py)")
+    emoji.add_argument("--icon-sets", default=data.icon_sets,
+                       help="icon sets joined by '+' (material, phosphor, tabler, game, emojione, fxemoji)")
+    emoji.add_argument("--extra-emoji", default=data.extra_emoji, type=extra_categories_argument,
+                       help="more emoji categories as classes, joined by '+' (smileys, people, symbols; "
+                            "see emoji_extra.py)")
+    training = parser.add_argument_group("training (Recipe)")
+    training.add_argument("--steps", type=ONE_OR_MORE, default=recipe.steps,
+                          help="optimisation steps (default %(default)s)")
+    training.add_argument("--batch-size", type=BATCH_SIZE, default=recipe.batch_size,
+                          help="emoji images (distinct classes) a step")
+    training.add_argument("--text-batch-size", type=ZERO_OR_MORE, default=recipe.text_batch_size,
+                          help="rendered-text images a step")
+    training.add_argument("--lr", type=LEARNING_RATE, default=recipe.lr)
+    training.add_argument("--weight-decay", type=WEIGHT_DECAY, default=recipe.weight_decay)
+    training.add_argument("--weight-average", type=DECAY, default=recipe.weight_average,
+                          help="decay of the running average of the weights, e.g. 0.99 (0: write the last weights)")
+    training.add_argument("--imagenet-weight", type=LOSS_WEIGHT, default=recipe.imagenet_weight)
+    training.add_argument("--icon-weight", type=LOSS_WEIGHT, default=recipe.icon_weight,
+                          help="weight of the icon loss")
+    training.add_argument("--icon-style-share", type=SHARE, default=recipe.icon_style_share,
+                          help="share of emoji-batch classes shown as their named icon drawings (emoji-style sets)")
+    training.add_argument("--label-smoothing", type=LABEL_SMOOTHING, default=recipe.label_smoothing,
+                          help="share of the emoji image->text target spread evenly over the classes")
+    training.add_argument("--semantic-targets", type=SHARE, default=recipe.semantic_targets,
+                          help="share of the emoji image->text target spread by MiniLM's class-name similarity")
+    training.add_argument("--keyword-weight", type=LOSS_WEIGHT, default=recipe.keyword_weight,
+                          help="weight of the emoji keyword loss (emojilib keywords; see emoji_keywords.py; 0: off)")
+    training.add_argument("--mixup-alpha", type=mixup_alpha_argument, default=recipe.mixup_alpha,
+                          help="mix emoji images at the CNN trunk's output with Beta(a, a) weights (0: off)")
+    training.add_argument("--patch-dropout", type=patch_dropout_argument, default=recipe.patch_dropout,
+                          help="share of an emoji image's position tokens dropped in training (0: off)")
+    training.add_argument("--imagenet-negatives", action="store_true",
+                          help="ImageNet class prompts as extra negatives of the emoji loss (names filtered)")
+    training.add_argument("--freeze-text-projection", action=argparse.BooleanOptionalAction,
+                          default=recipe.freeze_text_projection,
+                          help="keep the text projection at its centred start")
+    tower = parser.add_argument_group("image tower (MiniClipConfig; --image-size also sets the data's)")
+    tower.add_argument("--vision-width", type=ONE_OR_MORE, default=config.vision_width)
+    tower.add_argument("--vision-layers", type=ONE_OR_MORE, default=config.vision_layers)
+    tower.add_argument("--image-size", type=int, default=config.image_size)
+    tower.add_argument("--vision-pool", choices=POOLS, default=config.vision_pool,
+                       help="what the image head reads: the class token or the mean of the position tokens")
+    run = parser.add_argument_group("the run")
+    run.add_argument("--run-seed", type=ZERO_OR_MORE, default=0,
+                     help="draw of the initialisation and batch order (0: the shipped weights' run; the data "
+                          "stay the same)")
+    run.add_argument("--threads", type=ONE_OR_MORE, default=2,
+                     help="torch threads (default %(default)s; the target machine has 2 cores)")
+    run.add_argument("--root", type=Path, default=None, help="data root (default: the uniil_lib data root)")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults, data = Recipe(), DataRecipe()
+    add_run_options(parser)
+    data = DataRecipe()
     parser.add_argument("--split", choices=("random", "subcategory"), default=data.split)
-    parser.add_argument("--seed", type=int, default=data.seed)
-    parser.add_argument("--augmentations", type=ONE_OR_MORE, default=data.augmentations)
+    parser.add_argument("--seed", type=int, default=data.seed, help="seed of the pretraining data")
     parser.add_argument("--rendered-items", type=ONE_OR_MORE, default=data.rendered_items)
-    parser.add_argument("--invert", type=SHARE, default=data.invert, help="share of emoji augmentations inverted")
-    parser.add_argument("--text-max-fill", type=TEXT_MAX_FILL, default=data.text_max_fill,
-                        help="largest share of the image side rendered text spans (1.0: edge to edge)")
-    parser.add_argument("--text-boxed-digits", type=SHARE, default=data.text_boxed_digits,
-                        help="share of rendered digits stretched to fill their box, as scanned digit sets do")
-    parser.add_argument("--text-boxed-height", type=TEXT_BOXED_HEIGHT, default=data.text_boxed_height,
-                        help="middle of the boxed digits' height range (share of the side; above 1: cut at the edges)")
-    parser.add_argument("--grey", type=SHARE, default=data.grey, help="share of emoji augmentations in grey scale")
-    parser.add_argument("--icon-augmentations", type=ZERO_OR_MORE, default=data.icon_augmentations,
-                        help="augmented copies per named icon drawing (0: no icon part; see icon_sets.py)")
-    parser.add_argument("--icon-weight", type=LOSS_WEIGHT, default=defaults.icon_weight, help="weight of the icon loss")
-    parser.add_argument("--icon-sets", default=data.icon_sets,
-                        help="icon sets joined by '+' (material, phosphor, tabler, game, emojione, fxemoji)")
-    parser.add_argument("--icon-style-share", type=SHARE, default=defaults.icon_style_share,
-                        help="share of emoji-batch classes shown as their named icon drawings (emoji-style sets)")
-    parser.add_argument("--extra-emoji", default=data.extra_emoji, type=extra_categories_argument,
-                        help="more emoji categories as classes, joined by '+' (smileys, people, symbols; "
-                             "see emoji_extra.py)")
-    parser.add_argument("--steps", type=ONE_OR_MORE, default=defaults.steps)
-    parser.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size)
-    parser.add_argument("--text-batch-size", type=ZERO_OR_MORE, default=defaults.text_batch_size)
-    parser.add_argument("--lr", type=LEARNING_RATE, default=defaults.lr)
-    parser.add_argument("--weight-average", type=DECAY, default=defaults.weight_average,
-                        help="decay of the running average of the weights, e.g. 0.99 (0: write the last weights)")
-    parser.add_argument("--imagenet-weight", type=LOSS_WEIGHT, default=defaults.imagenet_weight)
-    parser.add_argument("--label-smoothing", type=LABEL_SMOOTHING, default=defaults.label_smoothing,
-                        help="share of the emoji image->text target spread evenly over the classes")
-    parser.add_argument("--semantic-targets", type=SHARE, default=defaults.semantic_targets,
-                        help="share of the emoji image->text target spread by MiniLM's class-name similarity")
-    parser.add_argument("--keyword-weight", type=LOSS_WEIGHT, default=defaults.keyword_weight,
-                        help="weight of the emoji keyword loss (emojilib keywords; see emoji_keywords.py)")
-    parser.add_argument("--mixup-alpha", type=mixup_alpha_argument, default=defaults.mixup_alpha,
-                        help="mix emoji images at the CNN trunk's output with Beta(a, a) weights (0: off)")
-    parser.add_argument("--patch-dropout", type=patch_dropout_argument, default=defaults.patch_dropout,
-                        help="share of an emoji image's position tokens dropped in training (0: off)")
-    parser.add_argument("--imagenet-negatives", action="store_true",
-                        help="ImageNet class prompts as extra negatives of the emoji loss (names filtered)")
-    parser.add_argument("--vision-width", type=ONE_OR_MORE, default=MiniClipConfig.vision_width)
-    parser.add_argument("--vision-layers", type=ONE_OR_MORE, default=MiniClipConfig.vision_layers)
-    parser.add_argument("--image-size", type=int, default=MiniClipConfig.image_size)
-    parser.add_argument("--vision-pool", choices=POOLS, default=MiniClipConfig.vision_pool,
-                        help="what the image head reads: the class token or the mean of the position tokens")
-    parser.add_argument("--freeze-text-projection", action=argparse.BooleanOptionalAction,
-                        default=defaults.freeze_text_projection, help="keep the text projection at its centred start")
-    parser.add_argument("--run-seed", type=ZERO_OR_MORE, default=0,
-                        help="draw of the initialisation and batch order (0: the shipped weights' run; the data "
-                             "stay the same); give --out DIR to keep the shipped weights beside it")
-    parser.add_argument("--threads", type=ONE_OR_MORE, default=2,
-                        help="torch threads (2 = all cores of the target machine)")
-    parser.add_argument("--root", type=Path, default=None, help="data root (default: the uniil_lib data root)")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and json go")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR,
+                        help="where the weights and json go (give another folder with --run-seed > 0 to keep the "
+                             "shipped weights)")
     parser.add_argument("--stem", default="mini_clip", help="file name stem of the outputs")
     parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
@@ -934,23 +960,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _options_of(args: argparse.Namespace, dataclass_type) -> dict:
+    """The fields of ``dataclass_type`` that the command line declared an option for, with their parsed values."""
+    return {f.name: getattr(args, f.name) for f in fields(dataclass_type) if f.name != "data" and hasattr(args, f.name)}
+
+
 def recipe_and_config(args: argparse.Namespace) -> tuple[Recipe, MiniClipConfig]:
-    """The recipe and architecture the command line asks for."""
-    data = DataRecipe(split=args.split, seed=args.seed, image_size=args.image_size,
-                      augmentations=args.augmentations, rendered_items=args.rendered_items, invert=args.invert,
-                      grey=args.grey, icon_augmentations=args.icon_augmentations, icon_sets=args.icon_sets,
-                      text_max_fill=args.text_max_fill, text_boxed_digits=args.text_boxed_digits,
-                      text_boxed_height=args.text_boxed_height, extra_emoji=args.extra_emoji)
-    recipe = Recipe(data=data, steps=args.steps, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
-                    lr=args.lr, imagenet_weight=args.imagenet_weight, icon_weight=args.icon_weight,
-                    icon_style_share=args.icon_style_share, weight_average=args.weight_average,
-                    freeze_text_projection=args.freeze_text_projection, label_smoothing=args.label_smoothing,
-                    semantic_targets=args.semantic_targets, keyword_weight=args.keyword_weight,
-                    mixup_alpha=args.mixup_alpha, patch_dropout=args.patch_dropout,
-                    imagenet_negatives=args.imagenet_negatives)
-    config = MiniClipConfig(image_size=args.image_size, vision_width=args.vision_width,
-                            vision_layers=args.vision_layers, vision_pool=args.vision_pool)
-    return recipe, config
+    """The recipe and architecture the command line asks for: every field with an option takes the option's value,
+    every other field its default (so an option added to :func:`add_run_options` reaches the run by its name alone)."""
+    recipe = Recipe(data=DataRecipe(**_options_of(args, DataRecipe)), **_options_of(args, Recipe))
+    return recipe, MiniClipConfig(**_options_of(args, MiniClipConfig))
 
 
 def main(argv=None) -> None:

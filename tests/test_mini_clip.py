@@ -513,8 +513,9 @@ def test_pretraining_options_reach_the_recipe_and_the_architecture(monkeypatch):
         ["--seed", "2", "--steps", "40", "--lr", "0.002", "--weight-average", "0.99", "--text-batch-size", "8",
          "--imagenet-weight", "0.3", "--icon-augmentations", "2", "--icon-weight", "0.5", "--split", "subcategory",
          "--image-size", "160", "--vision-layers", "2", "--freeze-text-projection", "--vision-pool", "mean",
-         "--label-smoothing", "0.1", "--semantic-targets", "0.3", "--keyword-weight", "0.5"]))
+         "--label-smoothing", "0.1", "--semantic-targets", "0.3", "--keyword-weight", "0.5", "--weight-decay", "0.1"]))
     assert (recipe.label_smoothing, recipe.semantic_targets, recipe.keyword_weight) == (0.1, 0.3, 0.5)
+    assert recipe.weight_decay == 0.1, "the options both scripts share (add_run_options) reach the recipe by name"
     assert (recipe.data.seed, recipe.steps, recipe.lr) == (2, 40, 0.002)
     assert (recipe.weight_average, recipe.text_batch_size) == (0.99, 8)
     assert (recipe.imagenet_weight, recipe.data.icon_augmentations, recipe.icon_weight) == (0.3, 2, 0.5)
