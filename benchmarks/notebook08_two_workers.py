@@ -36,7 +36,7 @@ from uniil_lib.named_scenarios import build_scenario
 from uniil_lib.profiles import get_profile
 from uniil_lib.threads import choose_threads
 
-METHODS = ["zeroshot", "finetune", "moe-adapters-ddas", "mage"]  # notebook 08's training cell
+METHODS = ("zeroshot", "finetune", "moe-adapters-ddas", "mage")  # notebook 08's training cell
 STEPS, EPOCHS, SEED = 5, 3, 0
 
 
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
         rows[way] = {"seconds": round(seconds, 1), "peak_pss_gib": round(gib, 3),
                      "metrics": {name: entry["metrics"] for name, entry in result["methods"].items()}}
         print(f"{way:7s} {seconds:7.1f} s  peak summed PSS {gib:.2f} GiB", flush=True)
-    record = {"methods": METHODS, "steps": STEPS, "epochs": EPOCHS, "seed": SEED, "cpu_cores": psutil.cpu_count(),
+    record = {"methods": list(METHODS), "steps": STEPS, "epochs": EPOCHS, "seed": SEED, "cpu_cores": psutil.cpu_count(),
               "measured": time.strftime("%Y-%m-%d", time.gmtime()), "ways": rows}
     if len(rows) == 2:
         record["identical_metrics"] = rows["one"]["metrics"] == rows["spread"]["metrics"]
