@@ -115,3 +115,19 @@ def file_server():
     yield f"http://127.0.0.1:{server.server_address[1]}", files
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def openai_stub(monkeypatch):
+    """A stub OpenAI-compatible server on 127.0.0.1 (``tests/openai_stub_server.py``) for the real openai client;
+    no proxy may intercept it; shut down at the end of the test."""
+    try:
+        from .openai_stub_server import StubOpenAI
+    except ImportError:
+        from openai_stub_server import StubOpenAI
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    stub = StubOpenAI()
+    yield stub
+    stub.close()

@@ -248,8 +248,9 @@ def test_trimming_padding_leaves_bert_text_features_unchanged(bert_clip):
         assert torch.allclose(bert_clip.encode_text(trimmed), bert_clip.encode_text(tokens), atol=1e-5)
 
 
-def test_image_tower_in_two_halves_equals_the_full_forward():
-    model = tiny_model()
+def assert_two_halves_equal_the_full_forward(model) -> None:
+    """With MoE adapters on the first image block, the tower's prefix then suffix, split at every block boundary,
+    gives the full forward's features (the frozen-block cache relies on it)."""
     adapters = attach_adapters(model, AdapterConfig(num_experts=4, bottleneck=8, image_blocks=1, text_blocks="none"))
     adapters.add_router()
     perturb(adapters)
@@ -259,6 +260,10 @@ def test_image_tower_in_two_halves_equals_the_full_forward():
         for start in (0, 1, 2):
             split = image_suffix(model.visual, image_prefix(model.visual, pixels, start), start)
             assert torch.allclose(split, full, atol=1e-6), f"split at block {start} differs"
+
+
+def test_image_tower_in_two_halves_equals_the_full_forward():
+    assert_two_halves_equal_the_full_forward(tiny_model())
 
 
 def test_a_token_protocol_tower_is_found_as_the_image_tower(token_clip):
@@ -269,16 +274,7 @@ def test_a_token_protocol_tower_is_found_as_the_image_tower(token_clip):
 
 
 def test_a_token_protocol_tower_in_two_halves_equals_the_full_forward(token_clip):
-    model = token_clip().model.eval()
-    adapters = attach_adapters(model, AdapterConfig(num_experts=4, bottleneck=8, image_blocks=1, text_blocks="none"))
-    adapters.add_router()
-    perturb(adapters)
-    pixels, _ = inputs()
-    with adapters.context.use(0), torch.no_grad():
-        full = model.encode_image(pixels)
-        for start in (0, 1, 2):
-            split = image_suffix(model.visual, image_prefix(model.visual, pixels, start), start)
-            assert torch.allclose(split, full, atol=1e-6), f"split at block {start} differs"
+    assert_two_halves_equal_the_full_forward(token_clip().model.eval())
 
 
 @pytest.mark.parametrize("config", [MOE, AdapterConfig(moe=False, bottleneck=8)], ids=["moe", "plain"])

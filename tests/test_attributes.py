@@ -21,30 +21,20 @@ from uniil_lib.data.offline import DIGIT_CLASSES, FASHION_MNIST_CLASSES
 from repo_scripts import load_script
 
 try:
-    from .openai_stub_server import Reply, StubOpenAI
+    from .openai_stub_server import Reply
 except ImportError:
-    from openai_stub_server import Reply, StubOpenAI
+    from openai_stub_server import Reply
 
 GOOD = ["pointed ears", "long whiskers", "striped fur", "slit pupils", "long tail"]
 OFFLINE_SCENARIOS = ("mtil-offline", "cil-emoji", "dil-emoji", "uniil-offline")
 
 
 @pytest.fixture
-def server(monkeypatch):
-    """A stub server on 127.0.0.1; no proxy may intercept it; shut down at the end of the test."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    stub = StubOpenAI()
-    yield stub
-    stub.close()
-
-
-@pytest.fixture
-def make_generator(server, tmp_path):
+def make_generator(openai_stub, tmp_path):
     """``make_generator(**overrides)`` -> (generator, list of sleeps) talking to the stub."""
     def make(**overrides):
         sleeps: list[float] = []
-        options = dict(api_key="test", base_url=server.base_url, model="stub-model", sleep=sleeps.append,
+        options = dict(api_key="test", base_url=openai_stub.base_url, model="stub-model", sleep=sleeps.append,
                        cache_dir=tmp_path / "attr-cache", timeout=10)
         options.update(overrides)
         return AttributeGenerator(**options), sleeps
@@ -55,24 +45,24 @@ def make_generator(server, tmp_path):
 # Generation through the real openai client
 
 
-def test_success_parses_reply_and_sends_an_openai_request(server, make_generator):
-    server.script(Reply.attributes([" pointed ears ", *GOOD[1:]]))
+def test_success_parses_reply_and_sends_an_openai_request(openai_stub, make_generator):
+    openai_stub.script(Reply.attributes([" pointed ears ", *GOOD[1:]]))
     generator, sleeps = make_generator()
     assert generator.class_attributes("cat face") == GOOD
-    assert len(server.requests) == 1 and sleeps == []
-    body = server.requests[0]
+    assert len(openai_stub.requests) == 1 and sleeps == []
+    body = openai_stub.requests[0]
     assert body["model"] == "stub-model"
     assert body["response_format"] == {"type": "json_object"}
     assert body["messages"][0] == {"role": "system", "content": A.SYSTEM_PROMPT}
     assert body["messages"][1]["content"] == "What are useful features for distinguishing a cat face in a photo?"
-    assert server.headers[0]["authorization"] == "Bearer test"
+    assert openai_stub.headers[0]["authorization"] == "Bearer test"
 
 
-def test_domain_question_uses_the_domain_description(server, make_generator):
-    server.script(Reply.attributes(["glossy 3d shading", "soft shadows", "smooth highlights"]))
+def test_domain_question_uses_the_domain_description(openai_stub, make_generator):
+    openai_stub.script(Reply.attributes(["glossy 3d shading", "soft shadows", "smooth highlights"]))
     generator, _ = make_generator()
     assert generator.domain_attributes("emoji-fluent3d")[0] == "glossy 3d shading"
-    assert A.DOMAIN_DESCRIPTIONS["emoji-fluent3d"] in server.requests[0]["messages"][1]["content"]
+    assert A.DOMAIN_DESCRIPTIONS["emoji-fluent3d"] in openai_stub.requests[0]["messages"][1]["content"]
 
 
 @pytest.mark.parametrize("bad", [
@@ -83,11 +73,11 @@ def test_domain_question_uses_the_domain_description(server, make_generator):
     json.dumps({"attributes": ["ok a", " ", "b c"]}),   # a blank one
     json.dumps(["pointed ears", "whiskers", "tail"]),   # a bare list, not an object
 ])
-def test_malformed_reply_is_asked_again_at_once(server, make_generator, bad):
-    server.script(Reply.text(bad), Reply.attributes(GOOD))
+def test_malformed_reply_is_asked_again_at_once(openai_stub, make_generator, bad):
+    openai_stub.script(Reply.text(bad), Reply.attributes(GOOD))
     generator, sleeps = make_generator()
     assert generator.class_attributes("cat") == GOOD
-    assert len(server.requests) == 2
+    assert len(openai_stub.requests) == 2
     assert sleeps == []  # the server was fine; only the answer was bad
 
 
@@ -103,54 +93,54 @@ def test_parse_attribute_reply_rejects_an_empty_reply():
         A.parse_attribute_reply(None)
 
 
-def test_persistently_malformed_replies_give_a_clear_error(server, make_generator):
-    server.script(*[Reply.text("{not json")] * 5)
+def test_persistently_malformed_replies_give_a_clear_error(openai_stub, make_generator):
+    openai_stub.script(*[Reply.text("{not json")] * 5)
     generator, _ = make_generator(max_attempts=3)
     with pytest.raises(AttributeGenerationError, match=r"after 3 attempts.*malformed reply"):
         generator.class_attributes("cat")
-    assert len(server.requests) == 3
+    assert len(openai_stub.requests) == 3
 
 
-def test_rate_limit_backs_off_with_increasing_delays(server, make_generator):
-    server.script(Reply.error(429, {"Retry-After": "1"}), Reply.error(429, {"Retry-After": "1"}),
+def test_rate_limit_backs_off_with_increasing_delays(openai_stub, make_generator):
+    openai_stub.script(Reply.error(429, {"Retry-After": "1"}), Reply.error(429, {"Retry-After": "1"}),
                   Reply.error(429), Reply.attributes(GOOD))
     generator, sleeps = make_generator(base_delay=1.0)
     assert generator.class_attributes("cat") == GOOD
-    assert len(server.requests) == 4
+    assert len(openai_stub.requests) == 4
     assert sleeps == [1.0, 2.0, 4.0]
 
 
-def test_retry_after_longer_than_the_backoff_is_respected_and_capped(server, make_generator):
-    server.script(Reply.error(429, {"Retry-After": "7"}), Reply.error(429, {"Retry-After": "3600"}),
+def test_retry_after_longer_than_the_backoff_is_respected_and_capped(openai_stub, make_generator):
+    openai_stub.script(Reply.error(429, {"Retry-After": "7"}), Reply.error(429, {"Retry-After": "3600"}),
                   Reply.attributes(GOOD))
     generator, sleeps = make_generator(base_delay=0.5, max_delay=30.0)
     assert generator.class_attributes("cat") == GOOD
     assert sleeps == [7.0, 30.0]
 
 
-def test_persistent_server_error_gives_a_clear_error_after_n_tries(server, make_generator):
-    server.script(*[Reply.error(500)] * 6)
+def test_persistent_server_error_gives_a_clear_error_after_n_tries(openai_stub, make_generator):
+    openai_stub.script(*[Reply.error(500)] * 6)
     generator, sleeps = make_generator(max_attempts=4, base_delay=2.0)
     with pytest.raises(AttributeGenerationError, match=r"'stub-model'.*after 4 attempts.*HTTP 500"):
         generator.class_attributes("cat")
-    assert len(server.requests) == 4
+    assert len(openai_stub.requests) == 4
     assert sleeps == [2.0, 4.0, 8.0]  # no sleep after the last attempt
 
 
-def test_a_503_then_a_good_reply_succeeds(server, make_generator):
-    server.script(Reply.error(503), Reply.attributes(GOOD))
+def test_a_503_then_a_good_reply_succeeds(openai_stub, make_generator):
+    openai_stub.script(Reply.error(503), Reply.attributes(GOOD))
     generator, sleeps = make_generator()
     assert generator.class_attributes("cat") == GOOD
     assert sleeps == [1.0]
 
 
 @pytest.mark.parametrize("status, hint", [(401, "OPENAI_API_KEY"), (404, "UNIIL_ATTRIBUTE_MODEL")])
-def test_client_errors_fail_at_once_with_a_hint(server, make_generator, status, hint):
-    server.script(Reply.error(status), Reply.attributes(GOOD))
+def test_client_errors_fail_at_once_with_a_hint(openai_stub, make_generator, status, hint):
+    openai_stub.script(Reply.error(status), Reply.attributes(GOOD))
     generator, sleeps = make_generator()
     with pytest.raises(AttributeGenerationError, match=rf"HTTP {status}.*{hint}"):
         generator.class_attributes("cat")
-    assert len(server.requests) == 1 and sleeps == []
+    assert len(openai_stub.requests) == 1 and sleeps == []
 
 
 def test_unreachable_server_is_retried_then_reported(make_generator):
@@ -164,54 +154,54 @@ def test_unreachable_server_is_retried_then_reported(make_generator):
 # The cache
 
 
-def test_second_identical_question_makes_no_request(server, make_generator):
-    server.script(Reply.attributes(GOOD))
+def test_second_identical_question_makes_no_request(openai_stub, make_generator):
+    openai_stub.script(Reply.attributes(GOOD))
     first, _ = make_generator()
     assert first.class_attributes("cat") == GOOD
     second, _ = make_generator()  # a fresh generator (a later run) reads the same cache
     assert second.class_attributes("cat") == GOOD
     assert first.class_attributes("cat") == GOOD
-    assert len(server.requests) == 1
+    assert len(openai_stub.requests) == 1
     files = list(first.cache_dir.glob("*.json"))
     assert [f.stem for f in files] == [A.cache_key("stub-model", A.class_messages("cat"))]
 
 
-def test_another_model_or_prompt_is_a_new_request(server, make_generator):
-    server.script(Reply.attributes(GOOD), Reply.attributes(GOOD[::-1]), Reply.attributes(GOOD[:3]))
+def test_another_model_or_prompt_is_a_new_request(openai_stub, make_generator):
+    openai_stub.script(Reply.attributes(GOOD), Reply.attributes(GOOD[::-1]), Reply.attributes(GOOD[:3]))
     generator, _ = make_generator()
     other_model, _ = make_generator(model="other-model")
     assert generator.class_attributes("cat") == GOOD
     assert other_model.class_attributes("cat") == GOOD[::-1]
     assert generator.class_attributes("dog") == GOOD[:3]
-    assert [r["model"] for r in server.requests] == ["stub-model", "other-model", "stub-model"]
+    assert [r["model"] for r in openai_stub.requests] == ["stub-model", "other-model", "stub-model"]
 
 
-def test_default_cache_lives_under_the_cache_root(server, make_generator, isolated_cache):
-    server.script(Reply.attributes(GOOD))
+def test_default_cache_lives_under_the_cache_root(openai_stub, make_generator, isolated_cache):
+    openai_stub.script(Reply.attributes(GOOD))
     generator, _ = make_generator(cache_dir=None)
     generator.class_attributes("cat")
     assert generator.cache_dir == isolated_cache / "attributes"
     assert len(list(generator.cache_dir.glob("*.json"))) == 1
 
 
-def test_a_corrupt_cache_file_is_asked_again(server, make_generator):
-    server.script(Reply.attributes(GOOD))
+def test_a_corrupt_cache_file_is_asked_again(openai_stub, make_generator):
+    openai_stub.script(Reply.attributes(GOOD))
     generator, _ = make_generator()
     path = generator.cache_dir / f"{A.cache_key('stub-model', A.class_messages('cat'))}.json"
     path.parent.mkdir(parents=True)
     path.write_text("{broken")
     with pytest.warns(UserWarning, match="unreadable attribute cache"):
         assert generator.class_attributes("cat") == GOOD
-    assert len(server.requests) == 1
+    assert len(openai_stub.requests) == 1
 
 
-def test_generate_pool_covers_classes_and_domains_with_metadata(server, make_generator):
-    server.script(*[Reply.attributes(GOOD)] * 3)
+def test_generate_pool_covers_classes_and_domains_with_metadata(openai_stub, make_generator):
+    openai_stub.script(*[Reply.attributes(GOOD)] * 3)
     generator, _ = make_generator()
     pool = A.generate_pool(generator, ["cat", "dog", "cat"], ["emoji-google"])
     assert list(pool.classes) == ["cat", "dog"] and list(pool.domains) == ["emoji-google"]
     assert pool.metadata["model"] == "stub-model" and pool.metadata["class_prompt"] == A.CLASS_PROMPT
-    assert len(server.requests) == 3
+    assert len(openai_stub.requests) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,15 +226,15 @@ def test_no_key_and_a_class_the_shipped_pool_lacks(monkeypatch):
             A.attribute_pool(["cat", "platypus"], ["watercolour"])
 
 
-def test_with_a_key_attribute_pool_generates(server, monkeypatch, isolated_cache):
+def test_with_a_key_attribute_pool_generates(openai_stub, monkeypatch, isolated_cache):
     monkeypatch.setenv("OPENAI_API_KEY", "test")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_stub.base_url)
     monkeypatch.setenv("UNIIL_ATTRIBUTE_MODEL", "env-model")
-    server.script(Reply.attributes(GOOD))
+    openai_stub.script(Reply.attributes(GOOD))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning
         pool = A.attribute_pool(["cat"], sleep=lambda s: None)
-    assert pool.classes == {"cat": GOOD} and server.requests[0]["model"] == "env-model"
+    assert pool.classes == {"cat": GOOD} and openai_stub.requests[0]["model"] == "env-model"
 
 
 def test_generator_without_a_key_says_which_variable_to_set(monkeypatch):
@@ -402,18 +392,18 @@ def _script():
     return load_script("data_scripts/generate_attribute_pool.py")
 
 
-def test_script_writes_a_valid_pool(server, monkeypatch, tmp_path, capsys):
+def test_script_writes_a_valid_pool(openai_stub, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "test")
-    server.script(*[Reply.attributes(GOOD)] * 3)
+    openai_stub.script(*[Reply.attributes(GOOD)] * 3)
     classes_file = tmp_path / "classes.txt"
     classes_file.write_text("# pets\ncat\n\ndog\n")
     out = tmp_path / "pool.json"
     code = _script().main(["--classes-file", str(classes_file), "--domains", "emoji-google", "--out", str(out),
-                           "--base-url", server.base_url, "--model", "script-model"])
+                           "--base-url", openai_stub.base_url, "--model", "script-model"])
     assert code == 0, capsys.readouterr().err
     pool = AttributePool.load(out)
     assert list(pool.classes) == ["cat", "dog"] and list(pool.domains) == ["emoji-google"]
-    assert pool.metadata["model"] == "script-model" and len(server.requests) == 3
+    assert pool.metadata["model"] == "script-model" and len(openai_stub.requests) == 3
 
 
 def test_script_without_a_key_is_a_clear_error(monkeypatch, tmp_path, capsys):
@@ -423,11 +413,11 @@ def test_script_without_a_key_is_a_clear_error(monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "p.json").exists()
 
 
-def test_script_reports_a_failing_server(server, monkeypatch, tmp_path, capsys):
+def test_script_reports_a_failing_server(openai_stub, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "test")
     monkeypatch.setattr(A.time, "sleep", lambda seconds: None)
-    server.script(*[Reply.error(500)] * 2)
-    code = _script().main(["--classes", "cat", "--out", str(tmp_path / "p.json"), "--base-url", server.base_url,
+    openai_stub.script(*[Reply.error(500)] * 2)
+    code = _script().main(["--classes", "cat", "--out", str(tmp_path / "p.json"), "--base-url", openai_stub.base_url,
                            "--max-attempts", "2"])
     assert code == 1 and "after 2 attempts" in capsys.readouterr().err
 

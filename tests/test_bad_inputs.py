@@ -50,11 +50,11 @@ from uniil_lib.train import (CheckpointError, CheckpointMismatchError, NonFinite
 try:
     from .concurrent_worker import run as worker_run
     from .fixtures_tv import writers
-    from .openai_stub_server import Reply, StubOpenAI
+    from .openai_stub_server import Reply
 except ImportError:
     from concurrent_worker import run as worker_run
     from fixtures_tv import writers
-    from openai_stub_server import Reply, StubOpenAI
+    from openai_stub_server import Reply
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = TinyClipConfig(embed_dim=32, image_size=16, patch_size=8, vision_width=32, vision_layers=1,
@@ -919,18 +919,9 @@ def test_a_missing_result_file_is_named_by_seeds(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    stub = StubOpenAI()
-    yield stub
-    stub.close()
-
-
-def test_credentials_reach_no_file_and_no_message(server, tmp_path):
-    key, url = "sk-test-0123456789abcdef", server.base_url.replace("http://", "http://alice:s3cret-pw@")
-    server.script(Reply.attributes(["pointed ears", "long whiskers", "striped fur"]),
+def test_credentials_reach_no_file_and_no_message(openai_stub, tmp_path):
+    key, url = "sk-test-0123456789abcdef", openai_stub.base_url.replace("http://", "http://alice:s3cret-pw@")
+    openai_stub.script(Reply.attributes(["pointed ears", "long whiskers", "striped fur"]),
                   Reply(401, f"key {key} at {url} refused"))
     generator = AttributeGenerator(api_key=key, base_url=url, model="m", cache_dir=tmp_path / "cache",
                                    sleep=lambda s: None, timeout=10)
