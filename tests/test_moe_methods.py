@@ -190,6 +190,39 @@ def test_frozen_block_cache_gives_the_same_loss_and_predictions(squares, token_c
     assert np.array_equal(cached.predict(step.test, step.class_ids, 0), plain.predict(step.test, step.class_ids, 0))
 
 
+def test_evaluation_text_runs_the_frozen_text_blocks_once_and_gives_the_full_forwards_numbers(squares, monkeypatch):
+    """The class prompts' output of the frozen text blocks (below the first adapted one) is kept across routes and
+    steps; the class embeddings equal the full forward's bit for bit, with the cache on, off, or over its budget."""
+    from uniil_lib.adapters import TEXT
+    from uniil_lib.methods import adapter as adapter_module
+    from uniil_lib.routers import ZERO_SHOT
+
+    stream = scenario(squares)
+    step = stream.steps[0]
+    cached, plain = build("moe-adapters", stream), build("moe-adapters", stream, block_cache=False)
+    start = cached.adapters.blocks_of(TEXT)[0]
+    assert start > 0, "the tiny model's text adapters sit above a frozen block"
+    for method in (cached, plain):
+        method.before_step(step)
+    cached.learn(step)
+    plain.load_state_dict(cached.state_dict())
+    frozen_runs = []
+    cached.adapters.towers[TEXT].blocks[0].register_forward_hook(lambda *_: frozen_runs.append(1))
+    ids = stream.eval_class_ids(0, 1)
+    for route in (0, ZERO_SHOT):
+        assert torch.equal(cached.class_text(ids, route), plain.class_text(ids, route)), route
+    assert len(frozen_runs) == len(cached._eval_text_prefix) > 0, "once per prompt chunk, not once per route"
+    cached._eval_text.clear()  # as after the next step's training
+    cached.class_text(ids, 0)
+    assert len(frozen_runs) == len(cached._eval_text_prefix), "kept over steps: the frozen blocks do not run again"
+    monkeypatch.setattr(adapter_module, "EVAL_TEXT_PREFIX_BYTES", 0)
+    over_budget = build("moe-adapters", stream)
+    over_budget.before_step(step)
+    over_budget.load_state_dict(cached.state_dict())
+    assert torch.equal(over_budget.class_text(ids, 0), plain.class_text(ids, 0))
+    assert over_budget._eval_text_prefix == {} and over_budget._eval_text_prefix_bytes == 0, "nothing over budget"
+
+
 @pytest.mark.parametrize("name", ADAPTER_METHODS[:3])  # moe-adapters-cil has its own prompt: its own test
 def test_methods_start_as_zero_shot_clip(name, squares):
     stream = scenario(squares)

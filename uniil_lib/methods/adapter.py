@@ -19,8 +19,9 @@ starts from ("w/o MoE" in the authors' code). :class:`AdapterTuning` holds what 
 - **The frozen-block cache.** When the image tower's adapters sit only in its top blocks ``[s, L)``, the
   blocks below never change and training sees every image unaugmented, so their output for an image is
   always the same: the method keeps it (:class:`~uniil_lib.tower_split.FrozenBlockCache`) and runs only the
-  top blocks. The text tower gets the same treatment for the fixed class prompts of a step. How a tower is
-  split is :mod:`uniil_lib.tower_split`; attaching the adapters is :mod:`uniil_lib.adapters`.
+  top blocks. The text tower gets the same treatment for the fixed class prompts of a step, and for the class
+  prompts of evaluation over the whole stream (:meth:`AdapterTuning.encode_prompts`). How a tower is split is
+  :mod:`uniil_lib.tower_split`; attaching the adapters is :mod:`uniil_lib.adapters`.
 
 Layout (:func:`default_adapter_config`): where the adapters go is a profile setting,
 :attr:`~uniil_lib.train_config.TrainConfig.adapter_placement`, not a property of the device, so one method name
@@ -49,6 +50,8 @@ from ..routers import ZERO_SHOT
 from ..tower_split import (DEFAULT_CACHE_BUDGET, FrozenBlockCache, block_input, image_split_problem, image_suffix,
                            run_blocks_from)
 from .base import ContinualMethod
+
+EVAL_TEXT_PREFIX_BYTES = 256 * 2**20  # the most memory the frozen text blocks' kept evaluation output takes
 
 
 def default_adapter_config(placement: str, *, moe: bool) -> AdapterConfig:
@@ -105,6 +108,8 @@ class AdapterTuning(ContinualMethod):
         self._train_on_cache = False
         self._text_prefix: tuple[tuple[str, ...], torch.Tensor] | None = None
         self._eval_text: dict[tuple, torch.Tensor] = {}
+        self._eval_text_prefix: dict[tuple[str, ...], torch.Tensor] = {}  # frozen text blocks' output, evaluation
+        self._eval_text_prefix_bytes = 0
         self._frozen_text: dict[tuple, torch.Tensor] = {}
 
     def default_adapters(self, placement: str) -> AdapterConfig:
@@ -189,22 +194,40 @@ class AdapterTuning(ContinualMethod):
     def encode_prompts(self, prompts: Sequence[str], *, reuse_prefix: bool) -> torch.Tensor:
         """``(P, D)`` normalised text embeddings under the current route.
 
-        With ``reuse_prefix`` (training: the same prompts every batch of a step), the frozen text blocks
-        below the first adapted one run once per step and later calls start from their cached output.
+        The text blocks below the first adapted one are frozen, so their output for the same prompts never
+        changes; unless the method was built with ``block_cache=False``, they run once and later calls start
+        from their kept output (:func:`~uniil_lib.tower_split.run_blocks_from`, the same numbers as the full forward):
+        with ``reuse_prefix`` (training: the same prompts every batch of a step) for the current step; without it
+        (evaluation: a class's prompts are scored again after every step and under every route) for the method's
+        lifetime, chunk by chunk, in fp32 only (under autocast the blocks' input dtype depends on the caller) and up to
+        :data:`EVAL_TEXT_PREFIX_BYTES`.
         """
         tower, adapted = self.adapters.towers.get(TEXT), self.adapters.blocks_of(TEXT)
         if tower is None or not adapted:
             return self._frozen_prompts(tuple(prompts))
         tokens = self.tokenize(prompts)
-        if not (reuse_prefix and self.text_prefix_cache) or adapted[0] == 0:
+        evaluation_cache = not reuse_prefix and self.config.precision() == "fp32"
+        if not self.text_prefix_cache or adapted[0] == 0 or not (reuse_prefix or evaluation_cache):
             return F.normalize(encode_text(self.clip.model, tokens), dim=-1)
         key = tuple(prompts)
-        if self._text_prefix is None or self._text_prefix[0] != key:
-            with torch.no_grad():
-                hidden = block_input(tower, adapted[0], lambda: encode_text(self.clip.model, tokens))
-            self._text_prefix = (key, hidden)
-        with run_blocks_from(tower, adapted[0], self._text_prefix[1]):
+        if reuse_prefix:
+            if self._text_prefix is None or self._text_prefix[0] != key:
+                self._text_prefix = (key, self._text_block_input(tower, adapted[0], tokens))
+            hidden = self._text_prefix[1]
+        else:
+            hidden = self._eval_text_prefix.get(key)
+            if hidden is None:
+                hidden = self._text_block_input(tower, adapted[0], tokens)
+                if self._eval_text_prefix_bytes + hidden.nbytes <= EVAL_TEXT_PREFIX_BYTES:
+                    self._eval_text_prefix[key] = hidden
+                    self._eval_text_prefix_bytes += hidden.nbytes
+        with run_blocks_from(tower, adapted[0], hidden):
             return F.normalize(encode_text(self.clip.model, tokens), dim=-1)
+
+    @torch.no_grad()
+    def _text_block_input(self, tower, start: int, tokens: torch.Tensor) -> torch.Tensor:
+        """What text block ``start`` receives for ``tokens`` (the frozen blocks below it run, the rest do not)."""
+        return block_input(tower, start, lambda: encode_text(self.clip.model, tokens))
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         """Token ids on the model's device; trailing all-padding columns dropped for a BERT text tower."""
