@@ -1,0 +1,109 @@
+"""Two versions of the library, run at the same time on the same work: the speed ratio of a change, and whether it
+changed any number.
+
+    .venv/bin/python benchmarks/side_by_side.py --old REV [--methods moe-adapters-ddas,mage] [--json out.json]
+
+**Why.** Absolute times on a shared 2-core machine move from day to day by a third (README, Timings), so a change's
+speed is measured as a ratio of two runs made side by side, one torch thread each, and a change meant to be only
+faster must leave every metric and accuracy matrix as it was.
+
+**What it does.** Checks out ``REV`` as a temporary git worktree, then runs the same script in two processes at once,
+one with ``REV``'s ``uniil_lib`` first on the path and one with this checkout's: each builds notebook 08's stream
+(``uniil-offline``, the first five steps, seed 0, fast profile at 3 epochs) and runs every method of ``--methods`` with
+:func:`uniil_lib.benchmark.run_benchmark`, one after another, timing each (wall seconds, and the training seconds the
+result records). It prints, per method, both times, their ratio, and whether the metrics and the accuracy matrix are
+identical, and removes the worktree. Both processes share the data and feature caches (written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS, EPOCHS, SEED = 5, 3, 0
+
+
+def run_methods(methods: list[str]) -> dict:
+    """In a worker process: each method on notebook 08's stream; ``{method: times, metrics, matrix}``."""
+    from uniil_lib.benchmark import run_benchmark
+    from uniil_lib.named_scenarios import build_scenario
+    from uniil_lib.profiles import get_profile
+    from uniil_lib.threads import choose_threads
+
+    choose_threads("fast")
+    profile = get_profile("fast")
+    stream = build_scenario("uniil-offline", profile=profile, seed=SEED).prefix(STEPS)
+    three_epochs = replace(profile, train=replace(profile.train, epochs=EPOCHS))
+    rows = {}
+    for name in methods:
+        with tempfile.TemporaryDirectory(prefix="uniil-side-") as checkpoints:
+            start = time.perf_counter()
+            entry = run_benchmark(stream, [name], profile=three_epochs, seed=SEED, checkpoint_root=checkpoints,
+                                  progress=False)["methods"][name]
+        rows[name] = {"wall_seconds": round(time.perf_counter() - start, 2), "train_seconds": entry["train_seconds"],
+                      "metrics": entry["metrics"], "matrix": entry["matrix"]}
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--old", required=True, metavar="REV", help="the git revision to compare this checkout with")
+    parser.add_argument("--methods", default="moe-adapters-ddas,mage", help="methods joined by ','")
+    parser.add_argument("--json", type=Path, default=None, help="also write both runs and the comparison as JSON")
+    parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one side's output
+    args = parser.parse_args(argv)
+    methods = [name for name in args.methods.split(",") if name]
+    if args.worker is not None:
+        import uniil_lib
+
+        args.worker.write_text(json.dumps({"library": str(Path(uniil_lib.__file__).parent), **run_methods(methods)}))
+        return
+    revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{args.old}^{{commit}}"],
+                              capture_output=True, text=True)
+    if revision.returncode != 0:
+        parser.error(f"--old {args.old!r} is no commit of {REPO}: give a commit, tag or branch (git log --oneline)")
+    with tempfile.TemporaryDirectory(prefix="uniil-side-by-side-") as scratch:
+        old_tree = Path(scratch) / "old"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(old_tree),
+                        revision.stdout.strip()], check=True)
+        try:
+            workers = {}
+            for side, library in (("old", old_tree), ("new", REPO)):
+                env = {**os.environ, "PYTHONPATH": str(library), "UNIIL_THREADS": "1"}
+                out = Path(scratch) / f"{side}.json"
+                workers[side] = (out, subprocess.Popen([sys.executable, __file__, "--worker", str(out), "--old",
+                                                        args.old, "--methods", ",".join(methods)], env=env))
+            for side, (out, process) in workers.items():
+                if process.wait() != 0:
+                    raise SystemExit(f"the {side} side failed (exit {process.returncode}); its messages are above")
+            runs = {side: json.loads(out.read_text()) for side, (out, _) in workers.items()}
+            for side, library in (("old", old_tree), ("new", REPO)):  # the path chose the library, not an install
+                if Path(runs[side]["library"]) != library / "uniil_lib":
+                    raise SystemExit(f"the {side} side imported {runs[side]['library']}, not {library / 'uniil_lib'}")
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old_tree)], check=False)
+    comparison = {}
+    for name in methods:
+        old, new = runs["old"][name], runs["new"][name]
+        comparison[name] = {"ratio_old_over_new": round(old["wall_seconds"] / new["wall_seconds"], 3),
+                            "identical_metrics": old["metrics"] == new["metrics"],
+                            "identical_matrix": old["matrix"] == new["matrix"]}
+        print(f"{name:<20} old {old['wall_seconds']:7.2f} s  new {new['wall_seconds']:7.2f} s  "
+              f"ratio {comparison[name]['ratio_old_over_new']:.3f}  identical metrics "
+              f"{comparison[name]['identical_metrics']}, matrix {comparison[name]['identical_matrix']}")
+    if args.json:
+        record = {"old": args.old, "measured": time.strftime("%Y-%m-%d", time.gmtime()), "steps": STEPS,
+                  "epochs": EPOCHS, "seed": SEED, "runs": runs, "comparison": comparison}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
