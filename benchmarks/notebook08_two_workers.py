@@ -40,6 +40,14 @@ METHODS = ("zeroshot", "finetune", "moe-adapters-ddas", "mage")  # notebook 08's
 STEPS, EPOCHS, SEED = 5, 3, 0
 
 
+def notebook08_stream_and_profile():
+    """Notebook 08's training cell's stream and profile: ``uniil-offline``'s first ``STEPS`` steps (seed ``SEED``) and
+    the fast profile at ``EPOCHS`` epochs."""
+    profile = get_profile("fast")
+    stream = build_scenario("uniil-offline", profile=profile, seed=SEED).prefix(STEPS)
+    return stream, replace(profile, train=replace(profile.train, epochs=EPOCHS))
+
+
 def tree_pss_bytes() -> int:
     """Summed proportional set size of this process and all its children (0 for one that ended meanwhile)."""
     total = 0
@@ -82,13 +90,11 @@ def main(argv=None) -> None:
     if not ways or any(way not in ("one", "spread") for way in ways):
         parser.error(f"--order takes 'one' and/or 'spread' joined by ',', got {args.order!r}")
     choose_threads("fast")
-    profile = get_profile("fast")
-    stream = build_scenario("uniil-offline", profile=profile, seed=SEED).prefix(STEPS)
+    stream, three_epochs = notebook08_stream_and_profile()
     rows = {}
     for way in ways:
         with tempfile.TemporaryDirectory(prefix="uniil-nb08-") as checkpoints:
             if way == "one":
-                three_epochs = replace(profile, train=replace(profile.train, epochs=EPOCHS))
                 result, seconds, gib = measured(lambda: run_benchmark(
                     stream, METHODS, profile=three_epochs, seed=SEED, checkpoint_root=checkpoints, progress=False))
             else:

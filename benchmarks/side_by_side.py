@@ -9,7 +9,8 @@ faster must leave every metric and accuracy matrix as it was.
 
 **What it does.** Checks out ``REV`` as a temporary git worktree, then runs the same script in two processes at once,
 one with ``REV``'s ``uniil_lib`` first on the path and one with this checkout's: each builds notebook 08's stream
-(``uniil-offline``, the first five steps, seed 0, fast profile at 3 epochs) and runs every method of ``--methods`` with
+(``notebook08_two_workers.notebook08_stream_and_profile``: ``uniil-offline``'s first five steps, seed 0, fast profile at
+3 epochs) and runs every method of ``--methods`` with
 :func:`uniil_lib.benchmark.run_benchmark`, one after another, timing each (wall seconds, and the training seconds the
 result records). It prints, per method, both times, their ratio, and whether the metrics and the accuracy matrix are
 identical, and removes the worktree. Both processes share the data and feature caches (written atomically).
@@ -24,24 +25,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS, EPOCHS, SEED = 5, 3, 0
 
 
 def run_methods(methods: list[str]) -> dict:
     """In a worker process: each method on notebook 08's stream; ``{method: times, metrics, matrix}``."""
+    from notebook08_two_workers import SEED, notebook08_stream_and_profile  # imports the library the path chose
+
     from uniil_lib.benchmark import run_benchmark
-    from uniil_lib.named_scenarios import build_scenario
-    from uniil_lib.profiles import get_profile
     from uniil_lib.threads import choose_threads
 
     choose_threads("fast")
-    profile = get_profile("fast")
-    stream = build_scenario("uniil-offline", profile=profile, seed=SEED).prefix(STEPS)
-    three_epochs = replace(profile, train=replace(profile.train, epochs=EPOCHS))
+    stream, three_epochs = notebook08_stream_and_profile()
     rows = {}
     for name in methods:
         with tempfile.TemporaryDirectory(prefix="uniil-side-") as checkpoints:
@@ -100,6 +97,8 @@ def main(argv=None) -> None:
               f"ratio {comparison[name]['ratio_old_over_new']:.3f}  identical metrics "
               f"{comparison[name]['identical_metrics']}, matrix {comparison[name]['identical_matrix']}")
     if args.json:
+        from notebook08_two_workers import EPOCHS, SEED, STEPS
+
         record = {"old": args.old, "measured": time.strftime("%Y-%m-%d", time.gmtime()), "steps": STEPS,
                   "epochs": EPOCHS, "seed": SEED, "runs": runs, "comparison": comparison}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
