@@ -40,12 +40,18 @@ METHODS = ("zeroshot", "finetune", "moe-adapters-ddas", "mage")  # notebook 08's
 STEPS, EPOCHS, SEED = 5, 3, 0
 
 
-def notebook08_stream_and_profile():
-    """Notebook 08's training cell's stream and profile: ``uniil-offline``'s first ``STEPS`` steps (seed ``SEED``) and
-    the fast profile at ``EPOCHS`` epochs."""
+def fast_stream_and_profile(scenario: str = "uniil-offline", *, steps: int | None = STEPS, epochs: int | None = EPOCHS,
+                            seed: int = SEED):
+    """A named scenario's stream, cut to its first ``steps`` steps (None: all), and the fast profile at ``epochs``
+    epochs (None: the profile's own). The defaults are notebook 08's training cell: ``uniil-offline``'s first five
+    steps, seed 0, 3 epochs."""
     profile = get_profile("fast")
-    stream = build_scenario("uniil-offline", profile=profile, seed=SEED).prefix(STEPS)
-    return stream, replace(profile, train=replace(profile.train, epochs=EPOCHS))
+    stream = build_scenario(scenario, profile=profile, seed=seed)
+    if steps is not None:
+        stream = stream.prefix(steps)
+    if epochs is not None:
+        profile = replace(profile, train=replace(profile.train, epochs=epochs))
+    return stream, profile
 
 
 def tree_pss_bytes() -> int:
@@ -90,7 +96,7 @@ def main(argv=None) -> None:
     if not ways or any(way not in ("one", "spread") for way in ways):
         parser.error(f"--order takes 'one' and/or 'spread' joined by ',', got {args.order!r}")
     choose_threads("fast")
-    stream, three_epochs = notebook08_stream_and_profile()
+    stream, three_epochs = fast_stream_and_profile()
     rows = {}
     for way in ways:
         with tempfile.TemporaryDirectory(prefix="uniil-nb08-") as checkpoints:
