@@ -1,0 +1,132 @@
+"""Where a step's training routing goes: onto experts earlier steps froze, or onto experts it can train (issue 15,
+item 5).
+
+    .venv/bin/python benchmarks/mage_gate_usage.py --seed 0 [--methods mage-noattr,mage,mage-randwords,mage-imagefeat]
+        [--scenario uniil-offline] [--json out.json]
+
+**Why.** On ``uniil-offline`` the two controls of MAGE's attributes (``mage-randwords``: the pool's attributes
+replaced by random words; ``mage-imagefeat``: the gates read the frozen image feature instead) fail to *learn*
+several steps (accuracy right after learning a twitter step 62-85% against 95-96%, ``optdigits`` 43-46% against 78%;
+``docs/measurements/mage_verdict.md``), while ``mage`` with the pool's attributes learns every step as well as the
+baseline. The within-class consistency of the gates' second input does not explain it
+(``benchmarks/attribute_consistency.py``). A step can only learn through experts it may train: activate-freeze
+(MoE-Adapters4CL) freezes the two experts per layer that each step used most, and a new step's zero-initialised
+router may still send its images to them.
+
+**What it measures.** Each method runs the benchmark's own loop (:func:`uniil_lib.train.run_continual`, same seeds
+and settings as ``python -m uniil_lib benchmark``). After each step ``t`` it reads, for every MoE layer, the step's
+training usage (how often each expert was among an image's or prompt's top-k while step ``t`` trained, the counts
+activate-freeze itself reads) and prints, averaged over the image-tower layers and over the text-tower layers:
+
+- ``on_frozen``: the share of step ``t``'s routing on experts frozen by steps ``0..t-1`` (experts it cannot train);
+- ``top2``: the share on its two most used experts (how concentrated the step's routing is);
+- ``used``: how many experts carry more than 1% of it;
+
+and ``learned``: the accuracy on step ``t``'s test set right after learning it (the accuracy matrix's diagonal).
+It decides nothing; it describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOWERS = ("image", "text")
+
+
+def tower_of(layer_name: str) -> str:
+    """``"image"`` or ``"text"``: which tower an MoE layer (named by :mod:`uniil_lib.adapters`) belongs to."""
+    for tower in TOWERS:
+        if layer_name.startswith(tower):
+            return tower
+    raise ValueError(f"cannot tell the tower of MoE layer {layer_name!r}")
+
+
+def step_usage(usage: torch.Tensor, frozen_before: set[int]) -> dict[str, float]:
+    """One layer's view of one step: ``usage`` ``(E,)`` the step's expert counts, ``frozen_before`` the experts
+    frozen by earlier steps. Returns ``on_frozen``, ``top2`` (shares of the step's routing) and ``used``."""
+    total = float(usage.sum())
+    if total == 0:
+        raise ValueError("the step routed nothing through this layer")
+    share = usage.double() / total
+    return {"on_frozen": float(share[sorted(frozen_before)].sum()) if frozen_before else 0.0,
+            "top2": float(share.topk(min(2, len(share))).values.sum()),
+            "used": int((share > 0.01).sum())}
+
+
+def step_report(method, step: int) -> dict[str, dict[str, float]]:
+    """Per tower, the mean over its MoE layers of :func:`step_usage` for ``step`` (router ``step``)."""
+    rows: dict[str, list[dict[str, float]]] = {tower: [] for tower in TOWERS}
+    for layer in method.adapters.moe_layers():
+        frozen_before = set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step)))
+        rows[tower_of(layer.name)].append(step_usage(layer.usage[step], frozen_before))
+    return {tower: {key: round(sum(r[key] for r in layer_rows) / len(layer_rows), 3) for key in layer_rows[0]}
+            for tower, layer_rows in rows.items() if layer_rows}
+
+
+def run(name: str, scenario: str, seed: int, profile_name: str) -> dict:
+    from uniil_lib.clip import load_clip
+    from uniil_lib.methods import create_method
+    from uniil_lib.named_scenarios import build_scenario
+    from uniil_lib.profiles import get_profile
+    from uniil_lib.train import run_continual
+
+    profile = get_profile(profile_name)
+    stream = build_scenario(scenario, profile=profile, seed=seed)
+    config = replace(profile.train_config(name, seed=seed, progress=False, scenario=stream.name), seed=seed,
+                     progress=False)
+    clip = load_clip(profile.model, pretrained=profile.pretrained, seed=seed, device=config.device)
+    method = create_method(name, clip, stream, config)
+    if not hasattr(method, "frozen_log"):
+        raise SystemExit(f"{name} has no activate-freeze log: give MoE methods with per-step routers")
+    steps = []
+    result = run_continual(method, stream, on_step=lambda index, m: steps.append(step_report(m, index)))
+    for index, row in enumerate(steps):
+        row["learned"] = round(float(result.matrix[index][index]), 1)
+        row["task"] = stream.task_names[index]
+    return {"method": name, "scenario": scenario, "seed": seed, "steps": steps}
+
+
+def print_table(record: dict) -> None:
+    print(f"\n## {record['method']}, {record['scenario']}, seed {record['seed']}")
+    print("| step | learned | image on_frozen | image top2 | image used | text on_frozen | text top2 | text used |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in record["steps"]:
+        cells = [row["task"], row["learned"]]
+        for tower in TOWERS:
+            part = row.get(tower, {})
+            cells += [part.get("on_frozen", "-"), part.get("top2", "-"), part.get("used", "-")]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="uniil-offline")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="mage-noattr,mage,mage-randwords,mage-imagefeat",
+                        help="MoE methods with per-step routers, joined by ','")
+    parser.add_argument("--profile", default="fast", choices=["fast", "cpu", "full"])
+    parser.add_argument("--json", type=Path, default=None, help="also write every record as JSON")
+    args = parser.parse_args(argv)
+    from uniil_lib.threads import choose_threads
+
+    choose_threads(args.profile)
+    records = []
+    for name in [m for m in args.methods.split(",") if m]:
+        records.append(run(name, args.scenario, args.seed, args.profile))
+        print_table(records[-1])
+        if args.json:
+            args.json.write_text(json.dumps(records, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
