@@ -22,7 +22,13 @@ activate-freeze itself reads) and prints, averaged over the image-tower layers a
 - ``top2``: the share on its two most used experts (how concentrated the step's routing is);
 - ``used``: how many experts carry more than 1% of it;
 
-and ``learned``: the accuracy on step ``t``'s test set right after learning it (the accuracy matrix's diagonal).
+and ``learned``: the accuracy on step ``t``'s test set right after learning it (the accuracy matrix's diagonal);
+and, from what the gates of router ``t`` read on step ``t``'s test images and class prompts right after the step:
+
+- ``stable``: the share of inputs whose top-k experts stay the same when the gate's training noise is drawn
+  (:func:`uniil_lib.routers.noisy_top_k_gating`, ``NOISE_DRAWS`` draws): near 1, training routed each input as
+  evaluation does; near 0, the noise chose its experts while the step trained.
+
 It decides nothing; it describes.
 """
 
@@ -40,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TOWERS = ("image", "text")
+NOISE_DRAWS = 20
 
 
 def tower_of(layer_name: str) -> str:
@@ -62,12 +69,48 @@ def step_usage(usage: torch.Tensor, frozen_before: set[int]) -> dict[str, float]
             "used": int((share > 0.01).sum())}
 
 
-def step_report(method, step: int) -> dict[str, dict[str, float]]:
-    """Per tower, the mean over its MoE layers of :func:`step_usage` for ``step`` (router ``step``)."""
+def top_k_stability(inputs: torch.Tensor, w_gate: torch.Tensor, w_noise: torch.Tensor, k: int, *,
+                     noise_epsilon: float, draws: int = NOISE_DRAWS, seed: int = 0) -> float:
+    """The share of (input, draw) pairs whose noisy top-``k`` expert set equals the clean one: the noise of
+    :func:`uniil_lib.routers.noisy_top_k_gating` (``softplus(x W_noise) + eps`` times a standard normal)."""
+    clean = inputs.float() @ w_gate.float()
+    noise_std = torch.nn.functional.softplus(inputs.float() @ w_noise.float()) + noise_epsilon
+    chosen = clean.topk(k, dim=1).indices.sort(dim=1).values
+    generator = torch.Generator().manual_seed(seed)
+    same = 0.0
+    for _ in range(draws):
+        noisy = clean + torch.randn(clean.shape, generator=generator) * noise_std
+        same += float((noisy.topk(k, dim=1).indices.sort(dim=1).values == chosen).all(dim=1).float().mean())
+    return same / draws
+
+
+@torch.no_grad()
+def gate_inputs(method, stream, step: int) -> dict[str, torch.Tensor]:
+    """What every gate reads under router ``step`` for step ``step``'s test images and its classes' prompts."""
+    test = stream.steps[step].test
+    method.adapters.train(False)  # evaluation mode: no gate noise, no usage counted
+    with method.context.collecting() as collected:
+        method.predict(test, stream.eval_class_ids(step, step), None, route=step)
+        prompts = [p for c in stream.steps[step].class_ids for p in method.class_prompts(c)]
+        with method.context.use(step):
+            method.encode_prompts(prompts, reuse_prefix=False)
+    return {name: torch.cat(parts) for name, parts in collected.items()}
+
+
+def step_report(method, step: int, stream=None) -> dict[str, dict[str, float]]:
+    """Per tower, the mean over its MoE layers of :func:`step_usage` for ``step`` (router ``step``); with
+    ``stream``, also :func:`top_k_stability` of the gates' inputs on that step's test images and prompts."""
     rows: dict[str, list[dict[str, float]]] = {tower: [] for tower in TOWERS}
+    usage = {layer.name: layer.usage[step].clone() for layer in method.adapters.moe_layers()}
+    inputs = gate_inputs(method, stream, step) if stream is not None else {}
     for layer in method.adapters.moe_layers():
         frozen_before = set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step)))
-        rows[tower_of(layer.name)].append(step_usage(layer.usage[step], frozen_before))
+        row = step_usage(usage[layer.name], frozen_before)
+        if layer.name in inputs:
+            w_gate, w_noise = layer.gate_weights(step)
+            row["stable"] = top_k_stability(inputs[layer.name], w_gate, w_noise, layer.top_k,
+                                            noise_epsilon=layer.noise_epsilon)
+        rows[tower_of(layer.name)].append(row)
     return {tower: {key: round(sum(r[key] for r in layer_rows) / len(layer_rows), 3) for key in layer_rows[0]}
             for tower, layer_rows in rows.items() if layer_rows}
 
@@ -88,7 +131,7 @@ def run(name: str, scenario: str, seed: int, profile_name: str) -> dict:
     if not hasattr(method, "frozen_log"):
         raise SystemExit(f"{name} has no activate-freeze log: give MoE methods with per-step routers")
     steps = []
-    result = run_continual(method, stream, on_step=lambda index, m: steps.append(step_report(m, index)))
+    result = run_continual(method, stream, on_step=lambda index, m: steps.append(step_report(m, index, stream)))
     for index, row in enumerate(steps):
         row["learned"] = round(float(result.matrix[index][index]), 1)
         row["task"] = stream.task_names[index]
@@ -97,13 +140,14 @@ def run(name: str, scenario: str, seed: int, profile_name: str) -> dict:
 
 def print_table(record: dict) -> None:
     print(f"\n## {record['method']}, {record['scenario']}, seed {record['seed']}")
-    print("| step | learned | image on_frozen | image top2 | image used | text on_frozen | text top2 | text used |")
-    print("|---|---|---|---|---|---|---|---|")
+    keys = ("on_frozen", "top2", "used", "stable")
+    print("| step | learned | " + " | ".join(f"{tower} {key}" for tower in TOWERS for key in keys) + " |")
+    print("|---|---|" + "---|" * (len(TOWERS) * len(keys)))
     for row in record["steps"]:
         cells = [row["task"], row["learned"]]
         for tower in TOWERS:
             part = row.get(tower, {})
-            cells += [part.get("on_frozen", "-"), part.get("top2", "-"), part.get("used", "-")]
+            cells += [part.get(key, "-") for key in keys]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
 

@@ -46,3 +46,17 @@ def test_a_layer_of_no_known_tower_is_refused():
     assert gate_usage.tower_of("image.0") == "image" and gate_usage.tower_of("text.11") == "text"
     with pytest.raises(ValueError, match="tower"):
         gate_usage.tower_of("audio.1")
+
+
+def test_top_k_stability_is_one_when_the_clean_logits_dominate_and_near_chance_when_the_noise_does():
+    torch.manual_seed(0)
+    inputs = torch.randn(64, 8)
+    strong = torch.randn(8, 6) * 100.0  # clean gaps of hundreds against a noise of softplus(0) + eps = 0.70
+    zeros = torch.zeros(8, 6)
+    assert gate_usage.top_k_stability(inputs, strong, zeros, 2, noise_epsilon=1e-2) == 1.0
+    untrained = gate_usage.top_k_stability(inputs, zeros, zeros, 2, noise_epsilon=1e-2, draws=50)
+    assert untrained < 0.2, "a zero gate: the noise picks 2 of 6 experts, 1 in 15 times the clean pair"
+    loud_noise = torch.full((8, 6), 0.0)
+    loud_noise[0] = 50.0  # the noise scale grows with the input's first coordinate
+    noisy = gate_usage.top_k_stability(inputs.abs(), strong * 0.01, loud_noise, 2, noise_epsilon=1e-2)
+    assert noisy < gate_usage.top_k_stability(inputs.abs(), strong * 0.01, zeros, 2, noise_epsilon=1e-2)

@@ -95,3 +95,34 @@ def test_devices_and_torchrun_do_not_mix(capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     code = main(["benchmark", "--scenario", "cil-emoji", "--methods", "zeroshot", "--devices", "cpu,cpu"])
     assert code == 2 and "Use one or the other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("profile", profile_names())
+def test_every_method_on_moe_adapters_layers_trains_with_the_moe_adapters_rates(profile):
+    """MAGE, its ablation and its controls train MoE-Adapters4CL's experts and per-task gates: a control that
+    trained at another rate would measure the rate, not what it removes (mage-randwords and mage-imagefeat ran at a
+    tenth of mage's rate in the fast profile until 2026-12-05). Every method built on ``MoEAdapters`` takes its
+    learning rate and, where the profile has them, its per-step rates."""
+    from uniil_lib.methods import method_class, method_names
+    from uniil_lib.methods.moe_adapters import MoEAdapters
+
+    chosen = get_profile(profile)
+    reference = chosen.train_config("moe-adapters", seed=0, scenario="mtil")
+    family = [name for name in method_names() if issubclass(method_class(name), MoEAdapters)]
+    assert {"mage", "mage-noattr", "mage-randwords", "mage-imagefeat", "moe-adapters-ddas"} <= set(family)
+    for name in family:
+        config = chosen.train_config(name, seed=0, scenario="mtil")
+        assert (config.lr, config.step_lr) == (reference.lr, reference.step_lr), (
+            f"{profile}: {name} trains at lr {config.lr} (steps {config.step_lr}), moe-adapters at {reference.lr} "
+            f"(steps {reference.step_lr}); add it to uniil_lib.profiles.MTIL_RECIPE_METHODS")
+
+
+def test_the_result_records_the_learning_rate_a_method_trained_with(squares):
+    from dataclasses import replace
+
+    fast = get_profile("fast")
+    profile = replace(fast, train=replace(fast.train, epochs=1))
+    result = run_benchmark(toy(squares), ["adapter", "zeroshot"], profile=profile, model="tiny", progress=False)
+    assert result["methods"]["adapter"]["lr"] == fast.train_config("adapter", seed=0).lr == 1e-2
+    assert "step_lr" not in result["methods"]["adapter"], "no per-step rates in the fast profile"
+    assert "lr" not in result["methods"]["zeroshot"], "a method that does not train has no learning rate"

@@ -8,6 +8,7 @@ runs :func:`uniil_lib.train.run_continual`, and returns a JSON-ready dict::
      "methods": {NAME: {"matrix": [[...]], "metrics": {...}, "initial": [...],
                         "trainable_params": int, "train_seconds": float, "precision": "fp32" | "bf16" | "fp16",
                         "device": str, "median_iteration_seconds": {step: s}, "processes": int,
+                        "lr": float and "step_lr": {step: float} (methods that train; step_lr where set),
                         ...what the method reports (adapter methods: "adapter_placement", "adapter_blocks")}}}
 
 ``split`` names the held-out EmojiDomains split of scenarios built from it (see
@@ -197,6 +198,8 @@ def method_entry(method, run) -> dict:
         "precision": method.config.precision(),
         "processes": distributed.current().size,
         "median_iteration_seconds": {str(k): round(v, 5) for k, v in method.iteration_seconds.items()},
+        **({"lr": method.config.lr, **({"step_lr": dict(method.config.step_lr)} if method.config.step_lr else {})}
+           if method.trains else {}),
         **method.run_report(),
     }
 

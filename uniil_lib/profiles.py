@@ -102,9 +102,12 @@ MOE_ADAPTERS_MTIL_LR = MappingProxyType({
     "aircraft": 5e-3, "caltech101": 1e-3, "cifar100": 5e-3, "dtd": 1e-3, "eurosat": 1e-4, "flowers102": 1e-3,
     "food101": 1e-3, "mnist": 1e-4, "oxford-pets": 1e-3, "stanford-cars": 1e-3, "sun397": 1e-3,
 })
-# The methods that train MoE-Adapters4CL's experts and gates with its MTIL recipe, and so take those rates.
+# The methods that train MoE-Adapters4CL's experts and gates with its MTIL recipe, and so take those rates: every
+# method built on its per-task MoE layers, MAGE's two controls included (until 2026-12-05 they were missing here and
+# trained at the profile's default rate, ten times lower in the fast profile; tests/test_profiles.py now checks
+# every such method against this list).
 MTIL_RECIPE_METHODS = ("moe-adapters", "moe-adapters-ddas", "moe-adapters-balance", "moe-adapters-ddas-balance",
-                       "mage", "mage-noattr", "mage-shared")
+                       "mage", "mage-noattr", "mage-randwords", "mage-imagefeat", "mage-shared")
 # MoE-Adapters4CL's class-incremental recipe (cil/continual_clip/models.py line 61: one epoch; lines 85-88: AdamW,
 # cosine with 30 warm-up steps; cil/configs/class/cifar100_10-10-MoE-Adapters.yaml lines 20, 34, 39, 40: batch
 # 128, weight decay 0, lr 1e-3, label smoothing 0). See uniil_lib/methods/moe_adapters_cil.py.
