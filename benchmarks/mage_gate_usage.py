@@ -21,6 +21,7 @@ activate-freeze itself reads) and prints, averaged over the image-tower layers a
 - ``on_frozen``: the share of step ``t``'s routing on experts frozen by steps ``0..t-1`` (experts it cannot train);
 - ``top2``: the share on its two most used experts (how concentrated the step's routing is);
 - ``used``: how many experts carry more than 1% of it;
+- ``gate_norm``: the Frobenius norm of router ``t``'s gate weights, which start at zero: how far the step moved them;
 
 and ``learned``: the accuracy on step ``t``'s test set right after learning it (the accuracy matrix's diagonal);
 and, from what the gates of router ``t`` read on step ``t``'s test images and class prompts right after the step:
@@ -106,8 +107,9 @@ def step_report(method, step: int, stream=None) -> dict[str, dict[str, float]]:
     for layer in method.adapters.moe_layers():
         frozen_before = set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step)))
         row = step_usage(usage[layer.name], frozen_before)
+        w_gate, w_noise = layer.gate_weights(step)
+        row["gate_norm"] = float(w_gate.float().norm())  # how far the zero-initialised gate has moved
         if layer.name in inputs:
-            w_gate, w_noise = layer.gate_weights(step)
             row["stable"] = top_k_stability(inputs[layer.name], w_gate, w_noise, layer.top_k,
                                             noise_epsilon=layer.noise_epsilon)
         rows[tower_of(layer.name)].append(row)
@@ -140,7 +142,7 @@ def run(name: str, scenario: str, seed: int, profile_name: str) -> dict:
 
 def print_table(record: dict) -> None:
     print(f"\n## {record['method']}, {record['scenario']}, seed {record['seed']}")
-    keys = ("on_frozen", "top2", "used", "stable")
+    keys = ("on_frozen", "top2", "used", "gate_norm", "stable")
     print("| step | learned | " + " | ".join(f"{tower} {key}" for tower in TOWERS for key in keys) + " |")
     print("|---|---|" + "---|" * (len(TOWERS) * len(keys)))
     for row in record["steps"]:

@@ -25,21 +25,24 @@ def test_step_usage_counts_shares_of_the_steps_own_routing():
 
 
 def test_step_report_reads_each_layers_own_router_and_what_earlier_steps_froze():
+    def gate_weights(router):  # router r's gate: a (2, 4) block of r + 1, norm sqrt(8) (r + 1)
+        return torch.full((2, 4), router + 1.0), torch.zeros(2, 4)
+
     layers = [
-        SimpleNamespace(name="image.2", usage=torch.tensor([[9, 1, 0, 0], [2, 2, 6, 0]])),
-        SimpleNamespace(name="image.3", usage=torch.tensor([[0, 0, 5, 5], [0, 10, 0, 0]])),
-        SimpleNamespace(name="text.5", usage=torch.tensor([[4, 4, 0, 0], [0, 0, 4, 4]])),
+        SimpleNamespace(name="image.2", usage=torch.tensor([[9, 1, 0, 0], [2, 2, 6, 0]]), gate_weights=gate_weights),
+        SimpleNamespace(name="image.3", usage=torch.tensor([[0, 0, 5, 5], [0, 10, 0, 0]]), gate_weights=gate_weights),
+        SimpleNamespace(name="text.5", usage=torch.tensor([[4, 4, 0, 0], [0, 0, 4, 4]]), gate_weights=gate_weights),
     ]
     method = SimpleNamespace(adapters=SimpleNamespace(moe_layers=lambda: layers),
                              frozen_log={0: {"image.2": [0, 1], "image.3": [2, 3], "text.5": [0, 1]},
                                          1: {"image.2": [2, 0], "image.3": [1, 0], "text.5": [2, 3]}})
     first = gate_usage.step_report(method, 0)
-    assert first["image"] == {"on_frozen": 0.0, "top2": 1.0, "used": 2.0}
+    assert first["image"] == {"on_frozen": 0.0, "top2": 1.0, "used": 2.0, "gate_norm": round(8 ** 0.5, 3)}
     second = gate_usage.step_report(method, 1)
     # image.2: step 1 put 4 of 10 on experts 0 and 1 (frozen after step 0); image.3: none of its 10 on 2 and 3
     assert second["image"]["on_frozen"] == pytest.approx(0.2)
     assert second["image"]["top2"] == pytest.approx((0.8 + 1.0) / 2)
-    assert second["text"] == {"on_frozen": 0.0, "top2": 1.0, "used": 2.0}
+    assert second["text"] == {"on_frozen": 0.0, "top2": 1.0, "used": 2.0, "gate_norm": round(2 * 8 ** 0.5, 3)}
 
 
 def test_a_layer_of_no_known_tower_is_refused():
