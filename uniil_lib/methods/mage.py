@@ -44,19 +44,22 @@ choice 2, and ``mage`` against ``mage-noattr`` what the attributes add.
 **What the attributes add, measured** (fast profile, fixed-pass trunk, ten seeds a stream, judged by rules committed
 before the runs finished; ``docs/measurements/mage_verdict.md``). On ``dil-emoji`` (one drawing style a step) ``mage``
 is ahead of the faithful baseline on all ten seeds: Last +2.60 (95% interval +1.86 to +3.34), Avg +1.60; the lead is
-largest on the oldest styles (twitter +6.2, google +3.0, openmoji +1.0, the last style +0.2), so what the attributes
-buy there is less forgetting. On ``uniil-offline`` the Last lead is +2.30 on the mean but not shown (interval -0.78
+largest on the oldest styles (twitter +6.2, google +3.0, openmoji +1.0, the last style +0.2), so what the second gate input
+buys there is less forgetting. On ``uniil-offline`` the Last lead is +2.30 on the mean but not shown (interval -0.78
 to +5.38, behind on 4 of 10 seeds): its three ``emoji-twitter`` steps have 40 test images each and their differences
 swing by 7 to 24 points (sd over seeds), which decides the per-seed verdicts; on the six steps with at least 100 test
 images the lead is +1.53 (+0.18 to +2.88, ahead on 9 of 10): shown, and smaller than on the domain stream.
 
-**What the attributes carry: two controls** (``dil-emoji``, seeds 0-4, a rule fixed before the runs).
+**What the attributes carry: two controls** (seeds 0-4 of each stream, rules fixed before the runs).
 ``mage-randwords`` (:class:`MAGERandomWords`: the pool's attributes replaced by random words, WaffleCLIP's
 control) and ``mage-imagefeat`` (:class:`MAGEImageFeature`: the gates read the frozen image feature instead of
-matched attributes) trail ``mage`` by Last 5.46 (95% interval 4.41 to 6.51) and 6.99 (6.19 to 7.79) and are below
-the baseline without a second gate input (−3.31, −4.84): the lead comes from what the LLM's attributes say, not
-from a second, frozen view of the image. On ``uniil-offline`` (ten seeds) random words make the gates fail to learn
-several steps (Last 21.31 below the baseline): the gates depend strongly on what their second input carries.
+matched attributes). Random words do as well as the LLM's attributes: ``mage`` − ``mage-randwords`` Last −0.15
+(95% interval −1.12 to +0.82) on ``dil-emoji`` and +0.20 (−2.15 to +2.56) on ``uniil-offline``, so **what the
+attributes say is not shown to matter**; our reading is that the gates gain from a second input matched through a
+pool of text embeddings, whatever the text says. Matching through the pool does matter against the raw image feature
+on ``uniil-offline`` (``mage`` − ``mage-imagefeat`` +7.14, interval +1.99 to +12.29), not shown on ``dil-emoji``
+(+1.23, −0.15 to +2.60). A first run of both controls trained at a tenth of ``mage``'s learning rate (the profile
+missed them) and made them look far worse; it is withdrawn (``docs/measurements/mage_verdict.md``, last section).
 
 **Tried and rejected: activate-freeze by coverage** (``freeze_coverage=0.9``,
 :attr:`~uniil_lib.adapters.AdapterConfig.freeze_coverage`): after a step every layer freezes its most-used experts
