@@ -108,7 +108,7 @@ def step_report(method, step: int, stream=None) -> dict[str, dict[str, float]]:
         frozen_before = set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step)))
         row = step_usage(usage[layer.name], frozen_before)
         w_gate, w_noise = layer.gate_weights(step)
-        row["gate_norm"] = float(w_gate.float().norm())  # how far the zero-initialised gate has moved
+        row["gate_norm"] = float(w_gate.detach().float().norm())  # how far the zero-initialised gate has moved
         if layer.name in inputs:
             row["stable"] = top_k_stability(inputs[layer.name], w_gate, w_noise, layer.top_k,
                                             noise_epsilon=layer.noise_epsilon)
