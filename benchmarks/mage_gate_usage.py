@@ -44,7 +44,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "benchmarks"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from mage_forgetting import frozen_by  # noqa: E402
 
 TOWERS = ("image", "text")
 NOISE_DRAWS = 20
@@ -105,7 +109,7 @@ def step_report(method, step: int, stream=None) -> dict[str, dict[str, float]]:
     usage = {layer.name: layer.usage[step].clone() for layer in method.adapters.moe_layers()}
     inputs = gate_inputs(method, stream, step) if stream is not None else {}
     for layer in method.adapters.moe_layers():
-        frozen_before = set().union(*(set(method.frozen_log[i][layer.name]) for i in range(step)))
+        frozen_before = frozen_by(method, layer.name, range(step))
         row = step_usage(usage[layer.name], frozen_before)
         w_gate, w_noise = layer.gate_weights(step)
         row["gate_norm"] = float(w_gate.detach().float().norm())  # how far the zero-initialised gate has moved
