@@ -39,7 +39,8 @@ def build(name, scenario, *, seed=0, **options):
                              text_blocks="none" if shared else 1, attribute_dim=attribute_dim,
                              freeze_gate_columns=shared, balance_in_loss=shared)
     if not shared:
-        options.setdefault("selector_attributes", name in ("mage", "mage-randwords", "mage-imagefeat"))
+        options.setdefault("selector_attributes", name in ("mage", "mage-randwords", "mage-imagefeat",
+                                                            "mage-constant"))
         options.setdefault("ddas", DDAS(SMALL.embed_dim + attribute_dim, hidden=8, iterations=30))
     return method_class(name)(clip, scenario, config, adapters=adapters, pool=toy_pool(scenario), **options)
 
@@ -61,7 +62,8 @@ def test_image_gates_refuse_to_run_without_matched_attributes(squares):
             method.encode_image_inputs(inputs.images[:2], method._train_on_cache)
 
 
-@pytest.mark.parametrize("name", ["mage", "mage-noattr", "mage-shared", "mage-randwords", "mage-imagefeat"])
+@pytest.mark.parametrize("name", ["mage", "mage-noattr", "mage-shared", "mage-randwords", "mage-imagefeat",
+                                  "mage-constant"])
 def test_runs_the_stream_and_resumes_bit_identically(squares, tmp_path, name):
     scenario = stream(squares)
     whole = run_continual(build(name, scenario), scenario).matrix
@@ -241,3 +243,19 @@ def test_the_random_word_control_matches_random_words_and_the_image_control_read
     unit = torch.nn.functional.normalize(features.float(), dim=-1)
     assert torch.allclose(matched, torch.cat([unit, unit], dim=-1))
     assert class_rows.shape == (len(features), 0) and domain_rows.shape == (len(features), 0)
+
+
+def test_the_constant_control_gives_every_image_the_pools_centroids(squares):
+    scenario = stream(squares)
+    method = build("mage-constant", scenario)
+    bank = method.bank
+    features = method.frozen_features(scenario.steps[0].test)
+    matched, class_rows, domain_rows = method.match(features)
+    classes, domains = method.attribute_vocabulary()
+    centroid = torch.cat([torch.nn.functional.normalize(bank.embeddings[bank.mask(kind, owners)].float().mean(0), dim=-1)
+                          for kind, owners in (("class", classes), ("domain", domains))])
+    assert matched.shape == (len(features), 2 * SMALL.embed_dim)
+    assert torch.allclose(matched, centroid.expand_as(matched)), "every image must get the same second input"
+    assert class_rows.shape == (len(features), 0) and domain_rows.shape == (len(features), 0)
+    assert not torch.allclose(matched, build("mage", scenario).match(features)[0]), "mage's input depends on the image"
+    assert method.selector_input(features).shape == (len(features), 3 * SMALL.embed_dim)
