@@ -78,6 +78,8 @@ MARGIN = 2.0  # the issue's target: Last at least 2 points above each baseline o
 # what the attributes carry (issue 15, item 5): random words, no pool, the same input for every image (a gate bias)
 CONTROLS = ("mage-randwords", "mage-imagefeat", "mage-constant")
 CONTROL_MARGIN = 1.0  # the rule fixed before the controls ran: mage - control >= 1 on the mean, 95% CI above 0
+# candidates for MAGE's gates after the controls: a gate bias beside the matched attributes (mage.py's docstring)
+CANDIDATES = ("mage-bias", "mage-shrunk")
 
 
 def result_path(out_dir: Path, role: str, scenario: str, profile: str, seed: int) -> Path:
@@ -179,13 +181,15 @@ def per_step_report(results: list[dict], test_sizes: list[int], *, method: str =
                     f"p {out['p']:.3f}"]
 
 
-def report(scenario: str, results: list[dict]) -> list[str]:
-    """The seed table, the paired comparisons and the issue's conditions for one scenario, as lines.
+def report(scenario: str, results: list[dict], method: str = "mage", *, table: bool = True) -> list[str]:
+    """The seed table, the paired comparisons of ``method`` and the issue's conditions for one scenario, as lines.
 
     A baseline missing from some seed's results is named and left out (``mage-noattr`` computes what
     ``moe-adapters-ddas`` computes, so a run may skip it)."""
     lines = [f"## {scenario} | profile {results[0]['profile']} | seeds {sorted(r['seed'] for r in results)}"]
-    lines += [seed_table(results, ("avg", "last")) if len(results) > 1 else format_table(results[0], ("avg", "last")), ""]
+    if table:
+        lines += [seed_table(results, ("avg", "last")) if len(results) > 1
+                  else format_table(results[0], ("avg", "last")), ""]
     means = {}
     baselines = [b for b in BASELINES if all(b in r["methods"] for r in results)]
     skipped = [b for b in BASELINES if b not in baselines]
@@ -193,9 +197,9 @@ def report(scenario: str, results: list[dict]) -> list[str]:
         lines.append(f"(not compared: {', '.join(skipped)}, missing from some seed's results)")
     for baseline in baselines:
         for metric in ("last", "avg"):
-            out = paired_comparison(results, "mage", baseline, metric)
+            out = paired_comparison(results, method, baseline, metric)
             means[baseline, metric] = out
-            lines.append(f"mage - {baseline:<18} {metric:<4} per seed {out['differences']}  mean {out['mean']:+.2f} "
+            lines.append(f"{method} - {baseline:<18} {metric:<4} per seed {out['differences']}  mean {out['mean']:+.2f} "
                          f"(sd {out['std']:.2f}, 95% CI {out['ci95'][0]:+.2f} to {out['ci95'][1]:+.2f})  "
                          f"wins {out['wins']}/{len(out['seeds'])}  t {out['t']:.2f}  p {out['p']:.3f}")
     conditions = {f"Last >= {b} + {MARGIN:g} on the mean": means[b, "last"]["mean"] >= MARGIN for b in baselines}
@@ -224,6 +228,22 @@ def controls_report(results: list[dict], controls: tuple[str, ...] = CONTROLS) -
         credited = lead["mean"] >= CONTROL_MARGIN and lead["ci95"][0] > 0
         lines.append(f"  [{'x' if credited else ' '}] mage Last >= {control} + {CONTROL_MARGIN:g} on the mean, "
                      "95% CI above 0: what the attributes carry is credited")
+    return lines
+
+
+def candidates_report(scenario: str, results: list[dict], candidates: tuple[str, ...] = CANDIDATES) -> list[str]:
+    """Each candidate for MAGE's gates that every result holds: against ``mage`` and ``mage-constant`` (where every
+    result holds it) on Last and Avg, then the issue's conditions against the faithful baselines (:func:`report`)."""
+    lines = []
+    for candidate in [c for c in candidates if all(c in r["methods"] for r in results)]:
+        lines.append(f"### candidate {candidate}")
+        for other in [m for m in ("mage", "mage-constant") if all(m in r["methods"] for r in results)]:
+            for metric in ("last", "avg"):
+                out = paired_comparison(results, candidate, other, metric)
+                lines.append(f"{candidate} - {other:<18} {metric:<4} per seed {out['differences']}  mean "
+                             f"{out['mean']:+.2f} (95% CI {out['ci95'][0]:+.2f} to {out['ci95'][1]:+.2f})  wins "
+                             f"{out['wins']}/{len(out['seeds'])}  p {out['p']:.4f}")
+        lines += report(scenario, results, candidate, table=False)[1:]
     return lines
 
 
@@ -297,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         held = [r for r in results if any(c in r["methods"] for c in CONTROLS)]
         if held:
             print("\n".join(controls_report(held)) + "\n", flush=True)
+        held = [r for r in results if any(c in r["methods"] for c in CANDIDATES)]
+        if held:
+            print("\n".join(candidates_report(scenario, held)) + "\n", flush=True)
         if args.per_step:
             sizes = step_test_sizes(scenario, profile=args.profile, seed=seeds[0])
             print("\n".join(per_step_report(results, sizes, min_test_images=args.min_test_images)) + "\n", flush=True)

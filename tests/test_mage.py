@@ -33,14 +33,14 @@ def toy_pool(scenario, drop: str | None = None) -> AttributePool:
 def build(name, scenario, *, seed=0, **options):
     clip = load_clip("tiny", tiny_config=SMALL, seed=seed)
     config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=seed, progress=False)
-    attribute_dim = 0 if name == "mage-noattr" else 2 * SMALL.embed_dim
+    attribute_dim = 0 if name == "mage-noattr" else getattr(method_class(name), "attribute_parts", 2) * SMALL.embed_dim
     shared = name == "mage-shared"
     adapters = AdapterConfig(num_experts=4, top_k=2, bottleneck=8, image_blocks=1,
                              text_blocks="none" if shared else 1, attribute_dim=attribute_dim,
                              freeze_gate_columns=shared, balance_in_loss=shared)
     if not shared:
         options.setdefault("selector_attributes", name in ("mage", "mage-randwords", "mage-imagefeat",
-                                                            "mage-constant"))
+                                                            "mage-constant", "mage-bias", "mage-shrunk"))
         options.setdefault("ddas", DDAS(SMALL.embed_dim + attribute_dim, hidden=8, iterations=30))
     return method_class(name)(clip, scenario, config, adapters=adapters, pool=toy_pool(scenario), **options)
 
@@ -63,7 +63,7 @@ def test_image_gates_refuse_to_run_without_matched_attributes(squares):
 
 
 @pytest.mark.parametrize("name", ["mage", "mage-noattr", "mage-shared", "mage-randwords", "mage-imagefeat",
-                                  "mage-constant"])
+                                  "mage-constant", "mage-bias", "mage-shrunk"])
 def test_runs_the_stream_and_resumes_bit_identically(squares, tmp_path, name):
     scenario = stream(squares)
     whole = run_continual(build(name, scenario), scenario).matrix
@@ -259,3 +259,36 @@ def test_the_constant_control_gives_every_image_the_pools_centroids(squares):
     assert class_rows.shape == (len(features), 0) and domain_rows.shape == (len(features), 0)
     assert not torch.allclose(matched, build("mage", scenario).match(features)[0]), "mage's input depends on the image"
     assert method.selector_input(features).shape == (len(features), 3 * SMALL.embed_dim)
+
+
+def test_the_gate_bias_candidate_reads_the_matched_attributes_and_the_centroids(squares):
+    scenario = stream(squares)
+    method = build("mage-bias", scenario)
+    features = method.frozen_features(scenario.steps[0].test)
+    matched, class_rows, domain_rows = method.match(features)
+    mage_input, mage_class_rows, _ = build("mage", scenario).match(features)
+    width = 2 * SMALL.embed_dim
+    assert matched.shape == (len(features), 2 * width)
+    assert torch.allclose(matched[:, :width], mage_input), "the first half must be mage's matched attributes"
+    assert torch.allclose(matched[:, width:], method.attribute_centroids().expand(len(features), -1))
+    assert torch.equal(class_rows, mage_class_rows)
+    default = method_class("mage-bias")(load_clip("tiny", tiny_config=SMALL, seed=0), scenario,
+                                        TrainConfig(epochs=1, progress=False), pool=toy_pool(scenario))
+    assert default.adapters.layers[next(n for n in default.adapters.layers if n.startswith("image."))].attribute_dim \
+        == 4 * SMALL.embed_dim, "without an adapters config the gates must be built for the wider input"
+
+
+def test_the_shrunk_candidate_pulls_the_matched_attributes_halfway_to_the_centroids(squares):
+    scenario = stream(squares)
+    method = build("mage-shrunk", scenario)
+    features = method.frozen_features(scenario.steps[0].test)
+    matched, _, _ = method.match(features)
+    mage_input = build("mage", scenario).match(features)[0]
+    centroids = method.attribute_centroids()
+    halves = [(centroids[part] + 0.5 * (mage_input[:, part] - centroids[part]))
+              for part in (slice(0, SMALL.embed_dim), slice(SMALL.embed_dim, None))]
+    expected = torch.cat([torch.nn.functional.normalize(h, dim=-1) for h in halves], dim=-1)
+    assert torch.allclose(matched, expected, atol=1e-6)
+    assert not torch.allclose(matched, mage_input) and not torch.allclose(matched, centroids.expand_as(matched))
+    method.shrinkage = 1.0
+    assert torch.allclose(method.match(features)[0], mage_input, atol=1e-6), "shrinkage 1 must be mage's input"

@@ -182,6 +182,26 @@ def test_controls_report_credits_the_attributes_only_when_mage_leads_the_control
     assert verdict.controls_report(unclear)[-1].startswith("  [ ] mage Last >= mage-randwords + 1")
 
 
+def test_candidates_report_compares_a_candidate_with_mage_and_judges_it_against_the_baselines():
+    verdict = load_script("benchmarks/mage_verdict.py")
+
+    def result(seed, candidate, mage, baseline):
+        rows = {"mage-bias": candidate, "mage": mage, "moe-adapters-ddas": baseline}
+        return {"scenario": "uniil-offline", "profile": "fast", "seed": seed,
+                "methods": {name: {"metrics": {"last": last, "avg": last}} for name, last in rows.items()}}
+
+    lines = verdict.candidates_report("uniil-offline", [result(0, 86.0, 83.0, 80.0), result(1, 84.0, 85.0, 83.0)])
+    assert lines[0] == "### candidate mage-bias"
+    assert any(line.startswith("mage-bias - mage               last per seed [3.0, -1.0]  mean +1.00") for line in lines)
+    assert any(line.startswith("mage-bias - moe-adapters-ddas  last per seed [6.0, 1.0]  mean +3.50") for line in lines)
+    assert "  [x] Last >= moe-adapters-ddas + 2 on the mean" in lines
+    assert "  [x] Last ahead of moe-adapters-ddas on every seed" in lines
+    assert not any("mage-shrunk" in line or "mage-constant" in line for line in lines), "only what the results hold"
+    without = {"seed": 0, "methods": {"mage": {}, "moe-adapters-ddas": {}}}
+    assert verdict.candidates_report("uniil-offline", [result(0, 86.0, 83.0, 80.0), without]) == [], (
+        "a candidate some seed did not run is not reported")
+
+
 def test_within_between_averages_cosines_of_same_and_different_labels():
     consistency = load_script("benchmarks/attribute_consistency.py")
     vectors = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])

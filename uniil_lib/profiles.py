@@ -108,7 +108,7 @@ MOE_ADAPTERS_MTIL_LR = MappingProxyType({
 # every such method against this list).
 MTIL_RECIPE_METHODS = ("moe-adapters", "moe-adapters-ddas", "moe-adapters-balance", "moe-adapters-ddas-balance",
                        "mage", "mage-noattr", "mage-randwords", "mage-imagefeat", "mage-constant",
-                       "mage-shared")
+                       "mage-bias", "mage-shrunk", "mage-shared")
 # MoE-Adapters4CL's class-incremental recipe (cil/continual_clip/models.py line 61: one epoch; lines 85-88: AdamW,
 # cosine with 30 warm-up steps; cil/configs/class/cifar100_10-10-MoE-Adapters.yaml lines 20, 34, 39, 40: batch
 # 128, weight decay 0, lr 1e-3, label smoothing 0). See uniil_lib/methods/moe_adapters_cil.py.

@@ -13,7 +13,8 @@ from .awpf import AWPF, FIXED_FACTOR_GRID, AWPFFixed, AWPFLDAOnly, AWPFMMDOnly, 
 from .base import ContinualMethod, TrainConfig
 from .finetune import Finetune
 from .linear_probe import LinearProbe
-from .mage import MAGE, MAGEConstantInput, MAGEImageFeature, MAGENoAttributes, MAGERandomWords, MAGESharedRouter
+from .mage import (MAGE, MAGEConstantInput, MAGEGateBias, MAGEImageFeature, MAGENoAttributes, MAGERandomWords,
+                   MAGESharedRouter, MAGEShrunkAttributes)
 from .moe_adapters import MoEAdapters, MoEAdaptersBalance, MoEAdaptersDDAS, MoEAdaptersDDASBalance
 from .moe_adapters_cil import MoEAdaptersCIL
 from .zeroshot import ZeroShot
@@ -22,7 +23,7 @@ _METHODS = MappingProxyType({
     cls.name: cls for cls in (ZeroShot, Finetune, LinearProbe, AdapterMethod, MoEAdapters, MoEAdaptersDDAS,
                               MoEAdaptersBalance, MoEAdaptersDDASBalance, MoEAdaptersCIL,
                               MAGENoAttributes, MAGE, MAGERandomWords, MAGEImageFeature, MAGEConstantInput,
-                              MAGESharedRouter,
+                              MAGEGateBias, MAGEShrunkAttributes, MAGESharedRouter,
                               LowRankSeq, AWPFFixed, AWPF, AWPFMMDOnly, AWPFLDAOnly,
                               *(fixed_factor_method(lam) for lam in FIXED_FACTOR_GRID))
 })

@@ -187,6 +187,7 @@ class AttributeMatching:
         self.bank = AttributeBank.build(clip, self.pool) if self.use_attributes else None
         self._attributes: dict[str, torch.Tensor] = {}
         self._vocabulary: tuple[tuple[str, ...], ...] = ()
+        self._centroids: tuple[tuple[tuple[str, ...], ...], torch.Tensor] | None = None
 
     def pool_in_use(self, pool: AttributePool) -> AttributePool:
         """The pool the gates' attributes come from, given the scenario's part of the pool asked for (itself; a
@@ -204,6 +205,18 @@ class AttributeMatching:
         class_feature, class_rows = bank.summarise(features, bank.mask("class", classes), self.class_attributes)
         domain_feature, domain_rows = bank.summarise(features, bank.mask("domain", domains), self.domain_attributes)
         return torch.cat([class_feature, domain_feature], dim=-1), class_rows, domain_rows
+
+    def attribute_centroids(self) -> torch.Tensor:
+        """``(2D,)`` ``[u_cls, u_dom]``: the renormalised centroids of the class and domain attribute embeddings of
+        :meth:`attribute_vocabulary` (the same for every image; computed once per vocabulary)."""
+        bank, (classes, domains) = self.bank, self.attribute_vocabulary()
+        vocabulary = (tuple(classes), tuple(domains))
+        if self._centroids is None or self._centroids[0] != vocabulary:
+            centroids = [torch.nn.functional.normalize(bank.embeddings[bank.mask(kind, owners)].float().mean(dim=0),
+                                                       dim=-1)
+                         for kind, owners in (("class", classes), ("domain", domains))]
+            self._centroids = vocabulary, torch.cat(centroids)
+        return self._centroids[1]
 
     def attribute_features(self, imageset) -> torch.Tensor | None:
         """``(N, 2D)`` matched-attribute features of ``imageset`` (None without attributes); computed once per
@@ -387,13 +400,14 @@ class MAGE(AttributeMatching, MoEAdaptersDDAS):
 
     name = "mage"
     use_attributes = True
+    attribute_parts: ClassVar[int] = 2  # D-wide features the gates read beside x_0: [a_cls, a_dom]
 
     def __init__(self, clip, scenario, config, *, pool: AttributePool | None = None, class_attributes: int = 5,
                  domain_attributes: int = 3, selector_attributes: bool = False, freeze_coverage: float | None = None,
                  freeze_per_task: int | None = None, adapters: AdapterConfig | None = None, ddas: DDAS | None = None,
                  **options):
         width = int(clip.encode_texts(["a"]).shape[-1])
-        attribute_dim = 2 * width if self.use_attributes else 0
+        attribute_dim = self.attribute_parts * width if self.use_attributes else 0
         self.selector_attributes = selector_attributes and self.use_attributes
         if adapters is not None and (freeze_coverage is not None or freeze_per_task is not None):
             raise ValueError("give freeze_coverage / freeze_per_task or a whole adapters config (with its own), "
@@ -466,8 +480,41 @@ class MAGEConstantInput(MAGE):
 
     def match(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``([u_cls, u_dom]`` repeated ``(B, 2D)``, no class rows ``(B, 0)``, no domain rows ``(B, 0)``)."""
-        bank, (classes, domains) = self.bank, self.attribute_vocabulary()
-        centroids = [torch.nn.functional.normalize(bank.embeddings[bank.mask(kind, owners)].float().mean(dim=0), dim=-1)
-                     for kind, owners in (("class", classes), ("domain", domains))]
         empty = torch.zeros(len(features), 0, dtype=torch.long)
-        return torch.cat(centroids).expand(len(features), -1).clone(), empty, empty
+        return self.attribute_centroids().expand(len(features), -1).clone(), empty, empty
+
+
+class MAGEGateBias(MAGE):
+    """``mage-bias``: MAGE whose gates read the pool's centroids beside the matched attributes:
+    ``[x_0, s a_cls, s a_dom, s u_cls, s u_dom]`` (``u`` as in :class:`MAGEConstantInput`, the same for every image).
+    A candidate for MAGE's gates (module docstring, "A gate bias beside the attributes"): the constant part gives
+    each router the bias that ``mage-constant`` showed to be MAGE's gain, and the matched attributes stay, so the
+    gates can still tell images apart by what the pool says about them."""
+
+    name = "mage-bias"
+    attribute_parts = 4
+
+    def match(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``([a_cls, a_dom, u_cls, u_dom] (B, 4D), class-attribute rows (B, k_cls), domain-attribute rows (B, k_dom))``."""
+        matched, class_rows, domain_rows = super().match(features)
+        constant = self.attribute_centroids().expand(len(features), -1)
+        return torch.cat([matched, constant], dim=-1), class_rows, domain_rows
+
+
+class MAGEShrunkAttributes(MAGE):
+    """``mage-shrunk``: MAGE whose matched attributes are pulled towards the pool's centroids before the gates read
+    them: ``a' = normalise(u + shrinkage (a - u))`` for the class and the domain half (``u`` as in
+    :class:`MAGEConstantInput`; ``shrinkage`` 1 is ``mage``, 0 is ``mage-constant``). A candidate for MAGE's gates
+    (module docstring, "A gate bias beside the attributes"): the common part (the bias) grows, what depends on the
+    image keeps its direction at half its length."""
+
+    name = "mage-shrunk"
+    shrinkage: ClassVar[float] = 0.5
+
+    def match(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``([a'_cls, a'_dom] (B, 2D), class-attribute rows (B, k_cls), domain-attribute rows (B, k_dom))``."""
+        matched, class_rows, domain_rows = super().match(features)
+        centroids = self.attribute_centroids()
+        pulled = centroids + self.shrinkage * (matched - centroids)
+        halves = torch.nn.functional.normalize(pulled.view(len(features), 2, -1), dim=-1)
+        return halves.reshape(len(features), -1), class_rows, domain_rows
