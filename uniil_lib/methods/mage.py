@@ -230,8 +230,8 @@ class AttributeMatching:
         return self._centroids[1]
 
     def attribute_features(self, imageset) -> torch.Tensor | None:
-        """``(N, 2D)`` matched-attribute features of ``imageset`` (None without attributes); computed once per
-        image set and vocabulary."""
+        """``(N, D_a)`` what the gates read beside ``x_0`` for ``imageset`` (:meth:`match`; ``D_a = 2D`` for ``mage``,
+        None without attributes); computed once per image set and vocabulary."""
         if not self.use_attributes:
             return None
         vocabulary = tuple(tuple(names) for names in self.attribute_vocabulary())
