@@ -24,7 +24,8 @@ Draw 0 is unperturbed: it must repeat the plain run. The stem's trunk cache and 
 ``--out`` (default ``docs/measurements/rounding_sensitivity``); the report gives, per method, Last per draw, their
 mean, sample standard deviation and range, next to the spread over seeds of the saved ten-seed table
 (``docs/measurements/fixed_trunk/faithful-<scenario>-fast-seed*.json``), and the paired difference of two
-methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` − ``moe-adapters-ddas`` Last
+methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mage`` (or ``--judge``'s method)
+− ``moe-adapters-ddas`` Last
 (the table's, from the first of ``--seed-tables`` that holds the seed: by default ``fixed_trunk/`` for seeds 0-9
 and ``verdict_seeds_40_49/`` for seeds 40-49; then one per draw) and their mean, the seed's expected difference,
 and splits the spread of those values into a rounding part and a between-seed part (one-way random effects,
@@ -253,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--across-seeds", help="comma-separated seeds: report each seed's expected difference "
                         "(mean over the table's value and its draws) and the random-effects split, then stop")
+    parser.add_argument("--judge", default="mage",
+                        help="the method --across-seeds compares with moe-adapters-ddas (default mage)")
     parser.add_argument("--seed-tables", default=",".join(str(path) for path in SEED_TABLES),
                         help="comma-separated folders of one-run-per-seed tables "
                         "(faithful-<scenario>-fast-seed<S>.json) whose values --across-seeds counts; "
@@ -267,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.across_seeds:
         tables = [Path(folder) for folder in args.seed_tables.split(",")]
-        print(seed_report(args.out, args.scenario, [int(s) for s in args.across_seeds.split(",")], table_dirs=tables))
+        print(seed_report(args.out, args.scenario, [int(s) for s in args.across_seeds.split(",")], args.judge,
+                          table_dirs=tables))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

@@ -97,3 +97,17 @@ def test_seed_differences_take_each_seeds_table_from_the_first_folder_holding_it
     assert "| 41 | -3.00 / +1.00 | 2 | -1.00 |" in text, "the second folder's table value, then the draw"
     assert "missing (no value yet): seeds 42" in text
     assert "too few values for the rounding / between-seed split" in text, "draws only: seed 41's one draw"
+
+
+def test_across_seeds_judges_the_method_named_on_the_command_line(tmp_path, capsys):
+    table = tmp_path / "table"
+    table.mkdir()
+    methods = {"mage": {"metrics": {"last": 81.0}}, "mage-shrunk": {"metrics": {"last": 78.0}},
+               "moe-adapters-ddas": {"metrics": {"last": 80.0}}}
+    (table / "faithful-uniil-offline-fast-seed5.json").write_text(json.dumps({"methods": methods}))
+    _write_draw(tmp_path, 5, "moe-adapters-ddas", 1, 70.0)
+    _write_draw(tmp_path, 5, "mage-shrunk", 1, 74.0)
+    rounding.main(["--across-seeds", "5", "--judge", "mage-shrunk", "--out", str(tmp_path), "--seed-tables", str(table)])
+    text = capsys.readouterr().out
+    assert "mage-shrunk - moe-adapters-ddas Last per seed" in text
+    assert "| 5 | -2.00 / +4.00 | 2 | +1.00 |" in text, "the table's -2 and the draw's +4: mage-shrunk, not mage"
