@@ -180,22 +180,19 @@ def seed_differences(out_dir: Path, scenario: str, seeds: list[int], method: str
                      table_dirs: Sequence[Path] = SEED_TABLES) -> dict[int, list[float]]:
     """Every measured value of ``method`` - ``baseline`` Last on each seed: the saved table's (if ``with_table``;
     one rounding, that machine's; the first of ``table_dirs`` holding the seed) first, then one per draw both
-    methods ran (paired: the same perturbation)."""
-    by_seed: dict[int, list[float]] = {}
+    methods ran (paired: the same perturbation). The files of :func:`uniil_lib.benchmark.seed_differences`."""
+    from uniil_lib.benchmark import seed_differences as differences_of_results
+
+    tables, draws = [], []
     for seed in seeds:
-        values = []
         name = f"faithful-{scenario}-fast-seed{seed}.json"
         table = next((folder / name for folder in table_dirs if (folder / name).exists()), None)
         if with_table and table is not None:
-            methods = json.loads(table.read_text())["methods"]
-            if method in methods and baseline in methods:
-                values.append(methods[method]["metrics"]["last"] - methods[baseline]["metrics"]["last"])
-        draws = draw_lasts(out_dir, scenario, seed)
-        ours, theirs = draws.get(method, {}), draws.get(baseline, {})
-        values += [ours[d] - theirs[d] for d in sorted(set(ours) & set(theirs))]
-        if values:
-            by_seed[seed] = values
-    return by_seed
+            tables.append({**json.loads(table.read_text()), "seed": seed})
+        draws += [{**json.loads(path.read_text()), "seed": seed}
+                  for path in sorted(out_dir.glob(f"{scenario}-seed{seed}-*.json"))]
+    found = differences_of_results(tables, draws, method, baseline)
+    return {seed: found[seed] for seed in seeds if seed in found}
 
 
 def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "mage",

@@ -9,7 +9,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from uniil_lib.benchmark import random_effects
+from uniil_lib.benchmark import random_effects, seed_differences
 from uniil_lib.cli import main
 from uniil_lib.named_scenarios import build_scenario, scenario_names
 
@@ -207,3 +207,26 @@ def test_random_effects_splits_the_spread_into_rounding_and_seed_parts():
     assert noise_only["share_above_zero"] == 1.0
     with pytest.raises(ValueError, match="two values"):
         random_effects({0: [1.0], 1: [2.0]})
+
+
+def _run(seed, lasts, draw=None):
+    result = {"seed": seed, "methods": {name: {"metrics": {"last": last}} for name, last in lasts.items()}}
+    return result if draw is None else {**result, "perturbation": {"draw": draw}}
+
+
+def test_seed_differences_put_the_table_first_then_pair_the_draws_by_index():
+    tables = [_run(7, {"mage": 81.0, "moe-adapters-ddas": 80.0}), _run(3, {"mage": 70.0, "moe-adapters-ddas": 72.0}),
+              _run(9, {"mage": 50.0})]  # seed 9 lacks the baseline: not a comparison
+    draws = [_run(7, {"mage": 71.0}, 2), _run(7, {"moe-adapters-ddas": 72.0}, 2),
+             _run(7, {"moe-adapters-ddas": 70.0}, 1), _run(7, {"mage": 75.0}, 1),
+             _run(7, {"mage": 99.0}, 3),  # no baseline run of draw 3: no pair, left out
+             _run(5, {"mage": 60.0}, 1), _run(5, {"moe-adapters-ddas": 64.0}, 1)]  # a seed with draws only
+    found = seed_differences(tables, draws, "mage", "moe-adapters-ddas")
+    assert found == {3: [-2.0], 5: [-4.0], 7: [1.0, 5.0, -1.0]}, "ascending seeds; table value, then draws 1 and 2"
+    assert list(found) == [3, 5, 7]
+    fit = random_effects(found)
+    assert fit["seed_means"][7] == pytest.approx(5 / 3)
+    with pytest.raises(ValueError, match="one table result per seed"):
+        seed_differences(tables + tables[:1], draws, "mage", "moe-adapters-ddas")
+    with pytest.raises(ValueError, match="seed 7, method 'mage', draw 1"):
+        seed_differences(tables, draws + draws[3:4], "mage", "moe-adapters-ddas")

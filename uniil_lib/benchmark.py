@@ -423,8 +423,43 @@ def paired_comparison(results: Sequence[dict], method: str, baseline: str, metri
             "wins": wins, "losses": losses, "t": float(t), "p": p, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p}
 
 
+def seed_differences(tables: Sequence[dict], draws: Sequence[dict], method: str, baseline: str,
+                     metric: str = "last") -> dict[int, list[float]]:
+    """Every measured ``method`` - ``baseline`` value of ``metric`` on each seed: the groups of :func:`random_effects`.
+
+    ``tables`` are one-run-per-seed results that hold both methods (what :func:`paired_comparison` takes); a seed's
+    table value comes first. ``draws`` are single-method results of the same seeds rerun under a rounding
+    perturbation (``benchmarks/rounding_sensitivity.py``: ``result["perturbation"]["draw"]``); a draw counts where
+    both methods ran it on that seed, paired by draw (the same perturbation), in the order of the draws. Every
+    result carries its ``"seed"``. Seeds come out in ascending order; a seed with no value is left out.
+
+    Raises:
+        ValueError: two tables share a seed, or two draws share (seed, method, draw).
+    """
+    by_seed: dict[int, list[float]] = {}
+    table_seeds = [r["seed"] for r in tables if method in r["methods"] and baseline in r["methods"]]
+    if len(set(table_seeds)) != len(table_seeds):
+        raise ValueError(f"repeated seeds {sorted(table_seeds)} in the tables: pass one table result per seed")
+    for r in tables:
+        if method in r["methods"] and baseline in r["methods"]:
+            value = r["methods"][method]["metrics"][metric] - r["methods"][baseline]["metrics"][metric]
+            by_seed.setdefault(r["seed"], []).append(value)
+    runs: dict[tuple[int, str, int], float] = {}
+    for r in draws:
+        for name in set(r["methods"]) & {method, baseline}:
+            key = (r["seed"], name, r["perturbation"]["draw"])
+            if key in runs:
+                raise ValueError(f"two draw results for seed {key[0]}, method {key[1]!r}, draw {key[2]}")
+            runs[key] = r["methods"][name]["metrics"][metric]
+    for seed, name, draw in sorted(runs):
+        if name == method and (seed, baseline, draw) in runs:
+            by_seed.setdefault(seed, []).append(runs[seed, method, draw] - runs[seed, baseline, draw])
+    return dict(sorted(by_seed.items()))
+
+
 def random_effects(groups: Mapping[int, Sequence[float]]) -> dict:
-    """One-way random effects by the method of moments, for repeated runs of each seed (e.g. rounding draws).
+    """One-way random effects by the method of moments, for repeated runs of each seed (e.g. rounding draws:
+    :func:`seed_differences` gives the groups).
 
     A value is ``mu + b_seed + e``: ``b ~ N(0, sigma_b^2)`` is the seed's expected value about the grand mean,
     ``e ~ N(0, sigma_w^2)`` the run-to-run noise within a seed (the one-way classification of Searle, Casella and
