@@ -29,7 +29,8 @@ methods draw by draw. ``--across-seeds`` reports, per seed, every measured ``mag
 (the table's, from the first of ``--seed-tables`` that holds the seed: by default ``fixed_trunk/`` for seeds 0-9
 and ``verdict_seeds_40_49/`` for seeds 40-49; then one per draw) and their mean, the seed's expected difference,
 and splits the spread of those values into a rounding part and a between-seed part (one-way random effects,
-method of moments: :func:`uniil_lib.benchmark.random_effects`).
+method of moments: :func:`uniil_lib.benchmark.random_effects`), and what that fit expects of one run a seed: the
+chance that a single run is ahead and that one run each is ahead on every seed (:func:`one_run_a_seed`).
 
 Run it with one torch thread a process (the default here), one or two processes at a time.
 """
@@ -195,6 +196,16 @@ def seed_differences(out_dir: Path, scenario: str, seeds: list[int], method: str
     return {seed: found[seed] for seed in seeds if seed in found}
 
 
+def one_run_a_seed(fit: dict, seeds: int) -> tuple[float, float]:
+    """Under a :func:`uniil_lib.benchmark.random_effects` fit (its normal model, seeds independent): the chance that
+    one run of a seed is ahead, ``Phi(mu / sqrt(sigma_b^2 + sigma_w^2))`` (a seed's expected difference plus one
+    rounding), and the chance that one run a seed is ahead on every one of ``seeds`` seeds (the first to the
+    power ``seeds``). What "ahead on every seed, one run each" can be expected to give for a lead of that size."""
+    spread = math.hypot(fit["between_sd"], fit["within_sd"])
+    single = statistics.NormalDist().cdf(fit["grand_mean"] / spread) if spread > 0 else float(fit["grand_mean"] > 0)
+    return single, single ** seeds
+
+
 def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "mage",
                 baseline: str = "moe-adapters-ddas", table_dirs: Sequence[Path] = SEED_TABLES) -> str:
     """Each seed's expected ``method`` - ``baseline`` Last (mean over its roundings), with and without the table."""
@@ -231,7 +242,11 @@ def seed_report(out_dir: Path, scenario: str, seeds: list[int], method: str = "m
         lines += ["", f"seeds with mean above 0: {ahead} of {len(groups)}; grand mean {fit['grand_mean']:+.2f}; "
                   f"rounding sd {fit['within_sd']:.2f} ({fit['within_dof']} dof); between-seed sd of the expected "
                   f"difference {fit['between_sd']:.2f}; share of seeds expected above 0 (normal model) "
-                  f"{fit['share_above_zero']:.2f}", ""]
+                  f"{fit['share_above_zero']:.2f}"]
+        single, every = one_run_a_seed(fit, len(groups))
+        values = [v for group in groups.values() for v in group]
+        lines += [f"one run a seed (normal model): ahead with chance {single:.3f} on a seed, on all {len(groups)} "
+                  f"seeds {every:.2f}; single runs behind here: {sum(v < 0 for v in values)} of {len(values)}", ""]
     missing = [s for s in seeds if s not in found]
     if missing:
         lines.append(f"missing (no value yet): seeds {', '.join(map(str, missing))}")

@@ -111,3 +111,24 @@ def test_across_seeds_judges_the_method_named_on_the_command_line(tmp_path, caps
     text = capsys.readouterr().out
     assert "mage-shrunk - moe-adapters-ddas Last per seed" in text
     assert "| 5 | -2.00 / +4.00 | 2 | +1.00 |" in text, "the table's -2 and the draw's +4: mage-shrunk, not mage"
+
+
+def test_one_run_a_seed_is_the_normal_models_chance_of_a_single_run_ahead_and_of_all_seeds_ahead(tmp_path):
+    from uniil_lib.benchmark import random_effects
+
+    fit = random_effects({0: [1.0, 3.0], 1: [5.0, 7.0], 2: [9.0, 11.0]})  # mu 6, sigma_w^2 2, sigma_b^2 15
+    single, every = rounding.one_run_a_seed(fit, 3)
+    assert single == pytest.approx(NormalDist().cdf(6 / 17 ** 0.5))
+    assert every == pytest.approx(single ** 3)
+    table = tmp_path / "table"
+    table.mkdir()
+    for seed, (lead, draw) in enumerate([(1.0, 3.0), (5.0, -7.0)]):
+        methods = {"mage": {"metrics": {"last": 80.0 + lead}}, "moe-adapters-ddas": {"metrics": {"last": 80.0}}}
+        (table / f"faithful-uniil-offline-fast-seed{seed}.json").write_text(json.dumps({"methods": methods}))
+        _write_draw(tmp_path, seed, "moe-adapters-ddas", 1, 70.0)
+        _write_draw(tmp_path, seed, "mage", 1, 70.0 + draw)
+    text = rounding.seed_report(tmp_path, "uniil-offline", [0, 1], table_dirs=[table])
+    fit = random_effects({0: [1.0, 3.0], 1: [5.0, -7.0]})
+    single, every = rounding.one_run_a_seed(fit, 2)
+    assert (f"one run a seed (normal model): ahead with chance {single:.3f} on a seed, on all 2 seeds {every:.2f}; "
+            "single runs behind here: 1 of 4") in text
