@@ -436,14 +436,12 @@ def seed_differences(tables: Sequence[dict], draws: Sequence[dict], method: str,
     Raises:
         ValueError: two tables share a seed, or two draws share (seed, method, draw).
     """
-    by_seed: dict[int, list[float]] = {}
-    table_seeds = [r["seed"] for r in tables if method in r["methods"] and baseline in r["methods"]]
-    if len(set(table_seeds)) != len(table_seeds):
-        raise ValueError(f"repeated seeds {sorted(table_seeds)} in the tables: pass one table result per seed")
-    for r in tables:
-        if method in r["methods"] and baseline in r["methods"]:
-            value = r["methods"][method]["metrics"][metric] - r["methods"][baseline]["metrics"][metric]
-            by_seed.setdefault(r["seed"], []).append(value)
+    comparable = [r for r in tables if method in r["methods"] and baseline in r["methods"]]
+    seeds = [r["seed"] for r in comparable]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"repeated seeds {sorted(seeds)} in the tables: pass one table result per seed")
+    by_seed = {r["seed"]: [r["methods"][method]["metrics"][metric] - r["methods"][baseline]["metrics"][metric]]
+               for r in comparable}
     runs: dict[tuple[int, str, int], float] = {}
     for r in draws:
         for name in set(r["methods"]) & {method, baseline}:

@@ -82,9 +82,9 @@ baseline by Last +6.32 (+4.55 to +8.08, ahead on 18) and ``mage`` by +2.96 (+1.6
 seeds) the baseline by +2.68 (+2.16 to +3.20, ahead on all ten) and ``mage`` by +0.08 (−0.41 to +0.57). Against
 ``mage-constant`` it is level on both (−0.22; +0.25 on ``dil-emoji`` seeds 0-4): what depends on the image adds
 nothing measurable at half length either. Averaged over two more roundings of each seed it is ahead of the
-baseline on all twenty seeds of ``uniil-offline`` (18 beyond their rounding noise). By the rule's conditions (on ``dil-emoji``: at least +2 over the
-baseline with the interval above 0, at least −0.5 against ``mage``) **the README's verdict leads with
-``mage-shrunk`` since 2026-12-06**: it is our reading of MAGE's gate input, choice 3 with ``a'`` in place of ``a``.
+baseline on all twenty seeds of ``uniil-offline`` (18 beyond their rounding noise). By the rule's conditions (on
+``dil-emoji``: at least +2 over the baseline with the interval above 0, at least −0.5 against ``mage``) **the
+README's verdict leads with ``mage-shrunk`` since 2026-12-06**: it is our reading of MAGE's gate input, choice 3 with ``a'`` in place of ``a``.
 ``mage`` keeps its name, as the first reading, so that every stored result keeps meaning what it meant.
 
 **Tried and rejected: activate-freeze by coverage** (``freeze_coverage=0.9``,
